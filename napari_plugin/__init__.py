@@ -1,0 +1,1 @@
+"""napari plugin for sam-med (reader, writer, widget). Imported by napari only."""
