@@ -1,0 +1,400 @@
+"""Interactive segmentation state shared by the napari plugin, the CLI and scripts.
+
+A :class:`Session` holds one :class:`~sam_med.volume.Volume`, a predictor and a
+list of objects. Each object has prompts (a 3D box and/or clicks, in voxel
+coordinates) and a boolean mask on the volume's grid. Every change of prompts
+or masks is one undoable step.
+
+Predictors implement :class:`VolumePredictor`: given the volume, an object's
+prompts and the object's previous result they return a new
+:class:`PredictionResult`. They may keep private state in
+``PredictionResult.state`` (e.g. per-slice logits) to re-run only what a new
+click changes.
+
+Masks are treated as immutable: a new prediction creates a new array, so undo
+snapshots share arrays instead of copying them.
+
+Overlap rule when objects are combined into one label map
+(:meth:`Session.label_map`): ``"last"`` (later objects win; default, like
+painting), ``"first"`` (earlier objects win), or ``"locked-first"`` (locked
+objects win over unlocked ones, then ``"last"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import OutputError, PromptError, SamMedError
+from .prompts import Box, ObjectPrompts, Point, make_box, make_point
+from .volume import Volume
+
+ProgressFn = Callable[[int, int, str], None]
+"""progress(done, total, what) — called by long operations; must be cheap and thread-safe."""
+
+OVERLAP_RULES = ("last", "first", "locked-first")
+
+# A colour-blind-friendly cycle (Okabe–Ito), RGB 0..1
+PALETTE = [
+    (0.902, 0.624, 0.0),
+    (0.337, 0.706, 0.914),
+    (0.0, 0.620, 0.451),
+    (0.941, 0.894, 0.259),
+    (0.0, 0.447, 0.698),
+    (0.835, 0.369, 0.0),
+    (0.800, 0.475, 0.655),
+]
+
+
+@dataclass
+class PredictionResult:
+    """A predictor's answer for one object: ``mask`` (bool, volume shape) + private state."""
+
+    mask: np.ndarray
+    state: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class VolumePredictor(Protocol):
+    """What a Session needs from a predictor (slice-wise 2D or volumetric 3D)."""
+
+    #: registry name of the model (recorded in saved sessions and sidecars)
+    model_name: str
+
+    def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> None:
+        """Optional warm-up (e.g. encode all slices). May be a no-op."""
+
+    def predict(
+        self,
+        volume: Volume,
+        prompts: ObjectPrompts,
+        previous: PredictionResult | None = None,
+        progress: ProgressFn | None = None,
+    ) -> PredictionResult:
+        """Segment one object from its full prompt set. ``previous`` is the last
+        result for the same object (for incremental refinement), or None."""
+
+
+@dataclass
+class SegObject:
+    id: int
+    name: str
+    color: tuple[float, float, float]
+    prompts: ObjectPrompts = field(default_factory=ObjectPrompts)
+    mask: np.ndarray | None = None
+    result: PredictionResult | None = None
+    locked: bool = False
+
+    def snapshot(self) -> "SegObject":
+        return dataclasses.replace(self, prompts=self.prompts.copy())
+
+
+class Session:
+    """Objects, prompts and masks for one volume, with multi-level undo/redo."""
+
+    def __init__(
+        self,
+        volume: Volume,
+        predictor: VolumePredictor | None = None,
+        *,
+        overlap: str = "last",
+        max_undo: int = 100,
+    ) -> None:
+        if overlap not in OVERLAP_RULES:
+            raise SamMedError(f"overlap rule must be one of {OVERLAP_RULES}, got {overlap!r}")
+        self.volume = volume
+        self.predictor = predictor
+        self.overlap = overlap
+        self.max_undo = max_undo
+        self.objects: dict[int, SegObject] = {}
+        self._undo: list[dict[int, SegObject]] = []
+        self._redo: list[dict[int, SegObject]] = []
+
+    # ------------------------------------------------------------ objects
+    def add_object(
+        self, name: str | None = None, id: int | None = None, color: tuple | None = None
+    ) -> SegObject:
+        if id is None:
+            id = max(self.objects, default=0) + 1
+        id = int(id)
+        if not 1 <= id <= 65535:
+            raise SamMedError(f"object id must be in 1..65535, got {id}")
+        if id in self.objects:
+            raise SamMedError(f"object id {id} already exists ({self.objects[id].name!r})")
+        self._push_undo()
+        obj = SegObject(
+            id=id,
+            name=name or f"object {id}",
+            color=tuple(color) if color is not None else PALETTE[(id - 1) % len(PALETTE)],
+        )
+        self.objects[id] = obj
+        return obj
+
+    def get(self, id: int) -> SegObject:
+        try:
+            return self.objects[int(id)]
+        except KeyError:
+            raise SamMedError(f"no object with id {id}; objects: {sorted(self.objects)}") from None
+
+    def remove_object(self, id: int) -> None:
+        self.get(id)
+        self._push_undo()
+        del self.objects[int(id)]
+
+    def rename(self, id: int, name: str) -> None:
+        self._edit(id, name=str(name))
+
+    def set_color(self, id: int, color: tuple) -> None:
+        self._edit(id, color=tuple(float(c) for c in color))
+
+    def set_locked(self, id: int, locked: bool = True) -> None:
+        self._edit(id, locked=bool(locked))
+
+    def _edit(self, id: int, **changes) -> None:
+        obj = self.get(id)
+        self._push_undo()
+        self.objects[obj.id] = dataclasses.replace(obj, prompts=obj.prompts.copy(), **changes)
+
+    # ------------------------------------------------------------ prompts
+    def _check_editable(self, obj: SegObject) -> None:
+        if obj.locked:
+            raise SamMedError(f"object {obj.id} ({obj.name!r}) is locked; unlock it to change it")
+
+    def set_box(self, id: int, box: Box | list | tuple | None, *, run: bool = True,
+                progress: ProgressFn | None = None) -> SegObject:
+        """Set (or clear with None) the object's 3D box, in voxel coordinates."""
+        obj = self.get(id)
+        self._check_editable(obj)
+        if box is not None and not isinstance(box, Box):
+            box = make_box(box, self.volume.shape)
+        prompts = obj.prompts.copy()
+        prompts.box = box
+        return self._update(obj, prompts, run, progress)
+
+    def add_point(self, id: int, ijk, positive: bool = True, *, run: bool = True,
+                  progress: ProgressFn | None = None) -> SegObject:
+        """Add a click at voxel (i, j, k). Re-runs the predictor (refinement) unless run=False."""
+        obj = self.get(id)
+        self._check_editable(obj)
+        point = ijk if isinstance(ijk, Point) else make_point(ijk, positive, self.volume.shape)
+        prompts = obj.prompts.copy()
+        prompts.points.append(point)
+        return self._update(obj, prompts, run, progress)
+
+    def set_prompts(self, id: int, prompts: ObjectPrompts, *, run: bool = True,
+                    progress: ProgressFn | None = None) -> SegObject:
+        obj = self.get(id)
+        self._check_editable(obj)
+        return self._update(obj, prompts.copy(), run, progress)
+
+    def clear(self, id: int) -> SegObject:
+        """Remove the object's prompts and mask (one undo step)."""
+        obj = self.get(id)
+        self._check_editable(obj)
+        self._push_undo()
+        new = dataclasses.replace(obj, prompts=ObjectPrompts(), mask=None, result=None)
+        self.objects[obj.id] = new
+        return new
+
+    def set_mask(self, id: int, mask: np.ndarray) -> SegObject:
+        """Replace an object's mask directly (manual edit, imported segmentation)."""
+        obj = self.get(id)
+        self._check_editable(obj)
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != self.volume.shape:
+            raise SamMedError(f"mask shape {mask.shape} does not match the volume {self.volume.shape}")
+        self._push_undo()
+        new = dataclasses.replace(obj, prompts=obj.prompts.copy(), mask=mask, result=None)
+        self.objects[obj.id] = new
+        return new
+
+    def _update(self, obj: SegObject, prompts: ObjectPrompts, run: bool,
+                progress: ProgressFn | None) -> SegObject:
+        mask, result = obj.mask, obj.result
+        if run and not prompts.is_empty():
+            result = self._predict(prompts, obj.result, progress)
+            mask = result.mask
+        elif prompts.is_empty():
+            mask, result = None, None
+        self._push_undo()
+        new = dataclasses.replace(obj, prompts=prompts, mask=mask, result=result)
+        self.objects[obj.id] = new
+        return new
+
+    def run(self, id: int, progress: ProgressFn | None = None) -> SegObject:
+        """(Re)compute an object's mask from its prompts, from scratch."""
+        obj = self.get(id)
+        if obj.prompts.is_empty():
+            raise PromptError(f"object {obj.id} ({obj.name!r}) has no prompts to segment from")
+        result = self._predict(obj.prompts, None, progress)
+        self._push_undo()
+        new = dataclasses.replace(obj, prompts=obj.prompts.copy(), mask=result.mask, result=result)
+        self.objects[obj.id] = new
+        return new
+
+    def _predict(self, prompts: ObjectPrompts, previous: PredictionResult | None,
+                 progress: ProgressFn | None) -> PredictionResult:
+        if self.predictor is None:
+            raise SamMedError("this session has no predictor; create it with one to segment")
+        result = self.predictor.predict(self.volume, prompts, previous, progress)
+        if result.mask.shape != self.volume.shape:
+            raise SamMedError(
+                f"predictor returned a mask of shape {result.mask.shape}, volume is {self.volume.shape}"
+            )
+        result.mask = result.mask.astype(bool, copy=False)
+        return result
+
+    # ------------------------------------------------------------ undo/redo
+    def _snapshot(self) -> dict[int, SegObject]:
+        return {k: v.snapshot() for k, v in self.objects.items()}
+
+    def _push_undo(self) -> None:
+        self._undo.append(self._snapshot())
+        if len(self._undo) > self.max_undo:
+            del self._undo[0]
+        self._redo.clear()
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo(self) -> bool:
+        """Go back one step; returns False when there is nothing to undo."""
+        if not self._undo:
+            return False
+        self._redo.append(self._snapshot())
+        self.objects = self._undo.pop()
+        return True
+
+    def redo(self) -> bool:
+        if not self._redo:
+            return False
+        self._undo.append(self._snapshot())
+        self.objects = self._redo.pop()
+        return True
+
+    # ------------------------------------------------------------ results
+    def label_map(self, dtype=None) -> np.ndarray:
+        """All object masks combined into one label volume under the overlap rule."""
+        top = max(self.objects, default=0)
+        dtype = dtype or (np.uint8 if top < 256 else np.uint16)
+        out = np.zeros(self.volume.shape, dtype=dtype)
+        objs = [o for o in self.objects.values() if o.mask is not None]
+        if self.overlap == "first":
+            objs = objs[::-1]  # paint in reverse so earlier objects end on top
+        elif self.overlap == "locked-first":
+            objs = [o for o in objs if not o.locked] + [o for o in objs if o.locked]
+        for o in objs:
+            out[o.mask] = o.id
+        return out
+
+    def mask(self, id: int) -> np.ndarray:
+        obj = self.get(id)
+        return obj.mask if obj.mask is not None else np.zeros(self.volume.shape, dtype=bool)
+
+    # ------------------------------------------------------------ persistence
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "sam-med-session/1",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": self.volume.source,
+            "shape": list(self.volume.shape),
+            "affine": self.volume.affine.tolist(),
+            "model": getattr(self.predictor, "model_name", None),
+            "checkpoint_sha256": getattr(self.predictor, "checkpoint_sha256", None),
+            "overlap": self.overlap,
+            "versions": versions(),
+            "coords": "voxel",
+            "objects": [
+                {"id": o.id, "name": o.name, "color": list(o.color), "locked": o.locked,
+                 **o.prompts.to_json()}
+                for o in self.objects.values()
+            ],
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save prompts, object list, masks, model id and versions to one ``.npz`` file."""
+        path = Path(path)
+        if self.volume.source and Path(self.volume.source).resolve() == path.resolve():
+            raise OutputError(f"refusing to overwrite the input scan {path}")
+        arrays = {"session_json": np.frombuffer(json.dumps(self.to_json()).encode(), dtype=np.uint8)}
+        for o in self.objects.values():
+            if o.mask is not None:
+                arrays[f"mask_{o.id}"] = np.packbits(o.mask.ravel())
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, volume: Volume,
+             predictor: VolumePredictor | None = None) -> "Session":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["session_json"]).decode())
+                packed = {k: z[k] for k in z.files if k.startswith("mask_")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise SamMedError(f"{path}: not a sam-med session file ({exc})") from exc
+        if tuple(meta["shape"]) != volume.shape or not np.allclose(meta["affine"], volume.affine, atol=1e-3):
+            raise SamMedError(
+                f"{path}: session was saved for a volume of shape {meta['shape']} with a different "
+                f"geometry than {volume.source or 'the given volume'} {volume.shape}"
+            )
+        s = cls(volume, predictor, overlap=meta.get("overlap", "last"))
+        n = int(np.prod(volume.shape))
+        for o in meta["objects"]:
+            prompts = ObjectPrompts.from_json(o, volume, "voxel") if ("box" in o or "points" in o) \
+                else ObjectPrompts()
+            key = f"mask_{o['id']}"
+            mask = (np.unpackbits(packed[key])[:n].reshape(volume.shape).astype(bool)
+                    if key in packed else None)
+            s.objects[int(o["id"])] = SegObject(
+                id=int(o["id"]), name=o["name"], color=tuple(o["color"]), prompts=prompts,
+                mask=mask, locked=bool(o.get("locked", False)),
+            )
+        s.saved_meta = meta
+        return s
+
+
+def versions() -> dict[str, str]:
+    """Versions of sam-med and the packages that decide a result (recorded with outputs)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("sam-med", "torch", "monai", "numpy", "nibabel", "pydicom", "SimpleITK"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder + os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
