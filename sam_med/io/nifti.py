@@ -1,0 +1,65 @@
+"""NIfTI reading via nibabel (world = RAS, as ours)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import InputFileError
+from ..volume import Volume
+
+
+def guess_slice_axis(spacing, ratio: float = 1.5) -> int:
+    """Acquisition axis from spacing: the axis whose spacing is clearly the largest
+    (>= ``ratio`` x each other axis), else 2."""
+    sp = np.asarray(spacing, dtype=float)
+    ax = int(np.argmax(sp))
+    others = np.delete(sp, ax)
+    if np.all(sp[ax] >= ratio * others):
+        return ax
+    return 2
+
+
+def read_nifti(path, *, time_index: int | None = None) -> Volume:
+    import nibabel as nib
+
+    path = os.fspath(path)
+    try:
+        img = nib.load(path)
+        shape = img.shape
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many kinds for corrupt files
+        raise InputFileError(f"{path}: cannot read NIfTI ({exc})") from exc
+    if data.ndim == 4 and shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        n = shape[3]
+        if time_index is None:
+            raise InputFileError(
+                f"{path}: 4D NIfTI with {n} volumes (shape {tuple(shape)}); "
+                f"choose one with time_index=0..{n - 1} (CLI --time-index N)"
+            )
+        if not 0 <= time_index < n:
+            raise InputFileError(f"{path}: time_index {time_index} out of range 0..{n - 1}")
+        data = data[..., time_index]
+    elif time_index not in (None, 0):
+        raise InputFileError(f"{path}: time_index={time_index} given but the image is 3D")
+    if data.ndim != 3:
+        raise InputFileError(f"{path}: expected a 3D image, got {data.ndim}D with shape {tuple(shape)}")
+    if data.dtype.fields is not None or np.iscomplexobj(data):
+        raise InputFileError(f"{path}: RGB/complex NIfTI images are not supported")
+    affine = img.affine
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    meta = {"format": "nifti"}
+    if time_index is not None:
+        meta["time_index"] = int(time_index)
+    return Volume(
+        array=np.ascontiguousarray(data),
+        affine=affine,
+        modality=None,
+        intensity="raw",
+        slice_axis=guess_slice_axis(spacing),
+        source=os.path.abspath(path),
+        meta=meta,
+    )

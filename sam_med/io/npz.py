@@ -1,0 +1,105 @@
+"""The research npz format (MedSAM2 / CVPR 2024 challenge, ../shared/data/ct_lesion).
+
+Keys: ``imgs`` (D, H, W), ``gts`` (D, H, W) optional, ``spacing`` (x, y, z mm),
+``direction`` (9, ITK row-major direction matrix, LPS) and ``origin`` (3, LPS),
+optionally ``boxes``. These are SimpleITK conventions: array order (z, y, x) is
+the transpose of our (x, y, z); the world is LPS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputFileError
+from ..volume import Volume, affine_from_geometry, lps_to_ras, ras_to_lps, split_affine
+
+
+@dataclass
+class NpzCase:
+    """A research npz case: image (and label) as Volumes on the same grid."""
+
+    image: Volume
+    label: Volume | None
+    boxes: np.ndarray | None
+    raw: tuple[str, ...]  # the keys present in the file
+
+
+def _modality_from_name(path: str) -> str | None:
+    m = re.match(r"^(CT|MR)[_-]", os.path.basename(path))
+    return m.group(1) if m else None
+
+
+def read_npz(path) -> NpzCase:
+    path = os.fspath(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+        keys = tuple(z.files)
+        data = {k: z[k] for k in keys}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputFileError(f"{path}: cannot read npz ({exc})") from exc
+    if "imgs" not in data:
+        raise InputFileError(f"{path}: npz has no 'imgs' key (keys: {', '.join(keys) or 'none'})")
+    imgs = data["imgs"]
+    if imgs.ndim != 3:
+        raise InputFileError(
+            f"{path}: 'imgs' must be a 3D (D, H, W) array, got shape {imgs.shape} "
+            "(2D/RGB challenge images are not volumes)"
+        )
+    if "spacing" not in data:
+        raise InputFileError(f"{path}: npz has no 'spacing' key; the voxel size is unknown")
+    spacing = np.asarray(data["spacing"], dtype=np.float64).reshape(-1)
+    if spacing.size != 3:
+        raise InputFileError(f"{path}: 'spacing' must have 3 values (x, y, z), got {spacing.tolist()}")
+    meta: dict = {"format": "npz"}
+    notes = []
+    if "direction" in data:
+        direction = np.asarray(data["direction"], dtype=np.float64).reshape(3, 3)
+    else:
+        direction = np.eye(3)
+        notes.append("no 'direction' key: identity assumed")
+    if "origin" in data:
+        origin = np.asarray(data["origin"], dtype=np.float64).reshape(3)
+    else:
+        origin = np.zeros(3)
+        notes.append("no 'origin' key: (0, 0, 0) assumed")
+    if notes:
+        meta["geometry_note"] = "; ".join(notes)
+    affine = lps_to_ras(affine_from_geometry(spacing, direction, origin))
+    if "intensity" in data:
+        intensity = str(data["intensity"])
+    else:
+        intensity = "windowed" if imgs.dtype == np.uint8 else "raw"
+    if "modality" in data:
+        modality = str(data["modality"]) or None
+    else:
+        modality = _modality_from_name(path)
+        if modality:
+            meta["modality_from"] = "file name prefix"
+    src = os.path.abspath(path)
+    arr = np.ascontiguousarray(imgs.transpose(2, 1, 0))
+    image = Volume(arr, affine, modality=modality, intensity=intensity, slice_axis=2, source=src, meta=meta)
+    label = None
+    if "gts" in data:
+        gts = data["gts"]
+        if gts.shape != imgs.shape:
+            raise InputFileError(f"{path}: 'gts' shape {gts.shape} differs from 'imgs' shape {imgs.shape}")
+        label = Volume(np.ascontiguousarray(gts.transpose(2, 1, 0)), affine, modality=modality,
+                       intensity="label", slice_axis=2, source=src, meta={"format": "npz", "key": "gts"})
+    boxes = np.asarray(data["boxes"]) if "boxes" in data else None
+    return NpzCase(image=image, label=label, boxes=boxes, raw=keys)
+
+
+def npz_geometry(affine: np.ndarray) -> dict[str, np.ndarray]:
+    """spacing/direction/origin keys (ITK/LPS convention) for a voxel->RAS affine."""
+    spacing, direction, origin = split_affine(ras_to_lps(affine))
+    return {"spacing": spacing, "direction": direction.reshape(-1), "origin": origin}
+
+
+def to_dhw(array: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) -> the npz (D, H, W) = (z, y, x) order."""
+    return np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0))
