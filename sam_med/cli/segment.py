@@ -1,0 +1,200 @@
+"""`sam-med segment`: 3D box / point prompts → label map on the image's geometry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import OutputError, PromptError, SamMedError
+
+OUT_FORMATS = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".mha": "nrrd",
+               ".npz": "npz", ".dcm": "dicom-seg"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment objects from 3D box / point prompts",
+        description=(
+            "Segment one or more objects from 3D prompts and write a label map on the image's "
+            "geometry. Voxel coordinates are (x, y, z) = (i, j, k), the index order of the stored "
+            "image (ITK/nibabel order); world coordinates are RAS mm. Box bounds are inclusive."
+        ),
+    )
+    p.add_argument("image", help="DICOM folder/file, NIfTI, NRRD/MHA or research npz")
+    p.add_argument("--box", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"))
+    p.add_argument("--point", nargs=3, type=float, action="append", metavar=("X", "Y", "Z"),
+                   help="a click; repeat for several (labels from --label, default 1)")
+    p.add_argument("--label", type=int, action="append", choices=(0, 1),
+                   help="label of each --point in order: 1 foreground, 0 background")
+    p.add_argument("--coords", choices=("voxel", "world"), default="voxel")
+    p.add_argument("--prompts", help="JSON file with several objects (see sam_med/prompts.py)")
+    p.add_argument("--model", default="lite_medsam", help="registered model name (default lite_medsam)")
+    p.add_argument("--checkpoint", help="checkpoint file for the model (overrides the config's source)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--modality", choices=("CT", "MR", "auto"), default="auto",
+                   help="intensity pipeline: auto = DICOM tag, else intensity range")
+    p.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"), help="CT window")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slicing axis (default: acquisition axis)")
+    p.add_argument("--series", dest="series_uid", help="DICOM SeriesInstanceUID when a folder has several")
+    p.add_argument("--time-index", type=int, help="time point of a 4D series")
+    p.add_argument("--resample", action="store_true", help="resample tilted/uneven DICOM onto a regular grid")
+    p.add_argument("--overlap", choices=("last", "first"), default="last",
+                   help="overlap rule between objects (default: later objects win)")
+    p.add_argument("--cache-dir", help="on-disk embedding cache (reopening a scan skips the encoder)")
+    p.add_argument("--format", choices=("nifti", "nrrd", "npz", "dicom-seg"),
+                   help="output format (default: from --out's extension)")
+    p.add_argument("--session-out", help="also save the session (prompts + masks + model) to this .npz")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="output label map (.nii.gz, .nrrd, .npz, .dcm)")
+    p.set_defaults(func=run)
+
+
+def out_format(path: str, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    name = path.lower()
+    for ext in sorted(OUT_FORMATS, key=len, reverse=True):
+        if name.endswith(ext):
+            return OUT_FORMATS[ext]
+    raise OutputError(f"{path}: unknown output format; use .nii.gz, .nrrd, .npz or .dcm, or --format")
+
+
+def objects_from_args(args, volume) -> list[dict]:
+    """Validated objects: [{"id", "name", "prompts": ObjectPrompts}] from --prompts or --box/--point."""
+    from ..prompts import ObjectPrompts, check_coords
+
+    objs: list[dict] = []
+    if args.prompts:
+        try:
+            spec = json.loads(Path(args.prompts).read_text())
+        except json.JSONDecodeError as exc:
+            raise PromptError(f"{args.prompts}: not valid JSON ({exc})") from exc
+        if not isinstance(spec, dict) or not isinstance(spec.get("objects"), list):
+            raise PromptError(f"{args.prompts}: expected {{\"coords\": ..., \"objects\": [...]}}")
+        coords = check_coords(spec.get("coords", args.coords))
+        seen = set()
+        for n, o in enumerate(spec["objects"], 1):
+            oid = int(o.get("id", n))
+            if oid in seen:
+                raise PromptError(f"{args.prompts}: object id {oid} appears twice")
+            seen.add(oid)
+            try:
+                prompts = ObjectPrompts.from_json(o, volume, coords)
+            except PromptError as exc:
+                raise PromptError(f"{args.prompts}: object {oid}: {exc}") from None
+            objs.append({"id": oid, "name": o.get("name", f"object {oid}"), "prompts": prompts})
+        if args.box or args.point:
+            raise PromptError("give either --prompts or --box/--point, not both")
+    else:
+        points = args.point or []
+        labels = args.label or []
+        if labels and len(labels) != len(points):
+            raise PromptError(f"{len(points)} --point but {len(labels)} --label; give one label per point")
+        labels = labels or [1] * len(points)
+        spec_obj = {"id": 1}
+        if args.box:
+            spec_obj["box"] = args.box
+        if points:
+            spec_obj["points"] = [[*p, lab] for p, lab in zip(points, labels)]
+        if "box" not in spec_obj and "points" not in spec_obj:
+            raise PromptError("no prompts: give --box, --point or --prompts")
+        objs.append({"id": 1, "name": "object 1", "prompts": ObjectPrompts.from_json(spec_obj, volume, args.coords)})
+    if not objs:
+        raise PromptError("the prompt set is empty")
+    return objs
+
+
+def _progress_bar(disabled: bool):
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(done: int, total: int, what: str) -> None:
+        if disabled or what != "encode":
+            return
+        bar = bars.get(what)
+        if bar is None or bar.total != total or done == 0:
+            if bar is not None:
+                bar.close()
+            bar = bars[what] = tqdm(total=total, desc="encoding slices", unit="slice", file=sys.stderr,
+                                    leave=False)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+            bars.pop(what, None)
+
+    return progress
+
+
+def check_output(out: str, volume) -> None:
+    from ..io.writers import check_not_input
+
+    check_not_input(out, volume)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import io
+    from ..predictors.factory import build_predictor
+    from ..session import Session
+
+    fmt = out_format(args.out, args.format)
+    volume = io.load(args.image, series_uid=args.series_uid, time_index=args.time_index,
+                     resample=args.resample)
+    if fmt == "dicom-seg" and volume.dicom is None:
+        raise OutputError(f"{args.out}: DICOM SEG output needs a DICOM input; {args.image} is not DICOM")
+    check_output(args.out, volume)
+    objs = objects_from_args(args, volume)  # validate every prompt before loading the model
+
+    options = {}
+    if args.window:
+        options["window"] = tuple(args.window)
+    if args.modality != "auto":
+        options["modality"] = args.modality
+    if args.axis is not None:
+        options["axis"] = args.axis
+    if args.cache_dir:
+        options["cache_dir"] = args.cache_dir
+    predictor = build_predictor(args.model, args.device, checkpoint=args.checkpoint, **options)
+    session = Session(volume, predictor, overlap=args.overlap)
+    progress = _progress_bar(args.no_progress)
+    for o in objs:
+        session.add_object(o["name"], id=o["id"])
+        session.set_prompts(o["id"], o["prompts"], progress=progress)
+        m = session.mask(o["id"])
+        print(f"object {o['id']} ({o['name']}): {int(m.sum())} voxels, "
+              f"{float(m.sum() * volume.spacing.prod() / 1000):.2f} ml", file=sys.stderr)
+    labels = session.label_map()
+    written = write_labels(labels, args.out, fmt, volume, session)
+    from ..io import sidecar
+
+    sidecar.write_sidecar(
+        written, volume=volume, prompts_json=session.to_json(), model_name=predictor.model_name,
+        checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None),
+    )
+    if args.session_out:
+        session.save(args.session_out)
+    print(written)
+    return 0
+
+
+def write_labels(labels, out: str, fmt: str, volume, session) -> str:
+    from .. import io
+
+    if fmt in ("nifti", "nrrd"):
+        return io.save_label(labels, out, like=volume)
+    if fmt == "npz":
+        return io.save_npz_segs(labels, out, like=volume)
+    if fmt == "dicom-seg":
+        from ..io.dicom_seg import write_dicom_seg
+        from .. import __version__
+
+        segs = [{"id": o.id, "name": o.name, "color": o.color} for o in session.objects.values()
+                if o.mask is not None and o.mask.any()]
+        return write_dicom_seg(labels, volume, out, segs, algorithm={
+            "name": session.predictor.model_name, "version": __version__,
+            "checkpoint_sha256": getattr(session.predictor, "checkpoint_sha256", None)})
+    raise SamMedError(f"unknown output format {fmt!r}")

@@ -1,0 +1,497 @@
+"""Slice-wise 3D segmentation with a 2D SAM-style model (LiteMedSAM by default).
+
+Recipe (see ``benchmarks/bench_slicewise.py`` for the measurements behind each choice):
+
+1. The volume is mapped to the model's 0..255 intensity range once (CT window,
+   MR percentiles, research npz left as is) by the model config's pipeline.
+2. Slices are taken perpendicular to the acquisition axis (``Volume.slice_axis``)
+   unless ``axis`` is given; see :mod:`sam_med.predictors.planes` for the 2D layout.
+3. **Zoom**: when the object is small at the model's input size (longest box side
+   below ``zoom_below`` model pixels on the whole slice), every slice of that
+   object is encoded from a square crop around the box (side = ``zoom_factor`` ×
+   the box's longest side), so a small lesion keeps its pixels. Large objects use
+   the whole slice, whose embeddings are shared by all objects.
+4. A 3D box starts on its middle slice with the box's in-plane extent, then
+   propagates both ways: each next slice is prompted with the previous slice's
+   mask box (+ ``margin`` px) clipped to the 3D box, optionally with the previous
+   low-res logits as a dense prompt; it stops at the box's extent or when the
+   object vanishes (empty mask or predicted IoU below ``iou_stop``).
+5. Clicks (refinement) act on their slice through the box, which is what this
+   box-trained model understands: a positive click grows the slice's box to
+   include it, a negative click moves the nearest box side past it; the slice is
+   re-decoded from cached embeddings and the change is re-propagated outwards
+   only while the neighbouring slices change. A click on a slice the object had
+   not reached seeds it there from the nearest segmented slice.
+
+Embeddings come from an :class:`EmbeddingCache` (shared across objects, prompts
+and clicks; optional on-disk store).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import PromptError, SamMedError
+from ..prompts import ObjectPrompts, Point
+from ..session import PredictionResult, ProgressFn
+from ..volume import Volume
+from .embedding_cache import EmbeddingCache, array_signature
+from .planes import (
+    PlaneGeometry,
+    box_mask,
+    clip_box,
+    component_at,
+    dice2d,
+    expand_box,
+    intersect_box,
+    mask_bbox,
+    union_box,
+)
+
+
+@dataclass
+class SliceOut:
+    """Result on one slice: full-plane mask, the low-res logits (object crop frame), the box used."""
+
+    mask: np.ndarray
+    logits: torch.Tensor | None
+    box: np.ndarray | None
+    score: float = 0.0
+
+
+@dataclass
+class ObjectState:
+    """Private per-object state kept in ``PredictionResult.state`` for refinement."""
+
+    axis: int
+    crop: tuple[int, int, int, int] | None
+    prompts: ObjectPrompts
+    bound2d: np.ndarray | None
+    srange: tuple[int, int]
+    slices: dict[int, SliceOut] = field(default_factory=dict)
+
+
+@dataclass
+class SliceWiseOptions:
+    axis: int | None = None
+    zoom: str = "auto"  # "auto" | "always" | "never"
+    zoom_below: float = 48.0  # model pixels: zoom when the box's longest side is shorter
+    zoom_factor: float = 2.2
+    min_crop: int = 64  # plane pixels
+    margin: int = 3
+    mask_prompt: bool = False
+    iou_stop: float = 0.0
+    refine_stop_dice: float = 0.98
+    batch_size: int = 4
+    window: tuple[float, float] | None = None  # CT (level, width)
+    modality: str | None = None  # override "CT"/"MR"
+
+
+class SliceWisePredictor:
+    """3D segmentation with a 2D promptable model, slice by slice (implements ``VolumePredictor``)."""
+
+    def __init__(
+        self,
+        model: str = "lite_medsam",
+        *,
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        cache: EmbeddingCache | None = None,
+        cache_dir: str | None = None,
+        loaded=None,
+        **options: Any,
+    ) -> None:
+        from ..models import load_model
+        from ..transforms import SlicePreprocessor
+
+        self.loaded = loaded if loaded is not None else load_model(model, checkpoint=checkpoint, device=device)
+        self.model_name = self.loaded.name
+        self.checkpoint_sha256 = getattr(self.loaded, "sha256", None)
+        self.options = SliceWiseOptions(**options)
+        self.cache = cache if cache is not None else EmbeddingCache(cache_dir=cache_dir)
+        self.size = int(self.loaded.image_size)
+        self.pre = SlicePreprocessor(image_size=self.size)
+        self._vol_id: int | None = None
+        self._vol_sig: str | None = None
+        self._u8: np.ndarray | None = None
+        self.timings: dict[str, float] = {"encode": 0.0, "decode": 0.0}
+
+    # ------------------------------------------------------------ volume prep
+    def _bind(self, volume: Volume) -> None:
+        if self._vol_id == id(volume) and self._u8 is not None:
+            return
+        from ..transforms import intensity_to_uint8_range
+
+        o = self.options
+        modality = o.modality or volume.modality
+        self._u8 = np.ascontiguousarray(
+            intensity_to_uint8_range(volume.array, volume.intensity, modality, window=o.window),
+            dtype=np.float32,
+        )
+        model_sig = (self.model_name, self.checkpoint_sha256, str(getattr(self.loaded, "autocast_dtype", None)))
+        self._vol_sig = array_signature(self._u8, volume.affine.round(4).tolist(), model_sig)
+        self._vol_id = id(volume)
+
+    def _axis(self, volume: Volume) -> int:
+        return volume.slice_axis if self.options.axis is None else int(self.options.axis)
+
+    # ------------------------------------------------------------ encoder
+    def _image(self, geo: PlaneGeometry, k: int, crop) -> np.ndarray:
+        img = geo.slice_of(self._u8, k)
+        if crop is not None:
+            x0, y0, x1, y1 = crop
+            img = img[y0 : y1 + 1, x0 : x1 + 1]
+        return np.ascontiguousarray(img)
+
+    def _embeddings(self, geo: PlaneGeometry, ks, crop, progress: ProgressFn | None = None):
+        ks = [int(k) for k in ks]
+        ns = f"{self._vol_sig}-a{geo.axis}"
+
+        def make_input(key):
+            _, k, c = key
+            x, _meta = self.pre(self._image(geo, k, c))
+            return x
+
+        def encode(batch):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = self.loaded.encode(batch)
+            self.timings["encode"] += time.perf_counter() - t0
+            return out
+
+        keys = [("s", k, crop) for k in ks]
+        embs = self.cache.get_many(ns, keys, make_input, encode, self.options.batch_size, progress)
+        return dict(zip(ks, embs))
+
+    def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> None:
+        """Encode every whole slice along the slicing axis (GUI "Prepare")."""
+        self._bind(volume)
+        geo = PlaneGeometry(self._axis(volume), volume.shape)
+        self._embeddings(geo, range(geo.n_slices), None, progress)
+
+    # ------------------------------------------------------------ decoder
+    def _to_model(self, xy, crop, hw_crop) -> np.ndarray:
+        scale = self.size / max(hw_crop)
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        if crop is not None:
+            xy = xy - np.array([crop[0], crop[1]])
+        return xy * scale
+
+    def _decode(self, st: ObjectState, geo: PlaneGeometry, k: int, emb: torch.Tensor, box2d,
+                points=None, labels=None, mask_input=None) -> SliceOut:
+        """Decode slice k with a 2D box (plane px) (+ optional points and dense prompt)."""
+        hw = geo.hw
+        crop = st.crop
+        hw_crop = hw if crop is None else (crop[3] - crop[1] + 1, crop[2] - crop[0] + 1)
+        kwargs: dict[str, Any] = {}
+        if box2d is not None:
+            corners = self._to_model([[box2d[0], box2d[1]], [box2d[2], box2d[3]]], crop, hw_crop)
+            # the official LiteMedSAM rule truncates box coordinates to integers
+            kwargs["boxes"] = torch.as_tensor(np.floor(corners).reshape(1, 4), dtype=torch.float32)
+        if points is not None and len(points):
+            pts = self._to_model(points, crop, hw_crop) + 0.5
+            kwargs["points"] = torch.as_tensor(pts[None], dtype=torch.float32)
+            kwargs["point_labels"] = torch.as_tensor(np.asarray(labels)[None], dtype=torch.int64)
+        if mask_input is not None:
+            kwargs["mask_input"] = mask_input
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            low, iou = self.loaded.decode(emb[None], multimask=False, **kwargs)
+            meta = {"original_size": hw_crop, "input_size": self.size}
+            logits = self.loaded.postprocess(low[:, :1], _PreMeta(hw_crop, self.size))
+        self.timings["decode"] += time.perf_counter() - t0
+        m_crop = (logits.reshape(hw_crop) > 0).cpu().numpy()
+        del meta
+        if crop is None:
+            mask = m_crop
+        else:
+            mask = np.zeros(hw, dtype=bool)
+            mask[crop[1] : crop[3] + 1, crop[0] : crop[2] + 1] = m_crop
+        return SliceOut(mask=mask, logits=low[:, :1].clone(), box=None if box2d is None else np.asarray(box2d),
+                        score=float(iou.reshape(-1)[0]))
+
+    # ------------------------------------------------------------ clicks on a slice
+    @staticmethod
+    def _clicks_on(st: ObjectState, geo: PlaneGeometry, k: int) -> list[tuple[int, int, bool]]:
+        out = []
+        for p in st.prompts.points:
+            s, x, y = geo.to_plane(p.ijk)
+            if int(round(s)) == k:
+                out.append((int(round(x)), int(round(y)), p.positive))
+        return out
+
+    def _slice_with_clicks(self, st: ObjectState, geo: PlaneGeometry, k: int, emb, base_box,
+                           mask_input, clicks) -> SliceOut:
+        hw = geo.hw
+        m = max(self.options.margin, 2)
+        box = None if base_box is None else np.asarray(base_box).copy()
+        for x, y, pos in clicks:
+            if pos:
+                pb = np.array([x - m, y - m, x + m, y + m])
+                box = pb if box is None else union_box(box, pb)
+        if box is None:
+            return SliceOut(np.zeros(hw, bool), None, None)
+        box = clip_box(box, hw)
+        for x, y, pos in clicks:
+            if not pos and box[0] <= x <= box[2] and box[1] <= y <= box[3]:
+                box = _shrink_past(box, x, y, m)
+                if box is None:
+                    return SliceOut(np.zeros(hw, bool), None, None)
+        out = self._decode(st, geo, k, emb, box, mask_input=mask_input)
+        # clicks are constraints: a negative click never stays inside a separate blob,
+        # a positive click that the box alone misses is added as a point prompt
+        for x, y, pos in clicks:
+            if not pos and out.mask[y, x]:
+                comp = component_at(out.mask, x, y)
+                if comp is not None and comp.sum() < out.mask.sum():
+                    out.mask = out.mask & ~comp
+        if any(pos and not out.mask[y, x] for x, y, pos in clicks):
+            pts = [(x, y) for x, y, _ in clicks]
+            labels = [1 if pos else 0 for _, _, pos in clicks]
+            alt = self._decode(st, geo, k, emb, box, points=pts, labels=labels, mask_input=mask_input)
+            if sum(alt.mask[y, x] == pos for x, y, pos in clicks) > sum(out.mask[y, x] == pos for x, y, pos in clicks):
+                out = alt
+        return out
+
+    # ------------------------------------------------------------ main entry
+    def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
+                progress: ProgressFn | None = None) -> PredictionResult:
+        if prompts.is_empty():
+            raise PromptError("nothing to segment from: give a box or at least one point")
+        self._bind(volume)
+        t0 = time.perf_counter()
+        enc0, dec0 = self.timings["encode"], self.timings["decode"]
+        geo = PlaneGeometry(self._axis(volume), volume.shape)
+        prev_state = previous.state if previous is not None and isinstance(previous.state, ObjectState) else None
+        if prev_state is not None and _is_extension(prev_state, prompts, geo.axis):
+            st = prev_state
+            new_points = prompts.points[len(st.prompts.points):]
+            st = ObjectState(st.axis, st.crop, prompts.copy(), st.bound2d, st.srange, dict(st.slices))
+            self._refine(st, geo, new_points, progress)
+            mode = "refine"
+        else:
+            st = self._new_state(geo, prompts)
+            self._full_run(st, geo, progress)
+            mode = "full"
+        mask = np.zeros(volume.shape, dtype=bool)
+        for k, so in st.slices.items():
+            if so.mask.any():
+                geo.set_slice(mask, k, so.mask)
+        info = {
+            "mode": mode,
+            "axis": geo.axis,
+            "zoom_crop": st.crop,
+            "slices": sorted(k for k, s in st.slices.items() if s.mask.any()),
+            "seconds": time.perf_counter() - t0,
+            "encode_seconds": self.timings["encode"] - enc0,
+            "decode_seconds": self.timings["decode"] - dec0,
+        }
+        return PredictionResult(mask=mask, state=st, info=info)
+
+    # ------------------------------------------------------------ planning
+    def _new_state(self, geo: PlaneGeometry, prompts: ObjectPrompts) -> ObjectState:
+        hw = geo.hw
+        bound2d = None
+        if prompts.box is not None:
+            srange, bound2d = geo.box_to_plane(*prompts.box.int_bounds())
+            extent = bound2d
+        else:
+            srange = (0, geo.n_slices - 1)
+            pos = [geo.to_plane(p.ijk) for p in prompts.points if p.positive]
+            if not pos:
+                raise PromptError("points-only prompts need at least one positive (foreground) point")
+            xs = [x for _, x, _ in pos]
+            ys = [y for _, _, y in pos]
+            extent = np.rint([min(xs), min(ys), max(xs), max(ys)]).astype(int)
+        # positive clicks outside the box's slice range extend it
+        for p in prompts.points:
+            if p.positive:
+                s = int(round(geo.to_plane(p.ijk)[0]))
+                srange = (min(srange[0], s), max(srange[1], s))
+        crop = self._choose_crop(extent, hw, from_points=prompts.box is None)
+        return ObjectState(geo.axis, crop, prompts.copy(), bound2d, srange)
+
+    def _choose_crop(self, extent, hw, from_points: bool):
+        o = self.options
+        side = max(extent[2] - extent[0] + 1, extent[3] - extent[1] + 1)
+        if from_points or o.zoom == "never":
+            return None
+        side_model = side * self.size / max(hw)
+        if o.zoom == "auto" and side_model >= o.zoom_below:
+            return None
+        crop_side = int(max(o.min_crop, round(side * o.zoom_factor)))
+        if crop_side >= max(hw):
+            return None
+        cx, cy = (extent[0] + extent[2]) / 2.0, (extent[1] + extent[3]) / 2.0
+        h, w = hw
+        sx, sy = min(crop_side, w), min(crop_side, h)
+        x0 = int(np.clip(round(cx - sx / 2), 0, w - sx))
+        y0 = int(np.clip(round(cy - sy / 2), 0, h - sy))
+        return (x0, y0, x0 + sx - 1, y0 + sy - 1)
+
+    def _key_slice(self, st: ObjectState, geo: PlaneGeometry) -> tuple[int, np.ndarray | None]:
+        if st.prompts.box is not None:
+            s0, s1 = geo.box_to_plane(*st.prompts.box.int_bounds())[0]
+            return (s0 + s1) // 2, st.bound2d
+        first = next(p for p in st.prompts.points if p.positive)
+        return int(round(geo.to_plane(first.ijk)[0])), None
+
+    def _full_run(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> None:
+        k, base = self._key_slice(st, geo)
+        s0, s1 = st.srange
+        if st.prompts.box is not None:  # a tight box needs every slice of its range: encode in batches
+            self._embeddings(geo, range(s0, s1 + 1), st.crop, progress)
+        emb = self._embeddings(geo, [k], st.crop)[k]
+        clicks = self._clicks_on(st, geo, k)
+        if base is None:
+            st.slices[k] = self._seed_from_points(st, geo, k, emb, clicks)
+        else:
+            st.slices[k] = self._slice_with_clicks(st, geo, k, emb, base, None, clicks)
+        self._propagate(st, geo, k, +1, progress, old=None)
+        self._propagate(st, geo, k, -1, progress, old=None)
+
+    def _seed_from_points(self, st, geo, k, emb, clicks) -> SliceOut:
+        """Points only: SAM-style point decode gives a first extent, then the box recipe."""
+        pts = [(x, y) for x, y, _ in clicks]
+        labels = [1 if p else 0 for _, _, p in clicks]
+        first = self._decode(st, geo, k, emb, None, points=pts, labels=labels)
+        bb = mask_bbox(first.mask)
+        if bb is None:
+            m = 8
+            pos = [(x, y) for x, y, p in clicks if p]
+            bb = np.array([min(x for x, _ in pos) - m, min(y for _, y in pos) - m,
+                           max(x for x, _ in pos) + m, max(y for _, y in pos) + m])
+        return self._slice_with_clicks(st, geo, k, emb, clip_box(bb, geo.hw), None, clicks)
+
+    def _base_box(self, st: ObjectState, geo: PlaneGeometry, prev: SliceOut) -> np.ndarray | None:
+        bb = mask_bbox(prev.mask)
+        if bb is None:
+            return None
+        bb = expand_box(bb, self.options.margin, geo.hw)
+        if st.bound2d is not None:
+            inter = intersect_box(bb, st.bound2d)
+            bb = inter if inter is not None else bb
+        return bb
+
+    def _propagate(self, st: ObjectState, geo: PlaneGeometry, start: int, step: int,
+                   progress: ProgressFn | None, old: dict[int, SliceOut] | None) -> None:
+        s0, s1 = st.srange
+        prev = st.slices[start]
+        last_box = prev.box if prev.mask.any() else None
+        z = start + step
+        while s0 <= z <= s1:
+            clicks = self._clicks_on(st, geo, z)
+            base = self._base_box(st, geo, prev) if prev.mask.any() else None
+            if base is None and any(p for _, _, p in clicks) and last_box is not None:
+                base = last_box  # a click where the object had vanished re-seeds it
+            if base is None and not any(p for _, _, p in clicks):
+                new = SliceOut(np.zeros(geo.hw, bool), None, None)
+            else:
+                emb = self._prefetch(st, geo, z, step)
+                mask_in = prev.logits if (self.options.mask_prompt and prev.mask.any()) else None
+                new = self._slice_with_clicks(st, geo, z, emb, base, mask_in, clicks)
+                if new.score < self.options.iou_stop:
+                    new = SliceOut(np.zeros(geo.hw, bool), None, None)
+            if old is not None and not clicks and z in old and \
+                    dice2d(new.mask, old[z].mask) >= self.options.refine_stop_dice:
+                break  # refinement: nothing changes beyond this slice
+            st.slices[z] = new
+            if new.mask.any():
+                last_box = new.box
+            elif old is None and not self._clicks_beyond(st, geo, z, step):
+                # the object vanished: clear the rest of the range and stop
+                zz = z + step
+                while s0 <= zz <= s1:
+                    st.slices.pop(zz, None)
+                    zz += step
+                break
+            prev = new
+            z += step
+        if progress:
+            progress(1, 1, "propagate")
+
+    def _clicks_beyond(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> bool:
+        for p in st.prompts.points:
+            s = int(round(geo.to_plane(p.ijk)[0]))
+            if p.positive and (s - z) * step > 0:
+                return True
+        return False
+
+    def _prefetch(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> torch.Tensor:
+        ns_keys = [z]
+        s0, s1 = st.srange
+        zz = z + step
+        while len(ns_keys) < self.options.batch_size and s0 <= zz <= s1:
+            ns_keys.append(zz)
+            zz += step
+        return self._embeddings(geo, ns_keys, st.crop)[z]
+
+    # ------------------------------------------------------------ refinement
+    def _refine(self, st: ObjectState, geo: PlaneGeometry, new_points: list[Point],
+                progress: ProgressFn | None) -> None:
+        for p in new_points:
+            k = int(round(geo.to_plane(p.ijk)[0]))
+            if p.positive:
+                st.srange = (min(st.srange[0], k), max(st.srange[1], k))
+            old = dict(st.slices)
+            emb = self._embeddings(geo, [k], st.crop)[k]
+            cur = st.slices.get(k)
+            base = cur.box if cur is not None and cur.box is not None and cur.mask.any() else None
+            if base is None:
+                base = self._nearest_box(st, k)
+            mask_in = None
+            st.slices[k] = self._slice_with_clicks(st, geo, k, emb, base, mask_in, self._clicks_on(st, geo, k))
+            self._propagate(st, geo, k, +1, progress, old=old)
+            self._propagate(st, geo, k, -1, progress, old=old)
+
+    @staticmethod
+    def _nearest_box(st: ObjectState, k: int) -> np.ndarray | None:
+        best = None
+        for z, so in st.slices.items():
+            if so.mask.any() and so.box is not None and (best is None or abs(z - k) < abs(best[0] - k)):
+                best = (z, so.box)
+        return None if best is None else best[1]
+
+
+class _PreMeta(dict):
+    """Minimal meta for LoadedModel.postprocess: the pre-resize (H, W) and the input size."""
+
+    def __init__(self, hw, size):
+        h, w = hw
+        scale = size / max(h, w)
+        super().__init__(original_size=(h, w), resized_size=(int(h * scale + 0.5), int(w * scale + 0.5)),
+                         input_size=size)
+
+
+def _shrink_past(box: np.ndarray, x: int, y: int, m: int) -> np.ndarray | None:
+    """Move the box side nearest to (x, y) just past it, so the click lies outside."""
+    d = [x - box[0], y - box[1], box[2] - x, box[3] - y]
+    side = int(np.argmin(d))
+    b = box.copy()
+    if side == 0:
+        b[0] = x + 1
+    elif side == 1:
+        b[1] = y + 1
+    elif side == 2:
+        b[2] = x - 1
+    else:
+        b[3] = y - 1
+    if b[2] < b[0] or b[3] < b[1]:
+        return None
+    return b
+
+
+def _is_extension(st: ObjectState, prompts: ObjectPrompts, axis: int) -> bool:
+    """True when ``prompts`` = the state's prompts + appended points (same box, same axis)."""
+    old = st.prompts
+    if st.axis != axis or old.box != prompts.box or len(prompts.points) <= len(old.points):
+        return False
+    return prompts.points[: len(old.points)] == old.points
+
+
+__all__ = ["SliceWisePredictor", "SliceWiseOptions", "ObjectState", "SliceOut", "box_mask"]
