@@ -51,7 +51,15 @@ def _read_header(path: str, *, strict: bool):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        missing = [k for k in ("SOPClassUID", "SeriesInstanceUID") if k not in ds]
+        if missing:
+            raise InputFileError(
+                f"{path}: incomplete DICOM header (no {' or '.join(missing)}); truncated or corrupt file?"
+            )
+        return ds
+    except InputFileError:
+        raise
     except InvalidDicomError:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
