@@ -1,0 +1,60 @@
+"""Volumetric SAM (SAM-Med3D / SAM-Med3D-turbo compatible), our own implementation.
+
+Public API::
+
+    cfg = Sam3DConfig()                     # released vit_b_ori architecture
+    model = build_sam3d(cfg)                # random init
+    model = load_sam3d(checkpoint, config)  # strict, weights_only=True
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ...errors import CheckpointError
+from .checkpoint3d import check_state_dict, read_state_dict, resolve_checkpoint
+from .sam3d import Sam3D, Sam3DConfig, build_sam3d
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "models"
+DEFAULT_CONFIG = "sam_med3d_turbo"
+
+__all__ = ["Sam3D", "Sam3DConfig", "build_sam3d", "load_sam3d", "load_model_config", "CONFIG_DIR"]
+
+
+def load_model_config(config: str | os.PathLike | dict | None = None) -> dict[str, Any]:
+    """The model's YAML config as a dict: a name in ``configs/models``, a path, or a dict."""
+    import yaml
+
+    if isinstance(config, dict):
+        return config
+    name = config or DEFAULT_CONFIG
+    p = Path(name)
+    if not p.suffix:
+        p = CONFIG_DIR / f"{name}.yaml"
+    if not p.is_file():
+        raise CheckpointError(f"model config {p} not found")
+    with open(p) as f:
+        return yaml.safe_load(f)
+
+
+def load_sam3d(checkpoint: str | os.PathLike | None = None, config: str | os.PathLike | dict | None = None,
+               device: str = "cpu") -> Sam3D:
+    """Build the architecture from ``config`` and load ``checkpoint`` strictly.
+
+    ``checkpoint``: a file, a folder holding the config's file name, or None to look
+    in ``$SAM_MED_CHECKPOINTS``. Raises :class:`CheckpointError` when it is missing
+    (naming the file, where to put it and its sha256 if known), unsafe, or does not
+    match the architecture key for key and shape for shape.
+    """
+    cfg = load_model_config(config)
+    ck = cfg.get("checkpoint") or {}
+    path = resolve_checkpoint(checkpoint, ck.get("file", "sam_med3d_turbo.pth"), sha256=ck.get("sha256"),
+                              env=ck.get("env", "SAM_MED_CHECKPOINTS"), source=ck.get("source"),
+                              model_name=cfg.get("name", DEFAULT_CONFIG))
+    sd = read_state_dict(path, sha256=ck.get("sha256"))
+    model = build_sam3d(Sam3DConfig.from_dict(cfg.get("architecture")))
+    check_state_dict(model, sd, what=str(path))
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
