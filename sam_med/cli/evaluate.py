@@ -1,0 +1,153 @@
+"""`sam-med evaluate`: run a predictor over a labelled dataset under a prompt protocol.
+
+    sam-med evaluate DATASET --protocol box|point|box+clicks|points [--clicks N] --out DIR
+                     [--model NAME] [--device cpu|cuda|auto] [--labels 1,2,5] [--resume]
+                     [--jitter-mm X] [--seed S] [--limit N] [--nsd-tolerance MM]
+                     [--option KEY=VALUE ...] [--no-progress]
+
+DATASET: an MSD/nnU-Net folder (dataset.json), a folder of research npz files,
+or a CSV (image,label[,labels_of_interest]; relative paths are relative to the
+CSV's folder). ``--model threshold`` is the model-free baseline;
+``--model pkg.module:factory`` calls ``factory(device=..., **options)``.
+Under ``torchrun --nproc-per-node N -m sam_med evaluate ...`` cases are
+sharded across ranks and rank 0 writes the reports.
+
+Exit status: 0 when at least one case was evaluated, 1 when every case failed,
+2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a predictor on a labelled dataset (Dice, NSD, HD95, timing)",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", help="MSD/nnU-Net folder, folder of .npz cases, or a .csv file")
+    p.add_argument("--protocol", default="box", choices=["box", "point", "box+clicks", "points"])
+    p.add_argument("--clicks", type=int, default=None,
+                   help="corrective clicks (box+clicks: default 5; points: total clicks, default 5)")
+    p.add_argument("--out", required=True, help="output folder (records.csv, summary.json, plots)")
+    p.add_argument("--model", default="lite_medsam",
+                   help="predictor registry name, 'threshold' (baseline) or 'module:factory'")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--labels", default=None, help="label values to evaluate, e.g. 1,2,5 (default: all)")
+    p.add_argument("--resume", action="store_true", help="skip cases already finished in --out")
+    p.add_argument("--jitter-mm", type=float, default=0.0, help="box face jitter, uniform ±X mm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra predictor option passed to the factory (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _parse_options(items) -> dict:
+    from ..errors import SamMedError
+
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise SamMedError(f"--option expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                continue
+        out[k.strip().replace("-", "_")] = v
+    return out
+
+
+def make_factory(model: str, device: str, options: dict):
+    """A zero-argument callable that builds the predictor (called only when needed)."""
+    from ..errors import SamMedError
+
+    def factory():
+        if model == "threshold":
+            from ..evaluation.baselines import build_threshold
+
+            return build_threshold(device=device, **options)
+        if ":" in model:
+            import importlib
+
+            mod, _, fn = model.partition(":")
+            try:
+                f = getattr(importlib.import_module(mod), fn)
+            except (ImportError, AttributeError) as exc:
+                raise SamMedError(f"--model {model}: cannot import the factory ({exc})") from exc
+            return f(device=device, **options)
+        try:
+            from ..predictors.factory import build_predictor
+        except ImportError as exc:
+            raise SamMedError(
+                f"--model {model}: the model predictors are not available in this install ({exc}); "
+                "use --model threshold for the model-free baseline"
+            ) from exc
+        return build_predictor(model, device=device, **options)
+
+    return factory
+
+
+def run(args) -> int:
+    from ..errors import SamMedError
+    from ..evaluation.datasets import open_dataset, parse_labels
+    from ..evaluation.distributed import init_distributed, rank_device
+    from ..evaluation.runner import EvalConfig, run_evaluation
+
+    clicks = args.clicks
+    if clicks is None:
+        clicks = 5 if args.protocol in ("box+clicks", "points") else 0
+    elif args.protocol in ("box", "point") and clicks:
+        raise SamMedError(f"--clicks applies to the box+clicks and points protocols, not {args.protocol!r}")
+    if args.limit is not None and args.limit < 1:
+        raise SamMedError(f"--limit must be >= 1, got {args.limit}")
+    options = _parse_options(args.option)
+    config = EvalConfig(protocol=args.protocol, clicks=clicks, jitter_mm=args.jitter_mm, seed=args.seed,
+                        nsd_tolerance_mm=args.nsd_tolerance, model=args.model, device=args.device,
+                        options=options)
+    dataset = open_dataset(args.dataset, labels=parse_labels(args.labels), limit=args.limit)
+    ctx = init_distributed(args.device)
+    try:
+        device = rank_device(args.device, ctx)
+        res = run_evaluation(dataset, make_factory(args.model, device, options), config, args.out,
+                             resume=args.resume, progress=not args.no_progress, dist=ctx)
+    finally:
+        ctx.close()
+    if not ctx.is_main:
+        return 0
+    s = res.summary
+    _print_summary(s, res.out_dir)
+    if res.all_failed:
+        print(f"sam-med: error: every case failed ({s['cases']}); reasons in {res.out_dir / 'records.csv'}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_summary(s: dict, out_dir) -> None:
+    def f(v, nd=4):
+        return "n/a" if v is None else f"{v:.{nd}f}"
+
+    print(f"cases: {s['cases']} ({s['cases_failed']} failed), objects: {s['objects']}")
+    for row in s["per_case"]:
+        if row["objects"]:
+            print(f"  {row['case_id']:<40} dice {f(row['dice_mean'])}  nsd {f(row['nsd_mean'])}  "
+                  f"hd95 {f(row['hd95_mean'], 2)} mm")
+    for fl in s["failures"]:
+        print(f"  FAILED {fl['case_id']}" + (f" label {fl['label']}" if "label" in fl else "")
+              + f": {fl['error']}")
+    print(f"dice {f(s['dice_mean'])} (95% CI {s['dice_ci95']}), nsd {f(s['nsd_mean'])}, "
+          f"hd95 {f(s['hd95_mean'], 2)} mm")
+    if s.get("dice_mean_per_click"):
+        print("dice per click: " + " ".join(f"{d:.4f}" for d in s["dice_mean_per_click"]))
+    print(f"wrote {out_dir}/summary.json, records.csv, objects.csv"
+          + (", " + ", ".join(s["plots"]) if s.get("plots") else ""))
