@@ -1,0 +1,93 @@
+"""SAM mask decoder: output tokens + prompt tokens through the two-way transformer,
+upscaled image features × per-token hypernetwork MLPs -> mask logits, and an IoU head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them (keys ``layers.i``)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
+                 sigmoid_output: bool = False) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+class MaskDecoder(nn.Module):
+    """Predicts ``(B, K, 4h, 4w)`` mask logits and ``(B, K)`` IoU scores.
+
+    K = 1 (token 0) when ``multimask_output`` is False, else K = ``num_multimask_outputs``
+    (tokens 1..). Image embeddings with batch 1 are broadcast over the prompt batch.
+    """
+
+    def __init__(self, *, transformer_dim: int, transformer: nn.Module,
+                 num_multimask_outputs: int = 3, activation: type[nn.Module] = nn.GELU,
+                 iou_head_depth: int = 3, iou_head_hidden_dim: int = 256) -> None:
+        super().__init__()
+        self.transformer_dim = transformer_dim
+        self.transformer = transformer
+        self.num_multimask_outputs = num_multimask_outputs
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, transformer_dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(transformer_dim // 4),
+            activation(),
+            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            activation(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
+            for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens,
+                                       iou_head_depth)
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
+                multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                        dense_prompt_embeddings)
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, sl], iou[:, sl]
+
+    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
+                      dense_prompt_embeddings):
+        """All ``num_mask_tokens`` masks ``(B, T, 4h, 4w)`` and IoU predictions ``(B, T)``."""
+        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        out_tokens = out_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.shape[0], -1, -1)
+        tokens = torch.cat([out_tokens.to(sparse_prompt_embeddings.dtype),
+                            sparse_prompt_embeddings], dim=1)
+        n = tokens.shape[0]
+        src = image_embeddings
+        if src.shape[0] != n:
+            src = torch.repeat_interleave(src, n, dim=0)
+        src = src + dense_prompt_embeddings
+        pos = torch.repeat_interleave(image_pe, n, dim=0) if image_pe.shape[0] != n else image_pe
+        b, c, h, w = src.shape
+        hs, src = self.transformer(src, pos, tokens)
+        iou_out = hs[:, 0, :]
+        mask_out = hs[:, 1:1 + self.num_mask_tokens, :]
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        up = self.output_upscaling(src)
+        hyper = torch.stack([mlp(mask_out[:, i, :])
+                             for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        b, c, h, w = up.shape
+        masks = (hyper @ up.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        return masks, self.iou_prediction_head(iou_out)
