@@ -26,7 +26,18 @@ def read_nifti(path, *, time_index: int | None = None) -> Volume:
 
     path = os.fspath(path)
     try:
-        img = nib.load(path)
+        low = path.lower()
+        if low.endswith((".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")):
+            img = nib.load(path)
+        else:  # content says NIfTI, the name does not: read the single-file bytes
+            import gzip
+
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            cls = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540 else nib.Nifti1Image
+            img = cls.from_bytes(raw)
         shape = img.shape
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many kinds for corrupt files

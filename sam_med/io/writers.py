@@ -125,10 +125,10 @@ def save_label(array_or_volume, path, like: Volume, *, overwrite: bool = True) -
     when > 255). Returns the absolute path written.
     """
     path = os.path.abspath(os.fspath(path))
+    check_not_input(path, like)
     ext = _ext(path)
     if ext not in LABEL_EXTS:
         raise OutputError(f"{path}: unsupported label format {ext!r}; use one of {', '.join(LABEL_EXTS)}")
-    check_not_input(path, like)
     arr = label_array(array_or_volume, like)
     with atomic_path(path, overwrite=overwrite) as tmp:
         if ext in (".nii", ".nii.gz"):
@@ -143,10 +143,10 @@ def save_label(array_or_volume, path, like: Volume, *, overwrite: bool = True) -
 def save_volume(volume: Volume, path, *, overwrite: bool = True) -> str:
     """Write an image Volume to NIfTI, NRRD, MHA or the research npz format (data + geometry kept)."""
     path = os.path.abspath(os.fspath(path))
+    check_not_input(path, volume)
     ext = _ext(path)
     if ext not in IMAGE_EXTS:
         raise OutputError(f"{path}: unsupported image format {ext!r}; use one of {', '.join(IMAGE_EXTS)}")
-    check_not_input(path, volume)
     arr = volume.array
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
