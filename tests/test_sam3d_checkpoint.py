@@ -65,7 +65,8 @@ def _small_sd():
     return build_sam3d(Sam3DConfig.small()).state_dict()
 
 
-SMALL = {"name": "tiny3d", "architecture": Sam3DConfig.small().__dict__, "checkpoint": {"file": "tiny.pth"}}
+SMALL = {"name": "tiny3d", "dims": 3, "architecture": "sam_med3d",
+         "architecture_args": Sam3DConfig.small().__dict__, "checkpoint": {"file_name": "tiny.pth"}}
 
 
 def test_wrong_shape_and_keys_are_refused(tmp_path):
@@ -117,6 +118,13 @@ def test_found_via_env(tmp_path, monkeypatch):
 
 def test_sha256_mismatch(tmp_path):
     torch.save(_small_sd(), tmp_path / "tiny.pth")
-    cfg = dict(SMALL, checkpoint={"file": "tiny.pth", "sha256": "0" * 64})
+    cfg = dict(SMALL, checkpoint={"file_name": "tiny.pth", "sha256": "0" * 64})
     with pytest.raises(CheckpointError, match="sha256"):
         load_sam3d(tmp_path / "tiny.pth", cfg)
+
+
+def test_registered_with_the_model_registry():
+    registry = pytest.importorskip("sam_med.models.registry")
+    assert "sam_med3d" in registry.list_architectures()
+    m = registry.get_architecture("sam_med3d")(**Sam3DConfig.small().__dict__)
+    assert m.config.encoder_depth == 2

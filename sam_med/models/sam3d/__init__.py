@@ -29,10 +29,16 @@ def load_model_config(config: str | os.PathLike | dict | None = None) -> dict[st
 
     if isinstance(config, dict):
         return config
-    name = config or DEFAULT_CONFIG
+    name = str(config or DEFAULT_CONFIG)
     p = Path(name)
     if not p.suffix:
         p = CONFIG_DIR / f"{name}.yaml"
+        try:  # the shared registry's search path ($SAM_MED_CONFIGS, repo, ~/.config)
+            from ..registry import find_model_config
+
+            p = find_model_config(name)
+        except Exception:
+            pass
     if not p.is_file():
         raise CheckpointError(f"model config {p} not found")
     with open(p) as f:
@@ -50,11 +56,22 @@ def load_sam3d(checkpoint: str | os.PathLike | None = None, config: str | os.Pat
     """
     cfg = load_model_config(config)
     ck = cfg.get("checkpoint") or {}
-    path = resolve_checkpoint(checkpoint, ck.get("file", "sam_med3d_turbo.pth"), sha256=ck.get("sha256"),
+    path = resolve_checkpoint(checkpoint, ck.get("file_name", "sam_med3d_turbo.pth"), sha256=ck.get("sha256"),
                               env=ck.get("env", "SAM_MED_CHECKPOINTS"), source=ck.get("source"),
                               model_name=cfg.get("name", DEFAULT_CONFIG))
     sd = read_state_dict(path, sha256=ck.get("sha256"))
-    model = build_sam3d(Sam3DConfig.from_dict(cfg.get("architecture")))
+    model = build_sam3d(Sam3DConfig.from_dict(cfg.get("architecture_args")))
     check_state_dict(model, sd, what=str(path))
     model.load_state_dict(sd, strict=True)
     return model.to(device).eval()
+
+
+def _register() -> None:
+    try:
+        from ..registry import register_architecture
+    except ImportError:  # registry not available: load_sam3d still works
+        return
+    register_architecture("sam_med3d", lambda **kw: build_sam3d(Sam3DConfig.from_dict(kw)))
+
+
+_register()

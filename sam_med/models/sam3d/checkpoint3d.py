@@ -70,13 +70,16 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None, file_name: str, *, 
         if p.is_file():
             return p
     else:
-        root = os.environ.get(env)
-        if root:
+        roots = [r for r in os.environ.get(env, "").split(os.pathsep) if r]
+        roots.append(str(Path.home() / ".cache" / "sam-med" / "checkpoints"))
+        for root in roots:
             p = Path(root).expanduser() / file_name
             tried.append(str(p))
             if p.is_file():
                 return p
-    where = "; looked at " + ", ".join(tried) if tried else f" (${env} is not set and no --checkpoint given)"
+    where = "; looked at " + ", ".join(tried)
+    if checkpoint is None and not os.environ.get(env):
+        where += f" (${env} is not set and no --checkpoint given)"
     msg = (f"{model_name}: checkpoint file {file_name!r} not found{where}. "
            f"Put {file_name} into the folder named by ${env}, or pass --checkpoint PATH "
            f"(Python: checkpoint=PATH). ")
