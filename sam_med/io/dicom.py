@@ -10,6 +10,15 @@ Geometry (all in LPS, converted to RAS at the end with :func:`lps_to_ras`):
   InstanceNumber). ``array[i, j, k]`` is pixel (row j, column i) of slice k.
 * Irregular series are detected and refused unless asked: several images at one
   position (4D: ``time_index=``), uneven gaps or gantry tilt (``resample=True``).
+  A resampled volume's slices no longer correspond to source instances, so its
+  ``DicomRef.sop_instance_uids`` is empty (``file_paths`` still lists the sources,
+  so writers can refuse to overwrite them) and ``meta["resampled"]`` says what was done.
+* One file given -> only that file is read (a one-slice volume; the slice
+  spacing then comes from SpacingBetweenSlices/SliceThickness and is noted in meta).
+* Files without a SeriesInstanceUID (anonymised) are grouped by series number,
+  description and frame of reference, under a ``no-series-uid:...`` key.
+* Not supported (refused with a message): multi-frame/enhanced DICOM, RGB, DICOM SEG
+  as an image, series mixing orientations or matrix sizes.
 """
 
 from __future__ import annotations
