@@ -34,8 +34,8 @@ DEFAULT_NSD_TOLERANCE_MM = 2.0
 def _as_tensors(pred: np.ndarray, ref: np.ndarray):
     import torch
 
-    p = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
-    r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))[None, None]
+    p = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float64))[None, None]
+    r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float64))[None, None]
     return p, r
 
 
