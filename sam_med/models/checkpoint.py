@@ -172,10 +172,15 @@ def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"checkpoint {p} was refused: it needs arbitrary code execution to unpickle "
-            f"(only tensors and plain containers are allowed with weights_only=True). "
-            f"Details: {str(e).splitlines()[0]}") from e
+        text = str(e)
+        if "GLOBAL" in text or "global" in text:
+            detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
+            raise CheckpointError(
+                f"checkpoint {p} was refused: unpickling it needs arbitrary code execution "
+                f"(only tensors and plain containers are allowed; torch.load(weights_only=True)). "
+                f"{detail}") from e
+        raise CheckpointError(f"checkpoint {p} cannot be read (not a PyTorch weights file, or "
+                              f"corrupt): {text.splitlines()[0] if text else type(e).__name__}") from e
     except Exception as e:  # corrupt zip, not a torch file, ...
         raise CheckpointError(f"checkpoint {p} cannot be read: {type(e).__name__}: {e}") from e
     return unwrap_state_dict(obj, str(p)), digest
