@@ -277,6 +277,10 @@ def write_dicom_seg(label_map, like: Volume, path, segments: list[dict], *, algo
             "was not read from DICOM (write NIfTI or NRRD instead)"
         )
     check_not_input(path, like)
+    if os.path.exists(path) and not overwrite:
+        raise OutputError(f"{path}: already exists (pass overwrite=True to replace it)")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise OutputError(f"{path}: the output folder {os.path.dirname(path)} does not exist")
     labels = label_array(label_map, like)
     if not segments:
         raise OutputError(f"{path}: no segments given")
