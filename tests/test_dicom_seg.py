@@ -16,7 +16,7 @@ hd = pytest.importorskip("highdicom")
 from sam_med import io  # noqa: E402
 from sam_med.errors import InputFileError, OutputError  # noqa: E402
 from sam_med.io.dicom_seg import (  # noqa: E402
-    read_dicom_seg, read_dicom_seg_masks, segment_codes, source_identity, write_dicom_seg,
+    check_dicom_seg_source, read_dicom_seg, read_dicom_seg_masks, segment_codes, source_identity, write_dicom_seg,
 )
 from sam_med.volume import ras_to_lps  # noqa: E402
 
@@ -186,6 +186,8 @@ def test_non_dicom_source_refused(data_dir, tmp_path):
     with pytest.raises(OutputError, match="not read from DICOM"):
         write_dicom_seg(lab.array, vol, out, [{"id": 5, "name": "liver"}], algorithm=ALGO)
     assert os.listdir(tmp_path) == []
+    with pytest.raises(OutputError, match="not read from DICOM"):
+        check_dicom_seg_source(vol)
 
 
 def test_bad_requests_write_nothing(ct, result, tmp_path):
@@ -213,8 +215,21 @@ def test_overwrite_false_and_atomic(ct, result, tmp_path):
     np.testing.assert_array_equal(read_dicom_seg(out, ct)[0] == 1, result == 5)
 
 
+def test_listed_object_without_voxels_kept(ct, result, tmp_path):
+    """An object hidden by the overlap rule stays a (frameless) segment."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = write_dicom_seg(np.where(result == 5, 5, 0), ct, tmp_path / "x.dcm",
+                            [{"id": 5, "name": "liver"}, {"id": 7, "name": "pancreas"}], algorithm=ALGO)
+    lm, segs = read_dicom_seg(p, ct)
+    assert [(s["number"], s["label"], s["voxels"]) for s in segs][1] == (2, "pancreas", 0)
+    assert hd.seg.segread(p).get_segment_numbers() == [1, 2]
+
+
 def test_resampled_series_refused(data_dir, tmp_path):
     vol = io.load(data_dir / "dicom" / "pydicom_ct2", resample=True)
+    with pytest.raises(OutputError, match="resampled"):
+        check_dicom_seg_source(vol)
     with pytest.raises(OutputError, match="resampled"):
         write_dicom_seg(np.ones(vol.shape, np.uint8), vol, tmp_path / "x.dcm",
                         [{"id": 1, "name": "x"}], algorithm=ALGO)

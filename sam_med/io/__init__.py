@@ -28,12 +28,15 @@ from ..errors import GeometryError, InputFileError
 from ..volume import Volume
 from .detect import detect_format
 from .dicom import SeriesInfo, list_dicom_series, load_dicom
+from .dicom_seg import read_dicom_seg, read_dicom_seg_masks, write_dicom_seg
 from .npz import NpzCase, read_npz
+from .sidecar import read_sidecar, write_sidecar
 from .writers import save_label, save_npz_segs, save_volume
 
 __all__ = [
     "load", "load_label", "read_npz", "list_dicom_series", "save_label", "save_npz_segs",
     "save_volume", "sample_path", "detect_format", "NpzCase", "SeriesInfo", "reorient_to",
+    "write_dicom_seg", "read_dicom_seg", "read_dicom_seg_masks", "write_sidecar", "read_sidecar",
 ]
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data"

@@ -60,6 +60,7 @@ TRACKING_PREFIX = "sam-med label "
 
 __all__ = [
     "write_dicom_seg", "read_dicom_seg", "read_dicom_seg_masks", "segments_from_session",
+    "check_dicom_seg_source",
     "segment_codes", "ANATOMY",
 ]
 
@@ -231,6 +232,13 @@ def _check_source_geometry(like: Volume, dsets, error=OutputError) -> None:
                 f"source image {k} ({ds.get('SOPInstanceUID')}) is not slice {k} of the volume's grid "
                 "(its position/orientation differs); the volume does not lie on its DICOM series"
             )
+
+
+def check_dicom_seg_source(like: Volume) -> None:
+    """Raise :class:`OutputError` now (before any model runs) when ``like`` cannot be the
+    source of a DICOM SEG: not DICOM, resampled, unreadable or inconsistent source files."""
+    ident = source_identity(like)
+    _check_source_geometry(like, ident.datasets)
 
 
 # --------------------------------------------------------------------------- writer
