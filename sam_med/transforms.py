@@ -98,17 +98,46 @@ def longest_side_size(hw: Sequence[int], target: int) -> tuple[int, int]:
 def resize_area(img: np.ndarray, size: tuple[int, int], round_uint8: bool = False) -> np.ndarray:
     """Area-resize a 2D ``(H, W)`` array to ``size=(h, w)`` (float64 out).
 
-    ``round_uint8`` rounds half up and clips to [0, 255], as OpenCV does when the
-    input is uint8 (the LiteMedSAM reference resizes uint8 images)."""
+    ``round_uint8`` emulates OpenCV on a uint8 image (the LiteMedSAM reference resizes
+    uint8): downscaling rounds half up (as its integer 2x fast path); upscaling uses
+    OpenCV's fixed-point linear path bit-exactly. (Mixed up/down scaling of the two
+    axes, which a longest-side resize never produces, is not emulated bit-exactly.)"""
     img = np.asarray(img, dtype=np.float64)
     if img.ndim != 2:
         raise ValueError(f"expected a 2D slice, got shape {img.shape}")
+    upscale = img.shape[0] < size[0] or img.shape[1] < size[1]
+    if round_uint8 and upscale:
+        return _cv2_area_upscale_u8(img, size)
     ry = area_resize_matrix(img.shape[0], size[0])
     rx = area_resize_matrix(img.shape[1], size[1])
     out = ry @ img @ rx.T
     if round_uint8:
         out = np.clip(np.floor(out + 0.5), 0, 255)
     return out
+
+
+def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV INTER_AREA-upscale taps: left index, right index, 11-bit fixed-point weights."""
+    m = area_resize_matrix(src, dst)  # at most two taps per row
+    left = np.argmax(m > 0, axis=1)
+    right = np.minimum(left + 1, src - 1)
+    w0 = m[np.arange(dst), left]
+    a = np.stack([np.round(w0 * 2048), np.round((1 - w0) * 2048)], axis=1).astype(np.int64)
+    return left, right, a
+
+
+def _cv2_area_upscale_u8(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bit-exact emulation of ``cv2.resize(uint8, INTER_AREA)`` when upscaling: OpenCV then
+    uses its linear path with 11-bit fixed-point weights (horizontal pass in int, vertical
+    pass as in its SIMD ``VResizeLinearVec_32s8u``). Input is rounded to uint8 first."""
+    u8 = np.clip(np.floor(img + 0.5), 0, 255).astype(np.int64)
+    xl, xr, ax = _linear_taps(u8.shape[1], size[1])
+    yl, yr, ay = _linear_taps(u8.shape[0], size[0])
+    rows = u8[:, xl] * ax[:, 0] + u8[:, xr] * ax[:, 1]
+    s0, s1 = rows[yl] >> 4, rows[yr] >> 4
+    b0, b1 = ay[:, :1], ay[:, 1:]
+    out = (((b0 * s0) >> 16) + ((b1 * s1) >> 16) + 2) >> 2
+    return np.clip(out, 0, 255).astype(np.float64)
 
 
 @dataclass(frozen=True)
