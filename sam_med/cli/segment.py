@@ -144,8 +144,12 @@ def run(args: argparse.Namespace) -> int:
     fmt = out_format(args.out, args.format)
     volume = io.load(args.image, series_uid=args.series_uid, time_index=args.time_index,
                      resample=args.resample)
-    if fmt == "dicom-seg" and volume.dicom is None:
-        raise OutputError(f"{args.out}: DICOM SEG output needs a DICOM input; {args.image} is not DICOM")
+    if fmt == "dicom-seg":
+        if volume.dicom is None:
+            raise OutputError(f"{args.out}: DICOM SEG output needs a DICOM input; {args.image} is not DICOM")
+        from ..io.dicom_seg import check_dicom_seg_source
+
+        check_dicom_seg_source(volume)
     check_output(args.out, volume)
     objs = objects_from_args(args, volume)  # validate every prompt before loading the model
 

@@ -107,7 +107,6 @@ class SliceWisePredictor:
         **options: Any,
     ) -> None:
         from ..models import load_model
-        from ..transforms import SlicePreprocessor
 
         self.loaded = loaded if loaded is not None else load_model(model, checkpoint=checkpoint, device=device)
         self.model_name = self.loaded.name
@@ -115,7 +114,7 @@ class SliceWisePredictor:
         self.options = SliceWiseOptions(**options)
         self.cache = cache if cache is not None else EmbeddingCache(cache_dir=cache_dir)
         self.size = int(self.loaded.image_size)
-        self.pre = SlicePreprocessor(image_size=self.size)
+        self.pre = self.loaded.preprocess
         self._vol_id: int | None = None
         self._vol_sig: str | None = None
         self._u8: np.ndarray | None = None
@@ -125,12 +124,10 @@ class SliceWisePredictor:
     def _bind(self, volume: Volume) -> None:
         if self._vol_id == id(volume) and self._u8 is not None:
             return
-        from ..transforms import intensity_to_uint8_range
-
         o = self.options
         modality = o.modality or volume.modality
         self._u8 = np.ascontiguousarray(
-            intensity_to_uint8_range(volume.array, volume.intensity, modality, window=o.window),
+            self.loaded.intensity_to_uint8_range(volume.array, volume.intensity, modality, window=o.window),
             dtype=np.float32,
         )
         model_sig = (self.model_name, self.checkpoint_sha256, str(getattr(self.loaded, "autocast_dtype", None)))
@@ -175,44 +172,38 @@ class SliceWisePredictor:
         self._embeddings(geo, range(geo.n_slices), None, progress)
 
     # ------------------------------------------------------------ decoder
-    def _to_model(self, xy, crop, hw_crop) -> np.ndarray:
-        scale = self.size / max(hw_crop)
-        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-        if crop is not None:
-            xy = xy - np.array([crop[0], crop[1]])
-        return xy * scale
-
     def _decode(self, st: ObjectState, geo: PlaneGeometry, k: int, emb: torch.Tensor, box2d,
                 points=None, labels=None, mask_input=None) -> SliceOut:
         """Decode slice k with a 2D box (plane px) (+ optional points and dense prompt)."""
+        from ..transforms import SliceMeta, longest_side_size
+
         hw = geo.hw
         crop = st.crop
         hw_crop = hw if crop is None else (crop[3] - crop[1] + 1, crop[2] - crop[0] + 1)
+        off = np.zeros(2) if crop is None else np.array([crop[0], crop[1]], dtype=float)
         kwargs: dict[str, Any] = {}
         if box2d is not None:
-            corners = self._to_model([[box2d[0], box2d[1]], [box2d[2], box2d[3]]], crop, hw_crop)
-            # the official LiteMedSAM rule truncates box coordinates to integers
-            kwargs["boxes"] = torch.as_tensor(np.floor(corners).reshape(1, 4), dtype=torch.float32)
+            b = np.asarray(box2d, dtype=float) - np.concatenate([off, off])
+            kwargs["boxes"] = self.loaded.box_to_model(b, hw_crop).reshape(1, 4)
         if points is not None and len(points):
-            pts = self._to_model(points, crop, hw_crop) + 0.5
-            kwargs["points"] = torch.as_tensor(pts[None], dtype=torch.float32)
-            kwargs["point_labels"] = torch.as_tensor(np.asarray(labels)[None], dtype=torch.int64)
+            pts = np.asarray(points, dtype=float).reshape(-1, 2) - off
+            kwargs["points"] = self.loaded.points_to_model(pts, hw_crop)[None]
+            kwargs["point_labels"] = np.asarray(labels, dtype=np.int64)[None]
         if mask_input is not None:
             kwargs["mask_input"] = mask_input
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            low, iou = self.loaded.decode(emb[None], multimask=False, **kwargs)
-            meta = {"original_size": hw_crop, "input_size": self.size}
-            logits = self.loaded.postprocess(low[:, :1], _PreMeta(hw_crop, self.size))
+        low, iou = self.loaded.decode(emb[None], multimask=False, **kwargs)
+        low = low[:, :1]
+        meta = SliceMeta(tuple(hw_crop), longest_side_size(hw_crop, self.size), self.size)
+        logits = self.loaded.postprocess(low, meta)
         self.timings["decode"] += time.perf_counter() - t0
         m_crop = (logits.reshape(hw_crop) > 0).cpu().numpy()
-        del meta
         if crop is None:
             mask = m_crop
         else:
             mask = np.zeros(hw, dtype=bool)
             mask[crop[1] : crop[3] + 1, crop[0] : crop[2] + 1] = m_crop
-        return SliceOut(mask=mask, logits=low[:, :1].clone(), box=None if box2d is None else np.asarray(box2d),
+        return SliceOut(mask=mask, logits=low.clone(), box=None if box2d is None else np.asarray(box2d),
                         score=float(iou.reshape(-1)[0]))
 
     # ------------------------------------------------------------ clicks on a slice
@@ -456,16 +447,6 @@ class SliceWisePredictor:
             if so.mask.any() and so.box is not None and (best is None or abs(z - k) < abs(best[0] - k)):
                 best = (z, so.box)
         return None if best is None else best[1]
-
-
-class _PreMeta(dict):
-    """Minimal meta for LoadedModel.postprocess: the pre-resize (H, W) and the input size."""
-
-    def __init__(self, hw, size):
-        h, w = hw
-        scale = size / max(h, w)
-        super().__init__(original_size=(h, w), resized_size=(int(h * scale + 0.5), int(w * scale + 0.5)),
-                         input_size=size)
 
 
 def _shrink_past(box: np.ndarray, x: int, y: int, m: int) -> np.ndarray | None:
