@@ -62,7 +62,7 @@ from ..prompts import ObjectPrompts
 from ..session import PredictionResult, ProgressFn
 from ..volume import Volume, apply_affine
 
-__all__ = ["VolumetricPredictor", "Sam3DState", "CropPlan"]
+__all__ = ["VolumetricPredictor", "Sam3DState", "CropPlan", "zscore_positive"]
 
 
 @dataclass
@@ -82,6 +82,20 @@ class Sam3DState:
     box: tuple | None
     centers: list[tuple[int, int, int]]
     low_res: dict[tuple[int, int, int], torch.Tensor] = field(default_factory=dict)
+
+
+def zscore_positive(crop: torch.Tensor, clip=None) -> torch.Tensor:
+    """SAM-Med3D intensity normalisation of one crop: z-score with the mean/std of the
+    voxels > 0 (TorchIO ``ZNormalization(masking_method=x > 0)``), applied to all voxels.
+    Falls back to all voxels when fewer than 2 are > 0. ``clip``: optional (lo, hi) first."""
+    x = torch.as_tensor(crop).as_subclass(torch.Tensor).float()
+    if clip is not None:
+        x = x.clamp(float(clip[0]), float(clip[1]))
+    sel = x[x > 0]
+    if sel.numel() < 2:
+        sel = x.reshape(-1)
+    mean, std = sel.mean(), sel.std()
+    return (x - mean) / (std if float(std) > 0 else 1.0)
 
 
 def _volume_key(volume: Volume) -> tuple:
@@ -251,15 +265,7 @@ class VolumetricPredictor:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     def normalize(self, crop: torch.Tensor) -> torch.Tensor:
-        """z-score with the mean/std of voxels > 0 (all voxels when fewer than 2 are > 0)."""
-        x = crop.float()
-        if self.clip is not None:
-            x = x.clamp(float(self.clip[0]), float(self.clip[1]))
-        sel = x[x > 0]
-        if sel.numel() < 2:
-            sel = x.reshape(-1)
-        mean, std = sel.mean(), sel.std()
-        return (x - mean) / (std if float(std) > 0 else 1.0)
+        return zscore_positive(crop, self.clip)
 
     @torch.inference_mode()
     def _run_crop(self, image: torch.Tensor, plan: CropPlan, prev: torch.Tensor | None):
