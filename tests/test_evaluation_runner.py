@@ -46,10 +46,11 @@ def synth(tmp_path):
 class CountingThreshold(ThresholdPredictor):
     def __init__(self, **kw):
         super().__init__(**kw)
-        self.prepared = []
+        self.calls = []
 
-    def prepare(self, volume, progress=None):
-        self.prepared.append(volume.source)
+    def predict(self, volume, prompts, previous=None, progress=None):
+        self.calls.append(volume.source)
+        return super().predict(volume, prompts, previous, progress)
 
 
 def _dice(n_pred, n_ref, n_inter):
@@ -89,14 +90,14 @@ def test_resume_skips_finished_cases(synth, tmp_path):
     cfg = EvalConfig(protocol="box", model="threshold")
     out = tmp_path / "out"
     first = run_evaluation(ds, ThresholdPredictor(), cfg, out, progress=False)
-    # simulate an interruption during the last case: drop its line, leave a torn line
+    # simulate an interruption while writing the good case: its line is torn
     f = out / "records.rank0.jsonl"
     lines = f.read_text().splitlines(keepends=True)
-    f.write_text("".join(lines[:-1]) + lines[-1][:25])
+    f.write_text("".join(lines[1:]) + lines[0][:25])
     assert len(read_finished(out)) == 3
     pred = CountingThreshold()
     again = run_evaluation(ds, pred, cfg, out, resume=True, progress=False)
-    assert len(pred.prepared) == 0  # the missing-file case fails before prepare
+    assert len(pred.calls) == 2 and pred.calls[0].endswith("good.nii.gz")  # only that case re-ran
     strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s") and k != "peak_rss_mb"}
                         for r in rs]
     assert strip(again.records) == strip(first.records)

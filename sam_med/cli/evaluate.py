@@ -3,7 +3,7 @@
     sam-med evaluate DATASET --protocol box|point|box+clicks|points [--clicks N] --out DIR
                      [--model NAME] [--device cpu|cuda|auto] [--labels 1,2,5] [--resume]
                      [--jitter-mm X] [--seed S] [--limit N] [--nsd-tolerance MM]
-                     [--option KEY=VALUE ...] [--no-progress]
+                     [--option KEY=VALUE ...] [--prepare] [--no-progress]
 
 DATASET: an MSD/nnU-Net folder (dataset.json), a folder of research npz files,
 or a CSV (image,label[,labels_of_interest]; relative paths are relative to the
@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra predictor option passed to the factory (repeatable)")
+    p.add_argument("--prepare", action="store_true",
+                   help="call the predictor's prepare() first (e.g. encode every slice up front); "
+                        "off by default: predictors encode what each prompt needs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -113,7 +116,7 @@ def run(args) -> int:
     options = _parse_options(args.option)
     config = EvalConfig(protocol=args.protocol, clicks=clicks, jitter_mm=args.jitter_mm, seed=args.seed,
                         nsd_tolerance_mm=args.nsd_tolerance, model=args.model, device=args.device,
-                        options=options)
+                        options=options, prepare=args.prepare)
     dataset = open_dataset(args.dataset, labels=parse_labels(args.labels), limit=args.limit)
     ctx = init_distributed(args.device)
     try:
@@ -145,7 +148,9 @@ def _print_summary(s: dict, out_dir) -> None:
     for fl in s["failures"]:
         print(f"  FAILED {fl['case_id']}" + (f" label {fl['label']}" if "label" in fl else "")
               + f": {fl['error']}")
-    print(f"dice {f(s['dice_mean'])} (95% CI {s['dice_ci95']}), nsd {f(s['nsd_mean'])}, "
+    ci = s.get("dice_ci95")
+    ci = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "n/a"
+    print(f"dice {f(s['dice_mean'])} (95% CI {ci}), nsd {f(s['nsd_mean'])}, "
           f"hd95 {f(s['hd95_mean'], 2)} mm")
     if s.get("dice_mean_per_click"):
         print("dice per click: " + " ".join(f"{d:.4f}" for d in s["dice_mean_per_click"]))

@@ -1,7 +1,7 @@
 """Run a prompt protocol over a dataset and record per-case / per-object / per-click results.
 
-For every case: load image + label (``load_s``), ``predictor.prepare(image)``
-(``prepare_s``: the encode phase for predictors that encode up front), then
+For every case: load image + label (``load_s``), optionally ``predictor.prepare(image)``
+(``prepare_s``: an up-front encode phase, ``EvalConfig.prepare``), then
 for every label of interest one :class:`~sam_med.session.Session` object is
 prompted by the protocol (:mod:`.protocols`); each state yields one record
 with Dice / NSD / HD95 on the volume's physical spacing and ``step_s`` (the
@@ -55,6 +55,10 @@ class EvalConfig:
     model: str = "lite_medsam"
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)
+    #: call ``predictor.prepare(image)`` before prompting (the GUI's "Prepare": e.g. encode
+    #: every whole slice). Off by default: predictors encode what a prompt needs lazily
+    #: (zoomed crops), and an up-front whole-volume encode would be wasted work and time.
+    prepare: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -98,7 +102,7 @@ def evaluate_case(case: EvalCase, predictor, config: EvalConfig) -> list[dict]:
                  "error": f"EmptyLabel: the label map {case.label or case.image} has no foreground voxels"}]
     t0 = time.perf_counter()
     try:
-        if hasattr(predictor, "prepare"):
+        if config.prepare and hasattr(predictor, "prepare"):
             predictor.prepare(image)
     except Exception as exc:  # a predictor failure is this case's failure, not the run's
         return [{**base, "status": "failed", "load_s": load_s, "error": _err(exc),
