@@ -8,7 +8,7 @@ crops of the TotalSegmentator example CT and MR (liver, spleen, kidneys, stomach
 label maps from ../shared/data/totalseg). Crops are made with the same MONAI
 Orientation/Spacing + SpatialCrop/SpatialPad transforms and the same z-score
 (voxels > 0) as the volumetric predictor. One positive click per crop (a random voxel
-of the organ, as SAM-Med3D's first training click), loss = BCE + soft Dice on the
+of the organ, as SAM-Med3D's first training click), loss = foreground-weighted BCE + soft Dice on the
 upsampled logits.
 
 It reports the loss and the Dice of the *training* crops before and after: this
@@ -119,7 +119,10 @@ def train(steps: int = 600, batch: int = 2, lr: float = 1e-3, seed: int = 0, cro
         gt = torch.stack([crops[i]["gt"] for i in sel])[:, None]
         pts = torch.stack([click(crops[i]["gt"], gen) for i in sel])
         logits, _, _ = model(img, pts, torch.ones(batch, 1, dtype=torch.long))
-        loss = (F.binary_cross_entropy_with_logits(logits, gt) + dice_loss(logits, gt)).mean()
+        # foreground is a few % of a crop: weight it so the model does not collapse to "all background"
+        pos_weight = ((gt.numel() - gt.sum()) / gt.sum().clamp_min(1)).clamp(1, 20)
+        bce = F.binary_cross_entropy_with_logits(logits, gt, pos_weight=pos_weight)
+        loss = bce + dice_loss(logits, gt).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
