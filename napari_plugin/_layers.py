@@ -1,0 +1,201 @@
+"""Pure conversions between sam-med geometry and napari layers (no Qt, no napari import).
+
+Geometry convention of the plugin
+---------------------------------
+* Every layer the plugin makes (scan image, Labels, prompt Points/Shapes) holds
+  ``Volume.array`` in its own index order ``(i, j, k)`` and gets
+  ``affine=Volume.affine`` — the 4x4 voxel → **RAS+ mm** matrix, used as is.
+  The napari *world* is therefore RAS millimetres with world axes
+  ``(R, A, S)`` (axis 0 = x towards patient Right, 1 = y Anterior, 2 = z
+  Superior); the status bar shows RAS mm, and a mask and its scan overlay
+  exactly because they share one matrix.
+* Because prompt layers carry the same affine, their ``data`` are already
+  voxel coordinates ``(i, j, k)`` (napari maps a click from world to layer data
+  with the inverse affine). :func:`data_to_voxel` handles a layer with another
+  affine (e.g. a Points layer the user made by hand).
+* Display: :data:`AXIAL_ORDER` puts the slider on world axis 2 (S) and shows
+  rows = A, columns = R; :data:`RADIOLOGICAL_2D` flips the camera so anterior
+  is up and the patient's right is on the screen's left (radiological view).
+  Oblique scans are shown with their rotation (napari slices them in world
+  space; it may warn about non-orthogonal slicing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from sam_med.volume import Volume, apply_affine
+
+#: viewer.dims.order for an axial view of RAS world axes: slider = S, rows = A, cols = R
+AXIAL_ORDER = (2, 1, 0)
+#: viewer.camera.orientation2d for a radiological axial view (rows A up, cols R to the left)
+RADIOLOGICAL_2D = ("up", "left")
+
+#: key under which the source Volume travels in layer.metadata
+VOLUME_KEY = "sam_med_volume"
+
+CT_WINDOW = (400.0, 40.0)  # soft tissue: width, level (HU)
+
+
+# ---------------------------------------------------------------- image display
+def contrast_limits(volume: Volume) -> tuple[float, float]:
+    """Display range: CT soft-tissue window W400/L40 (HU); anything else 1–99th percentiles."""
+    arr = volume.array
+    if (volume.modality or "").upper() == "CT" and volume.intensity != "label":
+        w, l = CT_WINDOW
+        return (l - w / 2, l + w / 2)
+    if arr.dtype == bool or volume.intensity == "label":
+        return (0.0, float(max(arr.max(), 1)))
+    sample = arr[:: max(1, arr.shape[0] // 128), :: max(1, arr.shape[1] // 128)]
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(finite, [1, 99])
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+        if hi <= lo:
+            hi = lo + 1.0
+    return (float(lo), float(hi))
+
+
+def layer_name(volume: Volume, fallback: str = "scan") -> str:
+    """Series description for DICOM, else the file name."""
+    meta = volume.meta or {}
+    for key in ("series_description", "SeriesDescription", "description"):
+        if meta.get(key):
+            return str(meta[key])
+    if volume.dicom is not None:
+        desc = getattr(volume.dicom, "series_description", None)
+        if desc:
+            return str(desc)
+    if volume.source:
+        import os
+
+        name = os.path.basename(os.path.normpath(str(volume.source)))
+        for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz"):
+            if name.lower().endswith(ext):
+                return name[: -len(ext)]
+        return name
+    return fallback
+
+
+def image_layer_data(volume: Volume, name: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
+    """napari LayerData tuple for a scan: (array (i, j, k), kwargs with the RAS affine, "image")."""
+    kwargs = {
+        "name": name or layer_name(volume),
+        "affine": np.asarray(volume.affine, dtype=np.float64),
+        "contrast_limits": contrast_limits(volume),
+        "colormap": "gray",
+        "metadata": {VOLUME_KEY: volume, "source": volume.source, "modality": volume.modality},
+    }
+    return volume.array, kwargs, "image"
+
+
+def labels_layer_kwargs(volume: Volume, name: str = "sam-med labels") -> dict[str, Any]:
+    """kwargs for a Labels layer on the scan's grid (same affine → exact overlay)."""
+    return {
+        "name": name,
+        "affine": np.asarray(volume.affine, dtype=np.float64),
+        "metadata": {VOLUME_KEY: volume, "source": volume.source},
+    }
+
+
+def volume_from_layer(data: np.ndarray, affine: np.ndarray | None, metadata: dict | None) -> Volume:
+    """The layer's source Volume (kept in metadata by the reader), or one built from data + affine."""
+    vol = (metadata or {}).get(VOLUME_KEY)
+    if isinstance(vol, Volume):
+        return vol
+    arr = np.asarray(data)
+    if arr.ndim != 3:
+        raise ValueError(f"sam-med needs a 3D image layer, got {arr.ndim}D data of shape {arr.shape}")
+    aff = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    return Volume(arr, aff)
+
+
+# ---------------------------------------------------------------- prompts
+def data_to_voxel(data: np.ndarray, layer_affine: np.ndarray | None, volume: Volume) -> np.ndarray:
+    """Layer data coordinates (N, 3) → voxel (i, j, k) of ``volume`` (N, 3), float.
+
+    A layer with the volume's own affine (as the plugin makes them) maps 1:1."""
+    pts = np.atleast_2d(np.asarray(data, dtype=np.float64))[:, -3:]
+    if layer_affine is None:
+        return pts
+    layer_affine = np.asarray(layer_affine, dtype=np.float64)
+    if np.allclose(layer_affine, volume.affine, atol=1e-6):
+        return pts
+    world = apply_affine(layer_affine, pts)
+    return np.asarray(volume.world_to_voxel(world), dtype=np.float64).reshape(-1, 3)
+
+
+def voxel_to_world(ijk, volume: Volume) -> np.ndarray:
+    """Voxel (i, j, k) → napari world (RAS mm), the same as ``volume.voxel_to_world``."""
+    return apply_affine(volume.affine, np.asarray(ijk, dtype=np.float64))
+
+
+def world_to_voxel(xyz, volume: Volume) -> np.ndarray:
+    """napari world point (RAS mm, e.g. ``viewer.dims.point``) → voxel (i, j, k), float."""
+    return np.asarray(volume.world_to_voxel(np.asarray(xyz, dtype=np.float64)), dtype=np.float64)
+
+
+def current_slice(world_point: Sequence[float], volume: Volume, axis: int | None = None) -> int:
+    """Index along ``axis`` (default: the volume's slice axis) of the slice shown at ``world_point``."""
+    axis = volume.slice_axis if axis is None else int(axis)
+    ijk = world_to_voxel(np.asarray(world_point, dtype=np.float64)[-3:], volume)
+    return int(np.clip(np.rint(ijk[axis]), 0, volume.shape[axis] - 1))
+
+
+def slice_range(center: int, half: int, n: int) -> tuple[int, int]:
+    """``center ± half`` clipped to 0..n-1 (inclusive)."""
+    half = max(0, int(half))
+    return max(0, int(center) - half), min(int(n) - 1, int(center) + half)
+
+
+def rectangle_to_box(vertices: np.ndarray, z_range: tuple[int, int], volume: Volume,
+                     axis: int | None = None) -> list[float]:
+    """A Shapes rectangle (vertices in voxel coords (i, j, k)) + a slice range → a 3D voxel box.
+
+    The in-plane extent comes from the rectangle's vertices on the two axes other
+    than ``axis`` (default the slice axis); the extent along ``axis`` is
+    ``z_range`` (inclusive, any order). Returns ``[i0, j0, k0, i1, j1, k1]`` clipped
+    to the volume."""
+    axis = volume.slice_axis if axis is None else int(axis)
+    v = np.atleast_2d(np.asarray(vertices, dtype=np.float64))[:, -3:]
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    z0, z1 = sorted(int(z) for z in z_range)
+    lo[axis], hi[axis] = z0, z1
+    top = np.asarray(volume.shape, dtype=np.float64) - 1
+    lo, hi = np.clip(lo, 0, top), np.clip(hi, 0, top)
+    return [float(c) for c in (*lo, *hi)]
+
+
+def box_to_rectangle(box: Sequence[float], k: int, axis: int = 2) -> np.ndarray:
+    """The inverse for display: a 3D voxel box → the 4 rectangle vertices (4, 3) on slice ``k``."""
+    b = np.asarray(box, dtype=np.float64)
+    lo, hi = b[:3], b[3:]
+    a, c = [d for d in range(3) if d != axis]
+    out = []
+    for ua, uc in ((lo[a], lo[c]), (lo[a], hi[c]), (hi[a], hi[c]), (hi[a], lo[c])):
+        p = np.zeros(3)
+        p[a], p[c], p[axis] = ua, uc, k
+        out.append(p)
+    return np.asarray(out)
+
+
+# ---------------------------------------------------------------- labels colours
+def label_colors(objects) -> dict[int | None, tuple[float, float, float, float]]:
+    """``{id: RGBA}`` for napari's ``DirectLabelColormap`` from Session objects (0 transparent)."""
+    colors: dict[int | None, tuple[float, float, float, float]] = {
+        0: (0.0, 0.0, 0.0, 0.0),
+        None: (0.5, 0.5, 0.5, 1.0),
+    }
+    for o in objects:
+        r, g, b = (float(c) for c in o.color[:3])
+        colors[int(o.id)] = (r, g, b, 1.0)
+    return colors
+
+
+def segments_for(objects) -> list[dict]:
+    """DICOM SEG segment list (``write_dicom_seg``) from Session objects."""
+    return [{"id": int(o.id), "name": o.name, "color": tuple(o.color)} for o in objects]
