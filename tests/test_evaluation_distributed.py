@@ -28,6 +28,7 @@ def _key(records):
     return [tuple(r.get(k) for k in ("case_id", "label", *METRICS)) for r in records]
 
 
+@pytest.mark.slow  # two extra processes import torch + monai (~15 s CPU)
 def test_torchrun_two_ranks_matches_single_process(data_dir, tmp_path):
     ds_path = data_dir / "ct_lesion"
     # box with seeded jitter: the random draws must not depend on which rank runs a case
