@@ -26,7 +26,7 @@ def resolve_device(device: str | None) -> str:
 def is_volumetric(model: str) -> bool:
     from ..models import registry
 
-    cfg = registry.model_config(model)
+    cfg = registry.read_model_config(model)
     arch = str(cfg.get("architecture", ""))
     return int(cfg.get("dims", 2)) == 3 or "3d" in arch.lower()
 
