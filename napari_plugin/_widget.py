@@ -59,13 +59,26 @@ POINTS_LAYER = "sam-med clicks"
 LABELS_LAYER = "sam-med labels"
 
 
-def _default_predictor_factory(model: str, device: str, cache_dir: str | None):
-    from sam_med.predictors.factory import build_predictor, is_volumetric
+def _is_volumetric(model: str) -> bool:
+    from sam_med.models import registry
 
-    opts = {}
-    if cache_dir and not is_volumetric(model):
-        opts["cache_dir"] = cache_dir
-    return build_predictor(model, device, **opts)
+    cfg = registry.read_model_config(model)
+    return int(cfg.get("dims", 2)) == 3 or "3d" in str(cfg.get("architecture", "")).lower()
+
+
+def _default_predictor_factory(model: str, device: str, cache_dir: str | None, modality: str | None = None):
+    """The predictor the CLI would build for ``sam-med segment --model M --device D [--modality]``."""
+    from sam_med.predictors.factory import resolve_device
+
+    device = resolve_device(device)
+    if _is_volumetric(model):
+        from sam_med.predictors.factory import build_predictor
+
+        return build_predictor(model, device)
+    from sam_med.predictors.slicewise import SliceWisePredictor
+
+    opts = {"modality": modality} if modality else {}
+    return SliceWisePredictor(model, device=device, cache_dir=cache_dir, **opts)
 
 
 class SamMedWidget(QWidget):
@@ -79,7 +92,7 @@ class SamMedWidget(QWidget):
         self.image_layer = None
         self.predictor = None
         self._predictor_key: tuple | None = None
-        #: ``factory(model, device, cache_dir) -> predictor`` (tests may replace it)
+        #: ``factory(model, device, cache_dir, modality) -> predictor`` (tests may replace it)
         self.predictor_factory: Callable[..., Any] = _default_predictor_factory
         #: on-disk embedding cache (slice-wise models); default from $SAM_MED_CACHE_DIR
         self.cache_dir: str | None = os.environ.get("SAM_MED_CACHE_DIR") or None
@@ -126,6 +139,11 @@ class SamMedWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["cpu", "auto", "cuda"])
         form.addRow("Device", self.device_combo)
+        self.modality_combo = QComboBox()
+        self.modality_combo.addItems(["auto", "CT", "MR"])
+        self.modality_combo.setToolTip("auto: the scan's modality, or CT when a file without one "
+                                       "holds HU values (air <= -500)")
+        form.addRow("Modality", self.modality_combo)
         row = QHBoxLayout()
         self.prepare_btn = QPushButton("Prepare")
         self.prepare_btn.setToolTip("Compute image embeddings for every slice (once per scan)")
@@ -239,7 +257,7 @@ class SamMedWidget(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
         self._controls = [
-            self.image_combo, self.model_combo, self.device_combo, self.prepare_btn, self.add_btn,
+            self.image_combo, self.model_combo, self.device_combo, self.modality_combo, self.prepare_btn, self.add_btn,
             self.delete_btn, self.color_btn, self.lock_chk, self.name_edit, self.rename_btn,
             self.overlap_combo, self.half_spin, self.mark_a_btn, self.mark_b_btn, self.use_marks_chk,
             self.segment_btn, self.undo_btn, self.redo_btn, self.accept_btn, self.save_labels_btn,
@@ -344,8 +362,11 @@ class SamMedWidget(QWidget):
         self.shapes_layer.mode = "add_rectangle"
 
     def _model_key(self) -> tuple:
-        """(model, device, cache_dir) as chosen in the widget; read on the GUI thread."""
-        return (self.model_combo.currentText(), self.device_combo.currentText(), self.cache_dir)
+        """(model, device, cache_dir, modality) as chosen in the widget; read on the GUI thread."""
+        mod = self.modality_combo.currentText()
+        if mod == "auto":
+            mod = L.guess_modality(self.volume) if self.volume is not None else None
+        return (self.model_combo.currentText(), self.device_combo.currentText(), self.cache_dir, mod)
 
     def _get_predictor(self, key: tuple, progress=None):
         """Build (or reuse) the predictor for ``key``. Runs in the worker (touches no Qt)."""

@@ -145,7 +145,7 @@ def test_prepare_keeps_gui_responsive_and_cancels(viewer, ct_path):
     _open(viewer, ct_path)
     w = _widget(viewer)
     fake = SlowFakePredictor()
-    w.predictor_factory = lambda model, device, cache_dir: fake
+    w.predictor_factory = lambda *key: fake
     ticks = []
     timer = QTimer()
     timer.setInterval(20)
@@ -176,7 +176,7 @@ def test_prepare_keeps_gui_responsive_and_cancels(viewer, ct_path):
 def test_objects_overlap_undo_redo_and_session_roundtrip(viewer, ct_path, tmp_path):
     _open(viewer, ct_path)
     w = _widget(viewer)
-    w.predictor_factory = lambda model, device, cache_dir: SlowFakePredictor(steps=1, dt=0)
+    w.predictor_factory = lambda *key: SlowFakePredictor(steps=1, dt=0)
     a = w._on_add_object("a")
     w.shapes_layer.add_rectangles(np.array([[10, 10, 5], [10, 40, 5], [40, 40, 5], [40, 10, 5]], float))
     w.half_spin.setValue(2)

@@ -1,0 +1,123 @@
+"""napari plugin reader/writer/layer geometry — no Qt and no napari needed (pure functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sam_med.volume import Volume, apply_affine
+
+L = pytest.importorskip("sam_med_napari._layers")
+
+
+@pytest.fixture(scope="module")
+def ct_path(data_dir):
+    return str(data_dir / "totalseg" / "example_ct_sm.nii.gz")
+
+
+def test_reader_nifti_world_is_ras(ct_path):
+    import nibabel as nib
+
+    from sam_med_napari._reader import napari_get_reader
+
+    reader = napari_get_reader(ct_path)
+    assert reader is not None
+    (data, kw, kind), = reader(ct_path)
+    img = nib.load(ct_path)
+    assert kind == "image" and data.shape == img.shape
+    # the layer's data->world matrix is nibabel's voxel->RAS affine, as is
+    assert np.allclose(kw["affine"], img.affine, atol=1e-5)
+    assert kw["contrast_limits"] == (-160.0, 240.0)  # CT soft tissue W400/L40
+    assert kw["name"] == "example_ct_sm"
+    assert isinstance(kw["metadata"][L.VOLUME_KEY], Volume)
+
+
+def test_reader_dicom_folder_name_and_geometry(data_dir):
+    import SimpleITK as sitk
+
+    from sam_med_napari._reader import napari_get_reader
+
+    folder = str(data_dir / "totalseg" / "example_ct_dicom")
+    layers = napari_get_reader(folder)(folder)
+    assert len(layers) >= 1
+    data, kw, kind = layers[0]
+    vol = kw["metadata"][L.VOLUME_KEY]
+    # independent check with SimpleITK (LPS): voxel (i, j, k) -> LPS, flip to RAS
+    r = sitk.ImageSeriesReader()
+    files = r.GetGDCMSeriesFileNames(folder)
+    r.SetFileNames(files)
+    ref = r.Execute()
+    for ijk in ([0, 0, 0], [5, 7, 3], [data.shape[0] - 1, data.shape[1] - 1, data.shape[2] - 1]):
+        lps = np.array(ref.TransformIndexToPhysicalPoint([int(c) for c in ijk]))
+        ras = lps * [-1, -1, 1]
+        assert np.allclose(apply_affine(kw["affine"], ijk), ras, atol=1e-3)
+    assert vol.dicom is not None and kw["name"] == (vol.dicom.series_description or kw["name"])
+
+
+def test_mr_percentile_contrast(data_dir):
+    from sam_med import io
+
+    vol = io.load(str(data_dir / "totalseg" / "example_mr_sm.nii.gz"))
+    lo, hi = L.contrast_limits(vol.with_array(vol.array, modality="MR"))
+    p1, p99 = np.percentile(vol.array, [1, 99])
+    assert lo < hi and abs(lo - p1) <= 0.05 * (p99 - p1) + 1 and abs(hi - p99) <= 0.05 * (p99 - p1) + 1
+
+
+def test_prompt_geometry_conversions():
+    aff = np.array([[-0.8, 0, 0, 100], [0, -0.8, 0, 50], [0, 0, 2.5, -30], [0, 0, 0, 1]])
+    vol = Volume(np.zeros((40, 30, 20), np.int16), aff)
+    # a rectangle drawn on slice 7 + a ±3 z-range → 3D box in voxels
+    rect = L.box_to_rectangle([4, 5, 7, 20, 25, 7], 7, axis=2)
+    assert L.rectangle_to_box(rect, L.slice_range(7, 3, 20), vol) == [4, 5, 4, 20, 25, 10]
+    assert L.rectangle_to_box(rect, (19, 12), vol) == [4, 5, 12, 20, 25, 19]
+    assert L.slice_range(1, 5, 20) == (0, 6)
+    # a layer with another affine (e.g. scale-only, made by hand) → voxel via world
+    other = np.diag([2.0, 2.0, 5.0, 1.0])
+    ijk = np.array([[3.0, 4.0, 5.0]])
+    world = apply_affine(other, ijk)
+    assert np.allclose(L.data_to_voxel(ijk, other, vol), vol.world_to_voxel(world))
+    assert np.allclose(L.data_to_voxel(ijk, aff, vol), ijk)  # same affine: 1:1
+    # the slice shown at a world point
+    assert L.current_slice(vol.voxel_to_world([10, 10, 13]), vol) == 13
+
+
+def test_writer_nifti_and_nrrd_on_source_grid(ct_path, tmp_path):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from sam_med import io
+    from sam_med_napari._writer import write_labels
+
+    vol = io.load(ct_path)
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[40:60, 30:50, 10:20] = 3
+    state = {"metadata": {L.VOLUME_KEY: vol}, "affine": vol.affine}
+    out = write_labels(str(tmp_path / "l.nii.gz"), lab, state)[0]
+    img = nib.load(out)
+    assert np.allclose(img.affine, vol.affine, atol=1e-5) and np.array_equal(np.asarray(img.dataobj), lab)
+    out = write_labels(str(tmp_path / "l.nrrd"), lab, state)[0]
+    back = io.load_label(out, like=vol)
+    assert back.same_grid(vol) and np.array_equal(back.array, lab)
+    assert sitk.ReadImage(out).GetSize() == vol.shape
+
+
+def test_writer_dicom_seg_refuses_non_dicom(ct_path, tmp_path):
+    from sam_med import io
+    from sam_med.errors import OutputError
+    from sam_med_napari._writer import write_dicom_seg
+
+    vol = io.load(ct_path)
+    with pytest.raises(OutputError, match="DICOM"):
+        write_dicom_seg(str(tmp_path / "s.dcm"), np.ones(vol.shape, np.uint8), {"metadata": {L.VOLUME_KEY: vol}})
+    assert not (tmp_path / "s.dcm").exists()
+
+
+def test_manifest_is_valid():
+    npe2 = pytest.importorskip("npe2")
+    from pathlib import Path
+
+    import sam_med_napari
+
+    pm = npe2.PluginManifest.from_file(Path(sam_med_napari.__file__).parent / "napari.yaml")
+    assert {w.command for w in pm.contributions.writers} == {"sam-med.write_labels", "sam-med.write_dicom_seg"}
+    assert pm.contributions.readers[0].accepts_directories
