@@ -302,7 +302,10 @@ def load_model(name: str = "lite_medsam", *, checkpoint: str | os.PathLike | Non
     sd, digest = read_state_dict(path, expected)
     builder = get_architecture(str(cfg["architecture"]))
     model = builder(**dict(cfg.get("architecture_args") or {}))
-    load_into(model, sd, str(path))
+    if cfg.get("delta"):  # fine-tuned weights stored as base model + delta (sam_med.training)
+        _load_base_plus_delta(model, cfg, sd, str(path))
+    else:
+        load_into(model, sd, str(path))
     model.eval().to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -316,3 +319,40 @@ def load_model(name: str = "lite_medsam", *, checkpoint: str | os.PathLike | Non
     with _LOCK:
         _CACHE[key] = lm
     return lm
+
+
+# --------------------------------------------------------------------------- fine-tuned deltas
+def _load_base_plus_delta(model: nn.Module, cfg: dict[str, Any], delta: dict[str, torch.Tensor],
+                          source: str) -> None:
+    """Load ``cfg['base_model']``'s weights into ``model``, then apply ``delta`` (written by
+    :mod:`sam_med.training.export`). ``cfg['delta']['kind']``: ``partial`` (the tensors in
+    ``delta`` replace the base's; every key must exist with the same shape) or ``lora``
+    (``<module>.lora_A``/``.lora_B`` pairs are merged: ``W += lora_scaling * B @ A``; other
+    keys replace as in ``partial``). The base weights must match the sha256 recorded at
+    training time."""
+    from .checkpoint import load_into, read_state_dict, resolve_checkpoint
+
+    spec, base = cfg["delta"], cfg.get("base_model") or {}
+    if spec.get("kind") not in ("partial", "lora") or not base.get("name"):
+        raise CheckpointError(f"{cfg['config_path']}: delta needs kind partial|lora and base_model.name")
+    bcfg = read_model_config(str(base["name"]))
+    if str(bcfg["architecture"]) != str(cfg["architecture"]):
+        raise CheckpointError(f"{cfg['config_path']}: base model {base['name']!r} has architecture "
+                              f"{bcfg['architecture']!r}, not {cfg['architecture']!r}")
+    bck = dict(bcfg["checkpoint"])
+    bsd, _ = read_state_dict(resolve_checkpoint(bck, None, bcfg["name"]), base.get("sha256") or bck.get("sha256"))
+    lora = {k: v for k, v in delta.items() if k.endswith((".lora_A", ".lora_B"))}
+    if lora and spec["kind"] != "lora":
+        raise CheckpointError(f"{source}: LoRA tensors in a {spec['kind']!r} delta")
+    for p in sorted({k.rsplit(".", 1)[0] for k in lora}):
+        a, b, w = lora.get(f"{p}.lora_A"), lora.get(f"{p}.lora_B"), bsd.get(f"{p}.weight")
+        if a is None or b is None or w is None or (b.shape[0], a.shape[1]) != tuple(w.shape):
+            raise CheckpointError(f"{source}: LoRA adapter {p!r} does not fit the base model")
+        bsd[f"{p}.weight"] = w + (b.float() @ a.float() * float(spec.get("lora_scaling", 1.0))).to(w.dtype)
+    for k, v in delta.items():
+        if k in lora:
+            continue
+        if k not in bsd or tuple(bsd[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{source}: delta tensor {k!r} is not in the base model (or has another shape)")
+        bsd[k] = v
+    load_into(model, bsd, source)
