@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 VARIANTS = {
-    "whole slice": dict(zoom="never"),
+    "whole slice": dict(zoom="never", mask_prompt=False),
     "whole + mask prompt": dict(zoom="never", mask_prompt=True),
-    "zoom always": dict(zoom="always"),
+    "zoom always": dict(zoom="always", mask_prompt=False),
     "zoom always + mask prompt": dict(zoom="always", mask_prompt=True),
-    "zoom auto (default)": dict(),
+    "zoom auto, no mask prompt": dict(mask_prompt=False),
+    "zoom auto + mask prompt (default)": dict(),
 }
 
 

@@ -6,15 +6,16 @@ Recipe (see ``benchmarks/bench_slicewise.py`` for the measurements behind each c
    MR percentiles, research npz left as is) by the model config's pipeline.
 2. Slices are taken perpendicular to the acquisition axis (``Volume.slice_axis``)
    unless ``axis`` is given; see :mod:`sam_med.predictors.planes` for the 2D layout.
-3. **Zoom**: when the object is small at the model's input size (longest box side
-   below ``zoom_below`` model pixels on the whole slice), every slice of that
-   object is encoded from a square crop around the box (side = ``zoom_factor`` ×
-   the box's longest side), so a small lesion keeps its pixels. Large objects use
-   the whole slice, whose embeddings are shared by all objects.
+3. **View selection (zoom)**: the key slice is decoded both on the whole slice and
+   on a square crop around the box (side = ``zoom_factor`` x the box's longest
+   side); the crop is used for every slice of the object only when the model's own
+   predicted IoU there beats the whole slice's by ``zoom_margin``. Small or
+   low-contrast lesions gain pixels; objects the model already sees well keep the
+   whole-slice embeddings, which all objects share. Costs one extra encode.
 4. A 3D box starts on its middle slice with the box's in-plane extent, then
    propagates both ways: each next slice is prompted with the previous slice's
-   mask box (+ ``margin`` px) clipped to the 3D box, optionally with the previous
-   low-res logits as a dense prompt; it stops at the box's extent or when the
+   mask box (+ ``margin`` px) clipped to the 3D box, with the previous slice's
+   low-res logits as a dense prompt (``mask_prompt``); it stops at the box's extent or when the
    object vanishes (empty mask or predicted IoU below ``iou_stop``).
 5. Clicks (refinement) act on their slice through the box, which is what this
    box-trained model understands: a positive click grows the slice's box to
@@ -80,11 +81,11 @@ class ObjectState:
 class SliceWiseOptions:
     axis: int | None = None
     zoom: str = "auto"  # "auto" | "always" | "never"
-    zoom_below: float = 48.0  # model pixels: zoom when the box's longest side is shorter
+    zoom_margin: float = 0.1  # auto: zoom when its key-slice predicted IoU beats the whole slice's by this
     zoom_factor: float = 2.2
     min_crop: int = 64  # plane pixels
     margin: int = 3
-    mask_prompt: bool = False
+    mask_prompt: bool = True
     iou_stop: float = 0.0
     refine_stop_dice: float = 0.98
     batch_size: int = 4
@@ -312,9 +313,6 @@ class SliceWisePredictor:
         side = max(extent[2] - extent[0] + 1, extent[3] - extent[1] + 1)
         if from_points or o.zoom == "never":
             return None
-        side_model = side * self.size / max(hw)
-        if o.zoom == "auto" and side_model >= o.zoom_below:
-            return None
         crop_side = int(max(o.min_crop, round(side * o.zoom_factor)))
         if crop_side >= max(hw):
             return None
@@ -335,6 +333,8 @@ class SliceWisePredictor:
     def _full_run(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> None:
         k, base = self._key_slice(st, geo)
         s0, s1 = st.srange
+        if st.crop is not None and self.options.zoom == "auto":
+            st.crop = self._select_view(st, geo, k, base)
         if st.prompts.box is not None:  # a tight box needs every slice of its range: encode in batches
             self._embeddings(geo, range(s0, s1 + 1), st.crop, progress)
         emb = self._embeddings(geo, [k], st.crop)[k]
@@ -345,6 +345,18 @@ class SliceWisePredictor:
             st.slices[k] = self._slice_with_clicks(st, geo, k, emb, base, None, clicks)
         self._propagate(st, geo, k, +1, progress, old=None)
         self._propagate(st, geo, k, -1, progress, old=None)
+
+    def _select_view(self, st: ObjectState, geo: PlaneGeometry, k: int, base) -> tuple | None:
+        """Zoomed crop or whole slice? Decode the key slice in both views and keep the zoom
+        only when the model's own predicted IoU is clearly higher there (costs one encode)."""
+        crop = st.crop
+        scores = {}
+        for view in (None, crop):
+            st.crop = view
+            emb = self._embeddings(geo, [k], view)[k]
+            scores[view] = self._decode(st, geo, k, emb, base).score
+        st.crop = crop
+        return crop if scores[crop] > scores[None] + self.options.zoom_margin else None
 
     def _seed_from_points(self, st, geo, k, emb, clicks) -> SliceOut:
         """Points only: SAM-style point decode gives a first extent, then the box recipe."""
