@@ -16,6 +16,11 @@ shows gradients flow through every part (encoder, prompt encoder, decoder) and t
 whole pipeline can be fine-tuned on CPU, nothing more.
 
     python scripts/train_sam3d_smoke.py --steps 600 --out /tmp/sam3d_small.pth
+
+Measured (``OMP_NUM_THREADS=1 ... --steps 300 --time-limit 480`` on a shared 2-core VM):
+281 steps (batch 2) in 487 s on 33 crops (11 organs of the CT and MR x 3 jittered centres):
+loss 1.95 -> 1.00 (mean of the first/last 20 steps), Dice of the training crops with one
+fixed random click 0.05 (random init) -> 0.35. Training crops only: no generalisation claim.
 """
 
 from __future__ import annotations
