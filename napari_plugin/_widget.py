@@ -536,6 +536,8 @@ class SamMedWidget(QWidget):
     # ================================================================ prompts
     def _on_positive_toggled(self, positive: bool) -> None:
         if self.points_layer is not None:
+            # napari recolours the *selected* points with the current colour: select none first
+            self.points_layer.selected_data = set()
             self.points_layer.current_face_color = POS_COLOR if positive else NEG_COLOR
 
     def current_slice(self) -> int:
@@ -691,6 +693,7 @@ class SamMedWidget(QWidget):
         self._syncing = True
         try:
             with self.points_layer.events.data.blocker():
+                self.points_layer.selected_data = set()
                 self.points_layer.data = data
                 if len(data):
                     self.points_layer.face_color = colors
