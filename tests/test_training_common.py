@@ -41,7 +41,7 @@ def make_tiny_model(models_dir: Path, name: str = "tiny_sam") -> str:
 
 def tiny_finetune_config(out_dir: Path, mode: str = "decoder", **extra) -> dict:
     cfg = {
-        "name": f"tiny_ft_{mode}", "base_model": "tiny_sam", "mode": mode, "seed": 3,
+        "name": f"tiny_ft_{mode}", "base_model": "tiny_sam", "mode": mode, "seed": 3, "num_threads": 1,
         "data": {"dataset": str(CT_LESION), "train_cases": [CASES[1]], "val_cases": [],
                  "max_slices_per_case": 4},
         "optim": {"lr": 1e-3, "epochs": 2, "batch_size": 2},

@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "train_prompt_encoder": False,
     "seed": 0,
     "device": "cpu",
+    "num_threads": None,          # torch intra-op threads (None = torch's default); 1 on a shared CPU
     "amp": "auto",                # auto (bf16 on CUDA when supported, fp32 on CPU) | bf16 | off
     "data": {
         "dataset": None,          # anything sam_med.evaluation.open_dataset reads
@@ -76,10 +77,11 @@ DEFAULTS: dict[str, Any] = {
         "val_cases": [],
         "max_slices_per_case": None,
         "cache_embeddings": "auto",  # auto = on in decoder mode
+        "embedding_cache_dir": None,  # on-disk store of the frozen base encoder's embeddings
         "augment": dict(DEFAULT_AUGMENT),
     },
     "prompts": {"box_outward_px": 4.0, "box_inward_px": 1.0, "click_prob": 0.0, "max_clicks": 2},
-    "optim": {"lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
+    "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
               "samples_per_epoch": None},
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
     "eval": {"enabled": True, "protocol": "box", "every_epochs": 1, "train_before_after": True,
@@ -246,11 +248,13 @@ class Trainer:
         lm = dataclasses.replace(self.lm, model=model,
                                  sha256=self.lm.sha256 if not encoder_changed else f"{self.lm.sha256}:{tag}")
         cache = self.cache if not encoder_changed else EmbeddingCache()
-        pred = SliceWisePredictor(loaded=lm, cache=cache, **dict(ec.get("predictor") or {}))
         conf = EvalConfig(protocol=str(ec.get("protocol", "box")), model=self.cfg["base_model"])
         out = {}
         model.eval()
         for cid in case_ids:
+            # one predictor per case (sharing the cache): SliceWisePredictor keys its bound
+            # volume by id(volume), which a new case's volume can reuse after the old one is freed
+            pred = SliceWisePredictor(loaded=lm, cache=cache, **dict(ec.get("predictor") or {}))
             recs = evaluate_case(self.cases[cid], _NoPrepare(pred), conf)
             bad = [r for r in recs if r.get("status") != "ok"]
             if bad:
@@ -289,6 +293,8 @@ class Trainer:
 
         cfg, dc = self.cfg, self.cfg["data"]
         seed = int(cfg["seed"])
+        if cfg.get("num_threads"):
+            torch.set_num_threads(int(cfg["num_threads"]))
         torch.manual_seed(seed)
         np.random.seed(seed % (2**32))
         self.lm = load_model(cfg["base_model"], device=self.device, autocast_dtype=None)
@@ -314,7 +320,8 @@ class Trainer:
         self.cached = (cfg["mode"] == "decoder") if cache_emb == "auto" else bool(cache_emb)
         if self.cached and cfg["mode"] != "decoder":
             raise SamMedError("data.cache_embeddings needs a frozen encoder (mode: decoder)")
-        self.cache = EmbeddingCache(max_bytes=4 << 30)
+        cdir = dc.get("embedding_cache_dir")
+        self.cache = EmbeddingCache(max_bytes=4 << 30, cache_dir=Path(cdir).expanduser() if cdir else None)
         pred = SliceWisePredictor(loaded=self.lm, cache=self.cache, **dict(cfg["eval"].get("predictor") or {}))
         t0 = time.perf_counter()
         self.items = extract_slices(self.ds, self.lm, train_ids, predictor=pred,
@@ -331,7 +338,14 @@ class Trainer:
         self.data = SliceDataset(self.items, self.lm.preprocess, aug, seed=seed)
         oc = cfg["optim"]
         self.params = [p for _, p in trainable_parameters(self.model)]
-        self.opt = torch.optim.AdamW(self.params, lr=float(oc["lr"]), weight_decay=float(oc["weight_decay"]))
+        name = str(oc.get("name", "adamw")).lower()
+        if name == "adamw":
+            self.opt = torch.optim.AdamW(self.params, lr=float(oc["lr"]), weight_decay=float(oc["weight_decay"]))
+        elif name == "sgd":
+            self.opt = torch.optim.SGD(self.params, lr=float(oc["lr"]), momentum=float(oc.get("momentum", 0.9)),
+                                       weight_decay=float(oc["weight_decay"]))
+        else:
+            raise SamMedError(f"optim.name must be adamw or sgd, got {name!r}")
         from monai.losses import DiceCELoss
         self.loss_fn = DiceCELoss(sigmoid=True)
         self.identity = _identity(cfg)
@@ -452,7 +466,7 @@ class Trainer:
                 for idx in mine:
                     loss = self._sample_loss(int(idx), epoch) / len(mine)
                     loss.backward()
-                    tot += float(loss)
+                    tot += float(loss.detach())
                 average_gradients(self.params, self.dist)
                 if oc.get("grad_clip"):
                     torch.nn.utils.clip_grad_norm_(self.params, float(oc["grad_clip"]))
