@@ -80,7 +80,10 @@ DEFAULTS: dict[str, Any] = {
         "embedding_cache_dir": None,  # on-disk store of the frozen base encoder's embeddings
         "augment": dict(DEFAULT_AUGMENT),
     },
-    "prompts": {"box_outward_px": 4.0, "box_inward_px": 1.0, "click_prob": 0.0, "max_clicks": 2},
+    # mask_prompt_prob: also give the decoder the low-res logits of a neighbouring slice as its
+    # dense prompt, as the slice-wise predictor does while propagating (mask_prompt=True)
+    "prompts": {"box_outward_px": 4.0, "box_inward_px": 1.0, "click_prob": 0.0, "max_clicks": 2,
+                "mask_prompt_prob": 0.0},
     "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
               "samples_per_epoch": None},
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
@@ -336,6 +339,7 @@ class Trainer:
             self.log("[finetune] cached embeddings: image augmentations are off (prompts still vary)")
             aug["enabled"] = False
         self.data = SliceDataset(self.items, self.lm.preprocess, aug, seed=seed)
+        self._by_slice = {(it["case_id"], it["object"], it["slice"]): i for i, it in enumerate(self.items)}
         oc = cfg["optim"]
         self.params = [p for _, p in trainable_parameters(self.model)]
         name = str(oc.get("name", "adamw")).lower()
@@ -354,23 +358,40 @@ class Trainer:
         self.history: list[dict] = []
 
     # -------------------------------------------------------------- one sample
-    def _sample_loss(self, idx: int, epoch: int) -> torch.Tensor:
+    def _box_prompt(self, d: dict, rng: np.random.Generator) -> torch.Tensor:
         pc = self.cfg["prompts"]
-        d = self.data[idx]
-        rng = np.random.default_rng(sample_seed(self.cfg["seed"] + 7919, epoch, idx))
         hw = tuple(int(v) for v in d["hw"])
         bbox = d["bbox"].numpy()
         if bbox[0] < 0:  # augmentation moved the object out: prompt the whole slice
             bbox = np.array([0, 0, hw[1] - 1, hw[0] - 1], dtype=float)
         box = jitter_box(bbox, hw, rng, float(pc["box_outward_px"]), float(pc["box_inward_px"]))
-        box_m = torch.as_tensor(self.lm.box_to_model(box, hw), dtype=torch.float32, device=self.device).reshape(1, 4)
+        return torch.as_tensor(self.lm.box_to_model(box, hw), dtype=torch.float32, device=self.device).reshape(1, 4)
+
+    def _embed(self, idx: int, d: dict) -> torch.Tensor:
+        if self.cached:
+            return self.items[idx]["embedding"].to(self.device)[None]
+        return self.model.image_encoder(d["image"][None].to(self.device))
+
+    def _sample_loss(self, idx: int, epoch: int) -> torch.Tensor:
+        pc = self.cfg["prompts"]
+        d = self.data[idx]
+        rng = np.random.default_rng(sample_seed(self.cfg["seed"] + 7919, epoch, idx))
+        box_m = self._box_prompt(d, rng)
         with self._autocast():
-            if self.cached:
-                emb = self.items[idx]["embedding"].to(self.device)[None]
-            else:
-                emb = self.model.image_encoder(d["image"][None].to(self.device))
+            emb = self._embed(idx, d)
         target = d["label"][None].to(self.device)
         pts, labs = None, None
+        mask_in = None
+        if float(pc.get("mask_prompt_prob", 0)) > 0 and rng.random() < float(pc["mask_prompt_prob"]):
+            it = self.items[idx]
+            step = 1 if rng.random() < 0.5 else -1
+            nb = self._by_slice.get((it["case_id"], it["object"], it["slice"] + step),
+                                    self._by_slice.get((it["case_id"], it["object"], it["slice"] - step)))
+            if nb is not None:
+                dn = self.data[nb]
+                with torch.no_grad(), self._autocast():
+                    lo_n, _ = self.model.decode(self._embed(nb, dn), boxes=self._box_prompt(dn, rng))
+                mask_in = lo_n[:, :1].float().detach()
         if float(pc.get("click_prob", 0)) > 0 and rng.random() < float(pc["click_prob"]):
             n = int(rng.integers(1, int(pc.get("max_clicks", 1)) + 1))
             ref = None
@@ -381,7 +402,7 @@ class Trainer:
                     if clicks:
                         kw = {"points": torch.tensor([[c[:2] for c in clicks]], dtype=torch.float32, device=self.device),
                               "point_labels": torch.tensor([[int(c[2]) for c in clicks]], device=self.device)}
-                    lo, _ = self.model.decode(emb.detach(), boxes=box_m, **kw)
+                    lo, _ = self.model.decode(emb.detach(), boxes=box_m, mask_input=mask_in, **kw)
                 if ref is None:
                     tt = target if target.shape[-1] == lo.shape[-1] else torch.nn.functional.interpolate(
                         target, size=lo.shape[-2:], mode="nearest")
@@ -396,7 +417,7 @@ class Trainer:
                                    device=self.device)
                 labs = torch.tensor([[int(c[2]) for c in clicks]], device=self.device)
         with self._autocast():
-            logits, _iou = self.model.decode(emb, boxes=box_m, points=pts, point_labels=labs)
+            logits, _iou = self.model.decode(emb, boxes=box_m, points=pts, point_labels=labs, mask_input=mask_in)
         logits = logits[:, :1].float()
         if target.shape[-1] != logits.shape[-1]:
             target = torch.nn.functional.interpolate(target, size=logits.shape[-2:], mode="nearest")
