@@ -28,8 +28,8 @@ VARIANTS = {
     "whole + mask prompt": dict(zoom="never", mask_prompt=True),
     "zoom always": dict(zoom="always", mask_prompt=False),
     "zoom always + mask prompt": dict(zoom="always", mask_prompt=True),
-    "zoom auto, no mask prompt": dict(mask_prompt=False),
-    "zoom auto + mask prompt (default)": dict(),
+    "zoom auto + mask prompt": dict(mask_prompt=True),
+    "zoom auto (default)": dict(),
 }
 
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sam_med.volume import Volume, apply_affine
+from sam_med.volume import Volume, apply_affine, guess_modality  # noqa: F401 (re-exported)
 
 #: viewer.dims.order for an axial view of RAS world axes: slider = S, rows = A, cols = R
 AXIAL_ORDER = (2, 1, 0)
@@ -40,21 +40,6 @@ CT_WINDOW = (400.0, 40.0)  # soft tissue: width, level (HU)
 
 
 # ---------------------------------------------------------------- image display
-def guess_modality(volume: Volume) -> str | None:
-    """The volume's modality; for files without one (NIfTI, NRRD) "CT" when values reach
-    air in HU (min <= -500, integer-valued) — else None (percentile display/normalisation)."""
-    if volume.modality:
-        return str(volume.modality).upper()
-    arr = volume.array
-    if volume.intensity == "HU":
-        return "CT"
-    if volume.intensity == "raw" and arr.size and np.issubdtype(arr.dtype, np.number) and arr.min() <= -500:
-        sample = arr.ravel()[:: max(1, arr.size // 100000)]
-        if np.array_equal(sample, np.round(sample)):
-            return "CT"
-    return None
-
-
 def contrast_limits(volume: Volume) -> tuple[float, float]:
     """Display range: CT soft-tissue window W400/L40 (HU); anything else 1–99th percentiles."""
     arr = volume.array

@@ -98,6 +98,22 @@ def validate_affine(affine: np.ndarray) -> np.ndarray:
     return affine
 
 
+def guess_modality(volume: "Volume") -> str | None:
+    """The volume's modality; for files that carry none (NIfTI, NRRD), "CT" when the values
+    reach air in Hounsfield units (min <= -500 and integer-valued), else None (unknown: MR-style
+    percentile normalisation). Used for ``--modality auto``."""
+    if volume.modality:
+        return str(volume.modality).upper()
+    if volume.intensity == "HU":
+        return "CT"
+    arr = volume.array
+    if volume.intensity == "raw" and arr.size and np.issubdtype(arr.dtype, np.number) and arr.min() <= -500:
+        sample = arr.ravel()[:: max(1, arr.size // 100000)]
+        if np.array_equal(sample, np.round(sample)):
+            return "CT"
+    return None
+
+
 @dataclass(frozen=True)
 class DicomRef:
     """DICOM identity of a series, kept so results can be written back as DICOM SEG.

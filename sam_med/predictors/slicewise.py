@@ -14,8 +14,9 @@ Recipe (see ``benchmarks/bench_slicewise.py`` for the measurements behind each c
    whole-slice embeddings, which all objects share. Costs one extra encode.
 4. A 3D box starts on its middle slice with the box's in-plane extent, then
    propagates both ways: each next slice is prompted with the previous slice's
-   mask box (+ ``margin`` px) clipped to the 3D box, with the previous slice's
-   low-res logits as a dense prompt (``mask_prompt``); it stops at the box's extent or when the
+   mask box (+ ``margin`` px) clipped to the 3D box (optionally with the previous
+   slice's low-res logits as a dense prompt, ``mask_prompt``: off by default, it
+   costs abdominal organs 0.08 Dice); it stops at the box's extent or when the
    object vanishes (empty mask or predicted IoU below ``iou_stop``).
 5. Clicks (refinement) act on their slice through the box, which is what this
    box-trained model understands: a positive click grows the slice's box to
@@ -75,6 +76,7 @@ class ObjectState:
     bound2d: np.ndarray | None
     srange: tuple[int, int]
     slices: dict[int, SliceOut] = field(default_factory=dict)
+    key: int | None = None  # the slice propagation started from
 
 
 @dataclass
@@ -85,7 +87,7 @@ class SliceWiseOptions:
     zoom_factor: float = 2.2
     min_crop: int = 64  # plane pixels
     margin: int = 3
-    mask_prompt: bool = True
+    mask_prompt: bool = False  # measured: +0.01 Dice on CT lesions, -0.08 on abdominal organs
     iou_stop: float = 0.0
     refine_stop_dice: float = 0.98
     batch_size: int = 4
@@ -125,8 +127,10 @@ class SliceWisePredictor:
     def _bind(self, volume: Volume) -> None:
         if self._vol_id == id(volume) and self._u8 is not None:
             return
+        from ..volume import guess_modality
+
         o = self.options
-        modality = o.modality or volume.modality
+        modality = o.modality or guess_modality(volume)
         self._u8 = np.ascontiguousarray(
             self.loaded.intensity_to_uint8_range(volume.array, volume.intensity, modality, window=o.window),
             dtype=np.float32,
@@ -173,9 +177,14 @@ class SliceWisePredictor:
         self._embeddings(geo, range(geo.n_slices), None, progress)
 
     # ------------------------------------------------------------ decoder
+    def _decode_multi(self, st, geo, k, emb, box2d, points, labels) -> list[SliceOut]:
+        """The three multimask candidates for box + points."""
+        return self._decode(st, geo, k, emb, box2d, points=points, labels=labels, multimask=True)
+
     def _decode(self, st: ObjectState, geo: PlaneGeometry, k: int, emb: torch.Tensor, box2d,
-                points=None, labels=None, mask_input=None) -> SliceOut:
-        """Decode slice k with a 2D box (plane px) (+ optional points and dense prompt)."""
+                points=None, labels=None, mask_input=None, multimask: bool = False):
+        """Decode slice k with a 2D box (plane px) (+ optional points and dense prompt).
+        Returns a SliceOut, or a list of three with ``multimask``."""
         from ..transforms import SliceMeta, longest_side_size
 
         hw = geo.hw
@@ -193,19 +202,21 @@ class SliceWisePredictor:
         if mask_input is not None:
             kwargs["mask_input"] = mask_input
         t0 = time.perf_counter()
-        low, iou = self.loaded.decode(emb[None], multimask=False, **kwargs)
-        low = low[:, :1]
+        low, iou = self.loaded.decode(emb[None], multimask=multimask, **kwargs)
         meta = SliceMeta(tuple(hw_crop), longest_side_size(hw_crop, self.size), self.size)
         logits = self.loaded.postprocess(low, meta)
         self.timings["decode"] += time.perf_counter() - t0
-        m_crop = (logits.reshape(hw_crop) > 0).cpu().numpy()
-        if crop is None:
-            mask = m_crop
-        else:
-            mask = np.zeros(hw, dtype=bool)
-            mask[crop[1] : crop[3] + 1, crop[0] : crop[2] + 1] = m_crop
-        return SliceOut(mask=mask, logits=low.clone(), box=None if box2d is None else np.asarray(box2d),
-                        score=float(iou.reshape(-1)[0]))
+        outs = []
+        for i in range(low.shape[1]):
+            m_crop = (logits[0, i] > 0).cpu().numpy()
+            if crop is None:
+                mask = m_crop
+            else:
+                mask = np.zeros(hw, dtype=bool)
+                mask[crop[1] : crop[3] + 1, crop[0] : crop[2] + 1] = m_crop
+            outs.append(SliceOut(mask=mask, logits=low[:, i : i + 1].clone(),
+                                 box=None if box2d is None else np.asarray(box2d), score=float(iou[0, i])))
+        return outs if multimask else outs[0]
 
     # ------------------------------------------------------------ clicks on a slice
     @staticmethod
@@ -218,7 +229,15 @@ class SliceWisePredictor:
         return out
 
     def _slice_with_clicks(self, st: ObjectState, geo: PlaneGeometry, k: int, emb, base_box,
-                           mask_input, clicks) -> SliceOut:
+                           mask_input, clicks, previous: np.ndarray | None = None) -> SliceOut:
+        """Decode slice k from its base box, honouring the clicks on it.
+
+        Clicks reshape the box (positive: grow to include it; negative: move the nearest
+        side past it). Then a few candidates are decoded (box; box + clicks as point
+        prompts, single and multimask) and the one that satisfies most clicks wins; among
+        those a non-empty one, then the smallest change from ``previous`` (the slice's mask
+        before this click: a correction is local), else the model's predicted IoU. A
+        negative click inside a separate blob of a candidate removes that blob."""
         hw = geo.hw
         m = max(self.options.margin, 2)
         box = None if base_box is None else np.asarray(base_box).copy()
@@ -229,26 +248,34 @@ class SliceWisePredictor:
         if box is None:
             return SliceOut(np.zeros(hw, bool), None, None)
         box = clip_box(box, hw)
+        if not clicks:
+            return self._decode(st, geo, k, emb, box, mask_input=mask_input)
+        grown = box
         for x, y, pos in clicks:
-            if not pos and box[0] <= x <= box[2] and box[1] <= y <= box[3]:
+            if not pos and box is not None and box[0] <= x <= box[2] and box[1] <= y <= box[3]:
                 box = _shrink_past(box, x, y, m)
-                if box is None:
-                    return SliceOut(np.zeros(hw, bool), None, None)
-        out = self._decode(st, geo, k, emb, box, mask_input=mask_input)
-        # clicks are constraints: a negative click never stays inside a separate blob,
-        # a positive click that the box alone misses is added as a point prompt
-        for x, y, pos in clicks:
-            if not pos and out.mask[y, x]:
-                comp = component_at(out.mask, x, y)
-                if comp is not None and comp.sum() < out.mask.sum():
-                    out.mask = out.mask & ~comp
-        if any(pos and not out.mask[y, x] for x, y, pos in clicks):
-            pts = [(x, y) for x, y, _ in clicks]
-            labels = [1 if pos else 0 for _, _, pos in clicks]
-            alt = self._decode(st, geo, k, emb, box, points=pts, labels=labels, mask_input=mask_input)
-            if sum(alt.mask[y, x] == pos for x, y, pos in clicks) > sum(out.mask[y, x] == pos for x, y, pos in clicks):
-                out = alt
-        return out
+        pts = [(x, y) for x, y, _ in clicks]
+        labels = [1 if pos else 0 for _, _, pos in clicks]
+        candidates = []
+        if box is not None:
+            candidates.append(self._decode(st, geo, k, emb, box, mask_input=mask_input))
+            candidates.append(self._decode(st, geo, k, emb, box, points=pts, labels=labels, mask_input=mask_input))
+        candidates.append(self._decode(st, geo, k, emb, grown, points=pts, labels=labels, mask_input=mask_input))
+        candidates.extend(self._decode_multi(st, geo, k, emb, grown, pts, labels))
+        if previous is not None and previous.any():
+            candidates.append(SliceOut(_local_edit(previous, clicks), None, grown, 0.0))
+        for c in candidates:
+            for x, y, pos in clicks:
+                if not pos and c.mask[y, x]:
+                    comp = component_at(c.mask, x, y)
+                    if comp is not None and comp.sum() < c.mask.sum():
+                        c.mask = c.mask & ~comp
+
+        def rank(c: SliceOut):
+            agree = dice2d(c.mask, previous) if previous is not None and previous.any() else c.score
+            return (sum(bool(c.mask[y, x]) == pos for x, y, pos in clicks), bool(c.mask.any()), agree)
+
+        return max(candidates, key=rank)
 
     # ------------------------------------------------------------ main entry
     def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
@@ -263,7 +290,7 @@ class SliceWisePredictor:
         if prev_state is not None and _is_extension(prev_state, prompts, geo.axis):
             st = prev_state
             new_points = prompts.points[len(st.prompts.points):]
-            st = ObjectState(st.axis, st.crop, prompts.copy(), st.bound2d, st.srange, dict(st.slices))
+            st = ObjectState(st.axis, st.crop, prompts.copy(), st.bound2d, st.srange, dict(st.slices), st.key)
             self._refine(st, geo, new_points, progress)
             mode = "refine"
         else:
@@ -332,6 +359,7 @@ class SliceWisePredictor:
 
     def _full_run(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> None:
         k, base = self._key_slice(st, geo)
+        st.key = k
         s0, s1 = st.srange
         if st.crop is not None and self.options.zoom == "auto":
             st.crop = self._select_view(st, geo, k, base)
@@ -389,6 +417,8 @@ class SliceWisePredictor:
         z = start + step
         while s0 <= z <= s1:
             clicks = self._clicks_on(st, geo, z)
+            if old is not None and clicks and z in old:
+                break  # refinement: a slice the user clicked on is an anchor
             base = self._base_box(st, geo, prev) if prev.mask.any() else None
             if base is None and any(p for _, _, p in clicks) and last_box is not None:
                 base = last_box  # a click where the object had vanished re-seeds it
@@ -400,8 +430,7 @@ class SliceWisePredictor:
                 new = self._slice_with_clicks(st, geo, z, emb, base, mask_in, clicks)
                 if new.score < self.options.iou_stop:
                     new = SliceOut(np.zeros(geo.hw, bool), None, None)
-            if old is not None and not clicks and z in old and \
-                    dice2d(new.mask, old[z].mask) >= self.options.refine_stop_dice:
+            if old is not None and z in old and dice2d(new.mask, old[z].mask) >= self.options.refine_stop_dice:
                 break  # refinement: nothing changes beyond this slice
             st.slices[z] = new
             if new.mask.any():
@@ -448,9 +477,14 @@ class SliceWisePredictor:
             if base is None:
                 base = self._nearest_box(st, k)
             mask_in = None
-            st.slices[k] = self._slice_with_clicks(st, geo, k, emb, base, mask_in, self._clicks_on(st, geo, k))
-            self._propagate(st, geo, k, +1, progress, old=old)
-            self._propagate(st, geo, k, -1, progress, old=old)
+            st.slices[k] = self._slice_with_clicks(st, geo, k, emb, base, mask_in, self._clicks_on(st, geo, k),
+                                                   previous=None if cur is None else cur.mask)
+            # results flow outwards from the key slice: a change on slice k only affects the
+            # slices downstream of it (both directions when k is the key slice itself)
+            key = st.key if st.key is not None else k
+            for step in (+1, -1):
+                if k == key or (k - key) * step > 0:
+                    self._propagate(st, geo, k, step, progress, old=old)
 
     @staticmethod
     def _nearest_box(st: ObjectState, k: int) -> np.ndarray | None:
@@ -459,6 +493,24 @@ class SliceWisePredictor:
             if so.mask.any() and so.box is not None and (best is None or abs(z - k) < abs(best[0] - k)):
                 best = (z, so.box)
         return None if best is None else best[1]
+
+
+def _local_edit(mask: np.ndarray, clicks) -> np.ndarray:
+    """The smallest edit of ``mask`` that honours the clicks: a disk at each unsatisfied
+    click, reaching from the click to the mask's edge, is added (positive) or cut (negative)."""
+    from scipy import ndimage
+
+    out = mask.copy()
+    yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+    for x, y, pos in clicks:
+        if bool(out[y, x]) == pos:
+            continue
+        # distance from the click to the nearest pixel of the other kind
+        dist = ndimage.distance_transform_edt(~out if pos else out)
+        r = max(float(dist[y, x]), 1.5)
+        disk = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+        out = (out | disk) if pos else (out & ~disk)
+    return out
 
 
 def _shrink_past(box: np.ndarray, x: int, y: int, m: int) -> np.ndarray | None:
