@@ -118,14 +118,14 @@ class SliceWisePredictor:
         self.cache = cache if cache is not None else EmbeddingCache(cache_dir=cache_dir)
         self.size = int(self.loaded.image_size)
         self.pre = self.loaded.preprocess
-        self._vol_id: int | None = None
+        self._vol: Volume | None = None
         self._vol_sig: str | None = None
         self._u8: np.ndarray | None = None
         self.timings: dict[str, float] = {"encode": 0.0, "decode": 0.0}
 
     # ------------------------------------------------------------ volume prep
     def _bind(self, volume: Volume) -> None:
-        if self._vol_id == id(volume) and self._u8 is not None:
+        if self._vol is volume and self._u8 is not None:
             return
         from ..volume import guess_modality
 
@@ -137,7 +137,7 @@ class SliceWisePredictor:
         )
         model_sig = (self.model_name, self.checkpoint_sha256, str(getattr(self.loaded, "autocast_dtype", None)))
         self._vol_sig = array_signature(self._u8, volume.affine.round(4).tolist(), model_sig)
-        self._vol_id = id(volume)
+        self._vol = volume  # identity, not id(): ids are reused after garbage collection
 
     def _axis(self, volume: Volume) -> int:
         return volume.slice_axis if self.options.axis is None else int(self.options.axis)
