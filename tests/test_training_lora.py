@@ -8,6 +8,16 @@ from sam_med.training import apply_lora, lora_state_dict, merge_lora, set_traina
 from sam_med.training.lora import LoRALinear, merge_lora_state_dict, remove_lora
 from test_training_common import build_tiny
 
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # small ops: OpenMP threads only add contention on a shared CPU
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 def _x():
     g = torch.Generator().manual_seed(0)
