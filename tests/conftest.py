@@ -25,3 +25,31 @@ def reference_dir() -> Path:
     if not ref.is_dir():
         pytest.skip(f"shared reference facts not found at {ref}")
     return ref
+
+
+@pytest.fixture(scope="session")
+def embedding_cache_dir(request, tmp_path_factory) -> Path:
+    """One on-disk embedding store for the whole suite (pytest's cache dir, so a re-run
+    skips the encoder); every test that runs LiteMedSAM on a scan should use it."""
+    try:
+        return Path(request.config.cache.mkdir("sam_med_embeddings"))
+    except AttributeError:  # cacheprovider disabled
+        return tmp_path_factory.mktemp("sam_med_embeddings")
+
+
+@pytest.fixture(scope="session")
+def lite_medsam():
+    from sam_med.errors import CheckpointError
+    from sam_med.models import load_model
+
+    try:
+        return load_model("lite_medsam")
+    except CheckpointError as exc:
+        pytest.skip(f"LiteMedSAM weights not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def embedding_cache(embedding_cache_dir):
+    from sam_med.predictors.embedding_cache import EmbeddingCache
+
+    return EmbeddingCache(cache_dir=embedding_cache_dir)

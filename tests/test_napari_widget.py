@@ -215,7 +215,7 @@ def liver_run(viewer, ct_path, gt_liver, request):
     """Real LiteMedSAM on the CT: reader → widget → 3D box on the liver → mask."""
     layers = _open(viewer, ct_path)
     w = _widget(viewer)
-    w.cache_dir = str(request.config.cache.mkdir("sam_med_napari_embeddings"))
+    w.cache_dir = str(request.config.cache.mkdir("sam_med_embeddings"))
     vol = layers[0].metadata["sam_med_volume"]
     idx = np.argwhere(gt_liver)
     lo, hi = idx.min(0), idx.max(0)

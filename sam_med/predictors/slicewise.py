@@ -301,6 +301,15 @@ class SliceWisePredictor:
         for k, so in st.slices.items():
             if so.mask.any():
                 geo.set_slice(mask, k, so.mask)
+        if prompts.box is not None:  # the box bounds the object (grown by positive clicks outside it)
+            lo, hi = prompts.box.int_bounds()
+            for p in prompts.points:
+                if p.positive:
+                    ijk = np.rint(p.ijk).astype(int)
+                    lo, hi = np.minimum(lo, ijk), np.maximum(hi, ijk)
+            keep = np.zeros_like(mask)
+            keep[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
+            mask &= keep
         info = {
             "mode": mode,
             "axis": geo.axis,
@@ -390,7 +399,11 @@ class SliceWisePredictor:
         """Points only: SAM-style point decode gives a first extent, then the box recipe."""
         pts = [(x, y) for x, y, _ in clicks]
         labels = [1 if p else 0 for _, _, p in clicks]
-        first = self._decode(st, geo, k, emb, None, points=pts, labels=labels)
+        # a single click is ambiguous: of the candidates that honour the clicks take the one
+        # the model rates best (SAM's rule)
+        cands = self._decode(st, geo, k, emb, None, points=pts, labels=labels, multimask=True)
+        ok = [c for c in cands if c.mask.any() and all(bool(c.mask[y, x]) == p for x, y, p in clicks)]
+        first = max(ok, key=lambda c: c.score) if ok else cands[0]
         bb = mask_bbox(first.mask)
         if bb is None:
             m = 8
@@ -430,6 +443,8 @@ class SliceWisePredictor:
                 new = self._slice_with_clicks(st, geo, z, emb, base, mask_in, clicks)
                 if new.score < self.options.iou_stop:
                     new = SliceOut(np.zeros(geo.hw, bool), None, None)
+                elif st.prompts.box is None and not clicks and new.mask.sum() > 1.5 * max(prev.mask.sum(), 1):
+                    new = SliceOut(np.zeros(geo.hw, bool), None, None)  # no box: a sudden growth is a leak
             if old is not None and z in old and dice2d(new.mask, old[z].mask) >= self.options.refine_stop_dice:
                 break  # refinement: nothing changes beyond this slice
             st.slices[z] = new
