@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="sam-med-demo", help="output folder (default ./sam-med-demo)")
     p.add_argument("--model", default="lite_medsam")
     p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", help="on-disk embedding cache (a second run skips the encoder)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     ref = io.load_label(io.sample_path("example_seg.nii.gz"), like=vol).array
     print(f"sample: {image}\n  {vol!r}", file=sys.stderr)
     t0 = time.perf_counter()
-    predictor = build_predictor(args.model, args.device)
+    predictor = build_predictor(args.model, args.device, **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     session = Session(vol, predictor)
     prompts = {"coords": "voxel", "objects": []}
     rows = []
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         dice = 2 * np.logical_and(m, g).sum() / max(m.sum() + g.sum(), 1)
         rows.append((name, label, box.to_json(), dice, time.perf_counter() - t1))
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     written = io.save_label(session.label_map(), out / "demo_labels.nii.gz", like=vol)
     (out / "demo_prompts.json").write_text(json.dumps(prompts, indent=1))
     print(f"{'organ':<14}{'label':>6}  {'Dice':>6}  {'seconds':>8}  box (voxel x0 y0 z0 x1 y1 z1)")
