@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         check_dicom_seg_source(volume)
     check_output(args.out, volume)
     objs = objects_from_args(args, volume)  # validate every prompt before loading the model
+    Path(args.out).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
     options = {}
     if args.window:

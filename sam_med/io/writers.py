@@ -69,11 +69,19 @@ def atomic_path(path: str, *, overwrite: bool = True):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the usual umask mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode a plain ``open(path, "w")`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def label_array(array_or_volume, like: Volume) -> np.ndarray:
