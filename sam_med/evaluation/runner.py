@@ -40,7 +40,7 @@ from ..session import Session
 from .datasets import EvalCase, EvalDataset
 from .distributed import DistContext
 from .metrics import DEFAULT_NSD_TOLERANCE_MM, all_metrics
-from .protocols import CLICK_PROTOCOLS, PROTOCOLS, object_rng, run_protocol
+from .protocols import PROTOCOLS, object_rng, run_protocol
 
 RECORD_GLOB = "records.rank*.jsonl"
 

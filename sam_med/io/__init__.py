@@ -19,7 +19,6 @@ file's content (magic bytes), not from its name.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

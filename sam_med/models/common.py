@@ -11,7 +11,8 @@ from torch import nn
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a ``(B, C, H, W)`` tensor (eps 1e-6 as in SAM)."""
+    """LayerNorm over the channel axis of a ``(B, C, *spatial)`` tensor (eps 1e-6 as in SAM);
+    used for 2D ``(B, C, H, W)`` and, as :data:`LayerNorm3d`, 3D ``(B, C, D, H, W)`` maps."""
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -23,7 +24,11 @@ class LayerNorm2d(nn.Module):
         mean = x.mean(dim=1, keepdim=True)
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+LayerNorm3d = LayerNorm2d
 
 
 class MLPBlock(nn.Module):

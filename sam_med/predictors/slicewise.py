@@ -38,14 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import PromptError, SamMedError
+from ..errors import PromptError
 from ..prompts import ObjectPrompts, Point
 from ..session import PredictionResult, ProgressFn
 from ..volume import Volume
 from .embedding_cache import EmbeddingCache, array_signature
 from .planes import (
     PlaneGeometry,
-    box_mask,
     clip_box,
     component_at,
     dice2d,
@@ -556,4 +555,4 @@ def _is_extension(st: ObjectState, prompts: ObjectPrompts, axis: int) -> bool:
     return prompts.points[: len(old.points)] == old.points
 
 
-__all__ = ["SliceWisePredictor", "SliceWiseOptions", "ObjectState", "SliceOut", "box_mask"]
+__all__ = ["SliceWisePredictor", "SliceWiseOptions", "ObjectState", "SliceOut"]

@@ -24,7 +24,6 @@ of the (augmented) label in source pixels, ``hw`` source ``(H, W)``, plus ``case
 
 from __future__ import annotations
 
-import types
 import zlib
 from typing import Any, Sequence
 

@@ -9,7 +9,7 @@ parameters); :meth:`Sam3DConfig.small` is a tiny variant for CPU fine-tuning tes
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
