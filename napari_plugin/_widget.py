@@ -59,26 +59,14 @@ POINTS_LAYER = "sam-med clicks"
 LABELS_LAYER = "sam-med labels"
 
 
-def _is_volumetric(model: str) -> bool:
-    from sam_med.models import registry
-
-    cfg = registry.read_model_config(model)
-    return int(cfg.get("dims", 2)) == 3 or "3d" in str(cfg.get("architecture", "")).lower()
-
-
 def _default_predictor_factory(model: str, device: str, cache_dir: str | None, modality: str | None = None):
     """The predictor the CLI would build for ``sam-med segment --model M --device D [--modality]``."""
-    from sam_med.predictors.factory import resolve_device
+    from sam_med.predictors.factory import build_predictor, is_volumetric
 
-    device = resolve_device(device)
-    if _is_volumetric(model):
-        from sam_med.predictors.factory import build_predictor
-
+    if is_volumetric(model):
         return build_predictor(model, device)
-    from sam_med.predictors.slicewise import SliceWisePredictor
-
     opts = {"modality": modality} if modality else {}
-    return SliceWisePredictor(model, device=device, cache_dir=cache_dir, **opts)
+    return build_predictor(model, device, cache_dir=cache_dir, **opts)
 
 
 class SamMedWidget(QWidget):
