@@ -250,6 +250,11 @@ class SlicePreprocessor(Transform):
                          self.image_size)
         return out, meta
 
+    def at_size(self, image_size: int) -> "SlicePreprocessor":
+        """The same preprocessing with another output size (a reduced encoder input)."""
+        return SlicePreprocessor(image_size, self.normalize, self.resize.round_uint8,
+                                 self.resize.keep_aspect, self.box_rule)
+
     def batch(self, slices: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[SliceMeta]]:
         """Many slices -> ``(B, 3, S, S)`` tensor and their metas."""
         outs = [self(s) for s in slices]

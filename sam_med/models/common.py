@@ -7,6 +7,7 @@ Module attribute names follow the checkpoint layouts recorded in
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -56,3 +57,28 @@ class ConvBN(nn.Sequential):
         nn.init.constant_(bn.weight, bn_weight_init)
         nn.init.zeros_(bn.bias)
         self.add_module("bn", bn)
+        self._fused: tuple | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training, or with autograd on: conv then BatchNorm. Inference (eval mode, no
+        grad): one convolution with the BatchNorm folded into its weight and bias
+        (``w * g / sqrt(var + eps)``, ``b - mean * g / sqrt(var + eps)``), cached until a
+        parameter or buffer changes. Same result to float rounding, one pass less over
+        the activations."""
+        if self.training or torch.is_grad_enabled():
+            return self.bn(self.c(x))
+        conv = self.c
+        w, b = self._folded()
+        return F.conv2d(x, w.to(x.dtype), b.to(x.dtype), conv.stride, conv.padding, conv.dilation,
+                        conv.groups)
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        conv, bn = self.c, self.bn
+        tensors = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+        if self._fused is None or self._fused[0] != key:
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            w = conv.weight * scale.view(-1, 1, 1, 1)
+            b = bn.bias - bn.running_mean * scale
+            self._fused = (key, w.detach().clone(), b.detach().clone())
+        return self._fused[1], self._fused[2]

@@ -74,9 +74,18 @@ class PromptEncoder(nn.Module):
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
-    def get_dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image embedding grid, ``(1, C, h, w)``."""
-        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+    def get_dense_pe(self, embedding_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """Positional encoding of the image embedding grid, ``(1, C, h, w)``.
+
+        A reduced input (``r x r`` < the model's ``S x S``, embedding ``r/4``) is read as
+        the top-left corner of a zero-padded ``S x S`` canvas, the layout the model was
+        trained on for non-square images: its grid takes the top-left ``(h, w)`` of the full
+        encoding, and prompt coordinates stay normalised by ``S``."""
+        pe = self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        if embedding_hw is not None and tuple(embedding_hw) != tuple(self.image_embedding_size):
+            h, w = embedding_hw
+            pe = pe[..., :h, :w]
+        return pe
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         points = points + 0.5  # pixel centres
@@ -109,11 +118,14 @@ class PromptEncoder(nn.Module):
 
     def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None,
                 boxes: torch.Tensor | None,
-                masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                masks: torch.Tensor | None,
+                embedding_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(sparse (B, K, C), dense (B, C, h, w))``.
 
         ``points`` is ``(coords (B, N, 2), labels (B, N))``; without a box a padding
-        point is appended (SAM convention)."""
+        point is appended (SAM convention). ``embedding_hw`` is the embedding grid when
+        it is smaller than ``image_embedding_size`` (a reduced input, see
+        :meth:`get_dense_pe`)."""
         bs = self._batch_size(points, boxes, masks)
         dev = self.point_embeddings[0].weight.device
         sparse = torch.empty((bs, 0, self.embed_dim), device=dev)
@@ -125,6 +137,6 @@ class PromptEncoder(nn.Module):
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:
-            h, w = self.image_embedding_size
+            h, w = embedding_hw if embedding_hw is not None else self.image_embedding_size
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)
         return sparse, dense

@@ -203,6 +203,21 @@ class LoadedModel:
         pct = tuple(self.config.get("mr_percentiles", (0.5, 99.5)))
         return intensity_to_uint8_range(array, intensity, modality, window=window, percentiles=pct)
 
+    @property
+    def supports_reduced_input(self) -> bool:
+        """True when the encoder runs on ``r x r`` inputs smaller than ``S x S`` (TinyViT:
+        convolutional + windowed attention; ViT has absolute position embeddings)."""
+        return bool(getattr(self.model.image_encoder, "supports_reduced_input", False))
+
+    def preprocess_at(self, size: int):
+        """The model's slice preprocessing with output size ``size`` (<= S): a reduced
+        input for :meth:`encode` (see :meth:`supports_reduced_input`)."""
+        if int(size) == self.image_size:
+            return self.preprocess
+        if not self.supports_reduced_input:
+            raise ValueError(f"{self.name}: the encoder needs {self.image_size}x{self.image_size} inputs")
+        return self.preprocess.at_size(int(size))
+
     def preprocess_slice(self, slice2d: np.ndarray):
         """``(H, W)`` slice in 0..255 -> ``(tensor (3, S, S), SliceMeta)``."""
         return self.preprocess(slice2d)
@@ -224,7 +239,11 @@ class LoadedModel:
         if images.ndim == 3:
             images = images[None]
         s = self.image_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
+        ok = images.ndim == 4 and tuple(images.shape[1:]) == (3, s, s)
+        if not ok and images.ndim == 4 and images.shape[1] == 3 and self.supports_reduced_input:
+            r = int(images.shape[-1])
+            ok = images.shape[-2] == r and r <= s and r % 16 == 0
+        if not ok:
             raise ValueError(f"encode expects (B, 3, {s}, {s}), got {tuple(images.shape)}")
         with self._autocast():
             out = self.model.image_encoder(images.to(self.device, torch.float32))

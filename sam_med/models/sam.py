@@ -47,10 +47,11 @@ class Sam(nn.Module):
             if point_labels is None:
                 point_labels = torch.ones(points.shape[:2], dtype=torch.int64, device=points.device)
             pts = (points, point_labels)
-        sparse, dense = self.prompt_encoder(points=pts, boxes=boxes, masks=mask_input)
+        hw = tuple(int(v) for v in embeddings.shape[-2:])
+        sparse, dense = self.prompt_encoder(points=pts, boxes=boxes, masks=mask_input, embedding_hw=hw)
         return self.mask_decoder(
             image_embeddings=embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=self.prompt_encoder.get_dense_pe(hw),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
