@@ -75,8 +75,12 @@ def export_finetuned(trainer, summary: dict) -> dict:
     base_path = find_model_config(cfg["base_model"])
     model_cfg = yaml.safe_load(Path(base_path).read_text()) or {}
     model_cfg["name"] = name
+    if cfg["data"].get("sources"):
+        data_name = "sources " + ", ".join(str(s.get("name")) for s in cfg["data"]["sources"])
+    else:
+        data_name = Path(str(cfg["data"]["dataset"])).name
     model_cfg["description"] = (f"{cfg['base_model']} fine-tuned ({mode}) on "
-                                f"{Path(str(cfg['data']['dataset'])).name}: cases {', '.join(trainer.train_ids)}")
+                                f"{data_name}: cases {', '.join(trainer.train_ids)}")
     model_cfg["checkpoint"] = {"path": str(weights.resolve()), "file_name": weights.name, "sha256": digest,
                                "size_bytes": weights.stat().st_size}
     model_cfg["base_model"] = {"name": cfg["base_model"], "sha256": trainer.lm.sha256}
@@ -91,7 +95,9 @@ def export_finetuned(trainer, summary: dict) -> dict:
         model_cfg.pop("delta", None)
     model_cfg["training"] = {
         "mode": mode, "seed": cfg["seed"], "world_size": summary.get("world_size"),
-        "dataset": str(cfg["data"]["dataset"]), "train_cases": trainer.train_ids, "val_cases": trainer.val_ids,
+        "dataset": str(cfg["data"]["dataset"]) if cfg["data"].get("dataset") else data_name,
+        "train_cases": trainer.train_ids, "val_cases": trainer.val_ids,
+        **({"sources": summary["sources"], "heldout": cfg["data"].get("heldout")} if summary.get("sources") else {}),
         "train_slices": len(trainer.items), "trainable_params": trainer.n_trainable,
         "optim": dict(cfg["optim"]), "prompts": dict(cfg["prompts"]), "best_epoch": summary.get("best_epoch"),
         "metrics": {"protocol": cfg["eval"].get("protocol", "box"), "metric": "3D Dice, slice-wise predictor",

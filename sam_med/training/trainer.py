@@ -72,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "amp": "auto",                # auto (bf16 on CUDA when supported, fp32 on CPU) | bf16 | off
     "data": {
         "dataset": None,          # anything sam_med.evaluation.open_dataset reads
+        # or several datasets/volumes, axes, slice caps, encoded copies (sam_med.training.sources);
+        # heldout: the same form, never trained on (checked for overlap; read by benchmarks)
+        "sources": None,
+        "heldout": None,
         "labels": None,
         "train_cases": None,      # case ids; None = all cases not in val_cases
         "val_cases": [],
@@ -82,8 +86,13 @@ DEFAULTS: dict[str, Any] = {
     },
     # mask_prompt_prob: also give the decoder the low-res logits of a neighbouring slice as its
     # dense prompt, as the slice-wise predictor does while propagating (mask_prompt=True)
+    # iterative: SAM-style click simulation with a loss at every iteration (box, then box + 1,
+    # 2, ... clicks; see Trainer._iterative_loss); click_point: where a click lands in the largest
+    # error component (random | center = its deepest pixel, the evaluation's rule | mixed);
+    # click_mask_input: also pass the previous iteration's low-res logits as the dense prompt
     "prompts": {"box_outward_px": 4.0, "box_inward_px": 1.0, "click_prob": 0.0, "max_clicks": 2,
-                "mask_prompt_prob": 0.0},
+                "mask_prompt_prob": 0.0, "iterative": False, "click_point": "random",
+                "click_mask_input": False},
     "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
               "samples_per_epoch": None},
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
@@ -156,8 +165,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         raise SamMedError("fine-tune config needs a 'name' (the exported model's name)")
     if cfg["mode"] not in ("decoder", "lora", "full"):
         raise SamMedError(f"mode must be decoder, lora or full, got {cfg['mode']!r}")
-    if not cfg["data"].get("dataset"):
-        raise SamMedError("fine-tune config needs data.dataset")
+    dc = cfg["data"]
+    if bool(dc.get("dataset")) == bool(dc.get("sources")):
+        raise SamMedError("fine-tune config needs data.dataset or data.sources (one of them)")
+    if dc.get("sources"):
+        from .sources import parse_sources
+        parse_sources(dc["sources"], "data.sources")
+        parse_sources(dc.get("heldout"), "data.heldout")
+        if dc.get("val_cases") or dc.get("train_cases"):
+            raise SamMedError("data.sources selects cases per source; train_cases/val_cases are for data.dataset")
+        if cfg["eval"].get("enabled", True):
+            raise SamMedError("data.sources: set eval.enabled: false (the 3D validation needs data.dataset; "
+                              "benchmarks evaluate data.heldout)")
+    if str(cfg["prompts"].get("click_point", "random")) not in ("random", "center", "mixed"):
+        raise SamMedError("prompts.click_point must be random, center or mixed")
     return cfg
 
 
@@ -301,16 +322,26 @@ class Trainer:
         torch.manual_seed(seed)
         np.random.seed(seed % (2**32))
         self.lm = load_model(cfg["base_model"], device=self.device, autocast_dtype=None)
-        self.ds = open_dataset(_resolve_dataset(dc["dataset"]), labels=dc.get("labels"))
-        self.cases = {c.case_id: c for c in self.ds.cases}
-        val = list(dc.get("val_cases") or [])
-        train_ids = list(dc["train_cases"]) if dc.get("train_cases") else [c for c in self.cases if c not in val]
-        overlap = set(train_ids) & set(val)
-        if overlap:
-            raise SamMedError(f"cases both in train_cases and val_cases: {sorted(overlap)}")
-        for cid in train_ids + val:
-            if cid not in self.cases:
-                raise SamMedError(f"case {cid!r} not in {self.ds.root}; available: {sorted(self.cases)}")
+        self.sources = None
+        if dc.get("sources"):
+            from .sources import check_disjoint, parse_sources, source_cases
+
+            self.sources = parse_sources(dc["sources"], "data.sources")
+            check_disjoint(self.sources, parse_sources(dc.get("heldout"), "data.heldout"))
+            self.ds, self.cases = None, {}
+            train_ids = [f"{s.name}:{c.case_id}" for s in self.sources for c in source_cases(s)]
+            val = []
+        else:
+            self.ds = open_dataset(_resolve_dataset(dc["dataset"]), labels=dc.get("labels"))
+            self.cases = {c.case_id: c for c in self.ds.cases}
+            val = list(dc.get("val_cases") or [])
+            train_ids = list(dc["train_cases"]) if dc.get("train_cases") else [c for c in self.cases if c not in val]
+            overlap = set(train_ids) & set(val)
+            if overlap:
+                raise SamMedError(f"cases both in train_cases and val_cases: {sorted(overlap)}")
+            for cid in train_ids + val:
+                if cid not in self.cases:
+                    raise SamMedError(f"case {cid!r} not in {self.ds.root}; available: {sorted(self.cases)}")
         self.train_ids, self.val_ids = train_ids, val
 
         self.model = copy.deepcopy(self.lm.model).to(self.device).eval()  # no dropout/BN updates
@@ -327,19 +358,30 @@ class Trainer:
         self.cache = EmbeddingCache(max_bytes=4 << 30, cache_dir=Path(cdir).expanduser() if cdir else None)
         pred = SliceWisePredictor(loaded=self.lm, cache=self.cache, **dict(cfg["eval"].get("predictor") or {}))
         t0 = time.perf_counter()
-        self.items = extract_slices(self.ds, self.lm, train_ids, predictor=pred,
-                                    max_slices_per_case=dc.get("max_slices_per_case"),
-                                    with_embeddings=self.cached)
+        enc0 = self.cache.encoded
+        if self.sources is not None:
+            from .sources import extract_source_slices
+
+            self.items = extract_source_slices(self.sources, self.lm, self.cache, with_embeddings=self.cached,
+                                               predictor_options=dict(cfg["eval"].get("predictor") or {}),
+                                               log=self.log)
+        else:
+            self.items = extract_slices(self.ds, self.lm, train_ids, predictor=pred,
+                                        max_slices_per_case=dc.get("max_slices_per_case"),
+                                        with_embeddings=self.cached)
         if not self.items:
             raise SamMedError("no labelled slices in the training cases")
+        self.extract_s = time.perf_counter() - t0
+        self.n_encoded = self.cache.encoded - enc0
         self.log(f"[finetune] {len(self.items)} training slices from {len(train_ids)} case(s)"
-                 f"{' (embeddings cached)' if self.cached else ''} in {time.perf_counter() - t0:.1f}s")
+                 f"{' (embeddings cached)' if self.cached else ''} in {self.extract_s:.1f}s "
+                 f"({self.n_encoded} encoded now)")
         aug = dict(dc.get("augment") or {})
         if self.cached and aug.get("enabled", True):
             self.log("[finetune] cached embeddings: image augmentations are off (prompts still vary)")
             aug["enabled"] = False
         self.data = SliceDataset(self.items, self.lm.preprocess, aug, seed=seed)
-        self._by_slice = {(it["case_id"], it["object"], it["slice"]): i for i, it in enumerate(self.items)}
+        self._by_slice = {self._slice_key(it, it["slice"]): i for i, it in enumerate(self.items)}
         oc = cfg["optim"]
         self.params = [p for _, p in trainable_parameters(self.model)]
         name = str(oc.get("name", "adamw")).lower()
@@ -367,6 +409,10 @@ class Trainer:
         box = jitter_box(bbox, hw, rng, float(pc["box_outward_px"]), float(pc["box_inward_px"]))
         return torch.as_tensor(self.lm.box_to_model(box, hw), dtype=torch.float32, device=self.device).reshape(1, 4)
 
+    @staticmethod
+    def _slice_key(it: dict, k: int) -> tuple:
+        return (it.get("source"), it["case_id"], it["object"], it.get("axis"), it.get("copy"), int(k))
+
     def _embed(self, idx: int, d: dict) -> torch.Tensor:
         if self.cached:
             return self.items[idx]["embedding"].to(self.device)[None]
@@ -374,6 +420,8 @@ class Trainer:
 
     def _sample_loss(self, idx: int, epoch: int) -> torch.Tensor:
         pc = self.cfg["prompts"]
+        if pc.get("iterative"):
+            return self._iterative_loss(idx, epoch)[0]
         d = self.data[idx]
         rng = np.random.default_rng(sample_seed(self.cfg["seed"] + 7919, epoch, idx))
         box_m = self._box_prompt(d, rng)
@@ -385,8 +433,8 @@ class Trainer:
         if float(pc.get("mask_prompt_prob", 0)) > 0 and rng.random() < float(pc["mask_prompt_prob"]):
             it = self.items[idx]
             step = 1 if rng.random() < 0.5 else -1
-            nb = self._by_slice.get((it["case_id"], it["object"], it["slice"] + step),
-                                    self._by_slice.get((it["case_id"], it["object"], it["slice"] - step)))
+            nb = self._by_slice.get(self._slice_key(it, it["slice"] + step),
+                                    self._by_slice.get(self._slice_key(it, it["slice"] - step)))
             if nb is not None:
                 dn = self.data[nb]
                 with torch.no_grad(), self._autocast():
@@ -422,6 +470,66 @@ class Trainer:
         if target.shape[-1] != logits.shape[-1]:
             target = torch.nn.functional.interpolate(target, size=logits.shape[-2:], mode="nearest")
         return self.loss_fn(logits, target)
+
+    def _iterative_loss(self, idx: int, epoch: int) -> tuple[torch.Tensor, list[tuple[int, int, bool]], list[float]]:
+        """SAM-style interactive training on one sample.
+
+        Iteration 0 decodes the (jittered) box; with probability ``click_prob`` the sample
+        then gets ``n ~ U{1..max_clicks}`` more iterations, each adding one corrective click
+        drawn from the previous iteration's prediction (no gradient through that choice):
+        into the largest error component, positive where the label is missed, negative where
+        the prediction overshoots; the decoder sees box + all clicks so far (+ the previous
+        low-res logits with ``click_mask_input``). The loss (DiceCE) is averaged over all
+        iterations, so box-only accuracy is trained in every sample. Returns (loss, clicks
+        in model-grid pixels, per-iteration losses)."""
+        pc = self.cfg["prompts"]
+        d = self.data[idx]
+        rng = np.random.default_rng(sample_seed(self.cfg["seed"] + 7919, epoch, idx))
+        box_m = self._box_prompt(d, rng)
+        with self._autocast():
+            emb = self._embed(idx, d)
+        target = d["label"][None].to(self.device)
+        n_clicks = 0
+        if float(pc.get("click_prob", 0)) > 0 and rng.random() < float(pc["click_prob"]):
+            n_clicks = int(rng.integers(1, int(pc.get("max_clicks", 1)) + 1))
+        mode = str(pc.get("click_point", "random"))
+        use_mask = bool(pc.get("click_mask_input", False))
+        # valid (unpadded) part of the model grid: clicks never land in the padding
+        from ..transforms import longest_side_size
+        hw = tuple(int(v) for v in d["hw"])
+        vh, vw = longest_side_size(hw, self.lm.image_size)
+        losses: list[torch.Tensor] = []
+        clicks: list[tuple[int, int, bool]] = []
+        mask_in = None
+        ref = None
+        for it in range(n_clicks + 1):
+            kw = {}
+            if clicks:
+                kw = {"points": torch.tensor([[c[:2] for c in clicks]], dtype=torch.float32, device=self.device),
+                      "point_labels": torch.tensor([[int(c[2]) for c in clicks]], device=self.device)}
+            with self._autocast():
+                lo, _ = self.model.decode(emb, boxes=box_m, mask_input=mask_in, **kw)
+            lo = lo[:, :1].float()
+            if ref is None:
+                tt = target if target.shape[-1] == lo.shape[-1] else torch.nn.functional.interpolate(
+                    target, size=lo.shape[-2:], mode="nearest")
+                target = tt
+                ref = tt[0, 0].cpu().numpy() > 0.5
+            losses.append(self.loss_fn(lo, target))
+            if it == n_clicks:
+                break
+            pred = lo[0, 0].detach().cpu().numpy() > 0
+            s = lo.shape[-1] / self.lm.image_size
+            hv, wv = max(1, int(round(vh * s))), max(1, int(round(vw * s)))
+            center = mode == "center" or (mode == "mixed" and rng.random() < 0.5)
+            c = corrective_click_2d(pred[:hv, :wv], ref[:hv, :wv], rng, center=center)
+            if c is None:
+                break
+            clicks.append((int(round(c[0] / s)), int(round(c[1] / s)), bool(c[2])))
+            if use_mask:
+                mask_in = lo.detach()
+        loss = torch.stack(losses).mean()
+        return loss, clicks, [float(v.detach()) for v in losses]
 
     # -------------------------------------------------------------- resume
     def _try_resume(self) -> None:
@@ -528,7 +636,10 @@ class Trainer:
                                    "total_params": self.n_total, "world_size": world, "steps": self.step,
                                    "stopped_early": stopped, "out_dir": str(self.out_dir),
                                    "train_cases": self.train_ids, "val_cases": self.val_ids,
-                                   "train_slices": len(self.items)}
+                                   "train_slices": len(self.items), "extract_s": round(self.extract_s, 1),
+                                   "encoded_now": self.n_encoded}
+        if self.sources is not None:
+            summary["sources"] = _sources_summary(self.items)
         if stopped:
             summary["wall_s"] = time.perf_counter() - t_start
             shutdown(self.dist)
@@ -573,6 +684,19 @@ class Trainer:
             else:
                 out[n] = p.detach().clone()  # lora_A: irrelevant while B = 0
         return out
+
+
+def _sources_summary(items: list[dict]) -> dict:
+    """Slices per source and axis, objects per source (for the summary and the export)."""
+    out: dict[str, dict] = {}
+    for it in items:
+        d = out.setdefault(str(it.get("source")), {"slices": 0, "axes": {}, "objects": set(), "copies": set()})
+        d["slices"] += 1
+        d["axes"][int(it["axis"])] = d["axes"].get(int(it["axis"]), 0) + 1
+        d["objects"].add(f"{it['case_id']}:{it['object']}")
+        d["copies"].add(it.get("copy") or "original")
+    return {k: {"slices": v["slices"], "axes": v["axes"], "objects": sorted(v["objects"]),
+                "copies": sorted(v["copies"])} for k, v in out.items()}
 
 
 def train(cfg: dict, log: Callable[[str], None] | None = None) -> dict:
