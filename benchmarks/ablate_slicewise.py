@@ -28,8 +28,13 @@ VARIANTS = {
     "whole + mask prompt": dict(zoom="never", mask_prompt=True),
     "zoom always": dict(zoom="always", mask_prompt=False),
     "zoom always + mask prompt": dict(zoom="always", mask_prompt=True),
-    "zoom auto + mask prompt": dict(mask_prompt=True),
-    "zoom auto (default)": dict(),
+    "zoom auto vs whole slice": dict(context=None),
+    "zoom auto vs whole + mask prompt": dict(context=None, mask_prompt=True),
+    "zoom auto vs context 3": dict(context=3.0),
+    "zoom auto vs context 4": dict(context=4.0),
+    "zoom auto vs context 6": dict(context=6.0),
+    "zoom auto vs context 8": dict(context=8.0),
+    "zoom auto vs context 5 (default)": dict(),
 }
 
 
@@ -57,11 +62,12 @@ def main(argv=None) -> int:
         for f, c in zip(cases, loaded):
             g = c.label.array > 0
             r = pred.predict(c.image, ObjectPrompts(box=box_from_mask(g)))
-            rows.append((Path(f).stem, dice(r.mask, g), nsd(r.mask, g, c.image.spacing), r.info["zoom_crop"]))
+            view = f"{r.info['zoom_crop']} @ {r.info['input_size']}"
+            rows.append((Path(f).stem, dice(r.mask, g), nsd(r.mask, g, c.image.spacing), view))
         results[name] = rows
         print(f"\n{name}")
         for stem, d, n, crop in rows:
-            print(f"  {stem:<34} Dice {d:.3f}  NSD {n:.3f}  crop {crop}")
+            print(f"  {stem:<34} Dice {d:.3f}  NSD {n:.3f}  view {crop}")
         print(f"  {'mean':<34} Dice {np.mean([r[1] for r in rows]):.3f}  NSD {np.mean([r[2] for r in rows]):.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

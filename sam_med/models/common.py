@@ -65,12 +65,15 @@ class ConvBN(nn.Sequential):
         (``w * g / sqrt(var + eps)``, ``b - mean * g / sqrt(var + eps)``), cached until a
         parameter or buffer changes. Same result to float rounding, one pass less over
         the activations."""
-        if self.training or torch.is_grad_enabled():
+        if self.training or torch.is_grad_enabled() or not self.fold:
             return self.bn(self.c(x))
         conv = self.c
         w, b = self._folded()
         return F.conv2d(x, w.to(x.dtype), b.to(x.dtype), conv.stride, conv.padding, conv.dilation,
                         conv.groups)
+
+    #: fold the BatchNorm at inference (False: the plain conv + BN, e.g. as a reference)
+    fold = True
 
     def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         conv, bn = self.c, self.bn
