@@ -115,7 +115,11 @@ class SliceWiseOptions:
     # box-trained LiteMedSAM the edit won 20 of 20 clicks of the CT-lesion click protocol
     # under "model", so "edit" gives the same masks without four decoder calls.
     click_mode: str = "edit"
-    batch_size: int | None = None  # None: 1 on CPU (batching measured no faster), 8 on CUDA
+    batch_size: int | None = None  # None: encode_workers on CPU (batching measured no faster), 8 on CUDA
+    # CPU: encode this many slices at once, one per worker thread running one intra-op thread
+    # (None: 2 when torch has >= 2 threads). At small inputs one slice does not keep two
+    # cores busy, and independent single-threaded workers do not stall each other under load.
+    encode_workers: int | None = None
     window: tuple[float, float] | None = None  # CT (level, width)
     modality: str | None = None  # override "CT"/"MR"
 
@@ -144,8 +148,11 @@ class SliceWisePredictor:
             raise ValueError(f"click_mode must be 'edit' or 'model', got {self.options.click_mode!r}")
         self.cache = cache if cache is not None else EmbeddingCache(cache_dir=cache_dir)
         self.size = int(self.loaded.image_size)
+        on_cpu = not str(getattr(self.loaded, "device", "cpu")).startswith(("cuda", "mps"))
+        if self.options.encode_workers is None:
+            self.options.encode_workers = min(2, torch.get_num_threads()) if on_cpu else 1
         if self.options.batch_size is None:
-            self.options.batch_size = 8 if str(getattr(self.loaded, "device", "cpu")).startswith("cuda") else 1
+            self.options.batch_size = max(1, self.options.encode_workers) if on_cpu else 8
         self.pre = self.loaded.preprocess
         self._vol: Volume | None = None
         self._vol_sig: str | None = None
@@ -195,8 +202,12 @@ class SliceWisePredictor:
 
         def encode(batch):
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = self.loaded.encode(batch)
+            workers = self.options.encode_workers or 1
+            if workers > 1 and len(batch) > 1:
+                out = torch.cat(list(_worker_pool(workers).map(self.loaded.encode, batch.split(1))))
+            else:
+                with torch.inference_mode():
+                    out = self.loaded.encode(batch)
             self.timings["encode"] += time.perf_counter() - t0
             return out
 
@@ -592,6 +603,19 @@ class SliceWisePredictor:
             if so.mask.any() and so.box is not None and (best is None or abs(z - k) < abs(best[0] - k)):
                 best = (z, so.box)
         return None if best is None else best[1]
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _worker_pool(n: int):
+    """A process-wide pool of ``n`` encoder threads, each with one intra-op thread."""
+    if n not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="sam-med-encode",
+                                       initializer=torch.set_num_threads, initargs=(1,))
+    return _POOLS[n]
 
 
 def _round_up(v: float, m: int) -> int:
