@@ -116,6 +116,30 @@ def test_zero_shot_ct_lesion_mid_slice(lite, encoded, data_dir, name):
     assert dice >= 0.8
 
 
+def test_zero_shot_ct_lesion_mid_slice_predictor_view(lite, data_dir, embedding_cache):
+    """The same check through the slice-wise predictor's view choice (context view or zoom
+    by the model's predicted IoU): all four mid slices reach Dice >= 0.8, the third too
+    (0.69 on the whole slice above). Measured 0.955 0.942 0.895 0.908; a 2.2x zoom alone
+    gives 0.939 0.853 0.895 0.756."""
+    from sam_med import io
+    from sam_med.predictors.slicewise import SliceWisePredictor
+    from sam_med.prompts import Box, ObjectPrompts
+
+    pred = SliceWisePredictor(loaded=lite, cache=embedding_cache)
+    out = []
+    for f in sorted((data_dir / "ct_lesion").glob("CT_Lesion_*.npz")):
+        case = io.read_npz(f)
+        g = case.label.array > 0  # (x, y, z)
+        zs = np.nonzero(g.any(axis=(0, 1)))[0]
+        z = (zs.min() + zs.max()) // 2
+        xs, ys = np.nonzero(g[:, :, z])
+        box = Box((xs.min(), ys.min(), z), (xs.max(), ys.max(), z))
+        r = pred.predict(case.image, ObjectPrompts(box=box))
+        out.append(_dice(r.mask[:, :, z], g[:, :, z]))
+    print("predictor-view mid-slice Dice", np.round(out, 3))
+    assert len(out) == 4 and min(out) >= 0.8, out
+
+
 def test_predictor_2d(lite, encoded):
     g, emb, meta = encoded["ct1"]
     pred = SamPredictor2D(lite)
