@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -82,6 +81,12 @@ def test_wrong_key_or_shape_is_refused(lite_model, lite_sd, kind):
     assert needle in str(ei.value) and "bad.pth" in str(ei.value)
 
 
+def test_check_state_dict_counts_what_it_does_not_show(lite_model, lite_sd):
+    sd = {k: v for i, (k, v) in enumerate(lite_sd.items()) if i >= 7}
+    with pytest.raises(CheckpointError, match=r"7 missing key\(s\): .* \(\+2 more\)"):
+        ck.check_state_dict(lite_model, sd, "bad.pth", show=5)
+
+
 class Evil:  # a pickled custom object needs code execution to load
     def __reduce__(self):
         return (os.getcwd, ())
@@ -90,8 +95,32 @@ class Evil:  # a pickled custom object needs code execution to load
 def test_pickle_needing_code_execution_is_refused(tmp_path):
     p = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "payload": Evil()}, p)
-    with pytest.raises(CheckpointError, match="code execution"):
+    with pytest.raises(CheckpointError, match="code execution") as ei:
         ck.read_state_dict(p)
+    assert "getcwd" in str(ei.value)  # the refused class is named
+
+
+def test_allow_list_of_harmless_globals(tmp_path):
+    import argparse
+    p = tmp_path / "container.pth"
+    torch.save({"model_state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=1e-3)}, p)
+    with pytest.raises(CheckpointError, match="argparse.Namespace"):
+        ck.read_state_dict(p)  # not allowed unless asked for
+    sd, digest = ck.read_state_dict(p, safe_globals=[argparse.Namespace])
+    assert list(sd) == ["w"] and len(digest) == 64
+    sd, digest = ck.read_state_dict(p, safe_globals=[argparse.Namespace], hash_always=False)
+    assert list(sd) == ["w"] and digest is None
+    torch.save({"model_state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(), "x": Evil()}, p)
+    with pytest.raises(CheckpointError, match="code execution") as ei:
+        ck.read_state_dict(p, safe_globals=[argparse.Namespace])
+    assert "getcwd" in str(ei.value) and "argparse" not in str(ei.value)  # only the refused ones
+
+
+def test_missing_file_says_where_to_put_it(tmp_path):
+    with pytest.raises(CheckpointError, match="not found") as ei:
+        ck.read_state_dict(tmp_path / "nope.pth")
+    msg = str(ei.value)
+    assert str(tmp_path / "nope.pth") in msg and "SAM_MED_CHECKPOINTS" in msg and "--checkpoint" in msg
 
 
 def test_wrong_sha256_is_refused(tmp_path):
@@ -104,11 +133,19 @@ def test_wrong_sha256_is_refused(tmp_path):
 def test_containers_are_unwrapped(tmp_path):
     sd = {"a.weight": torch.ones(2)}
     for i, obj in enumerate([sd, {"model": sd, "epoch": 3, "optimizer": {"lr": 1e-3}},
-                             {"state_dict": {"module." + k: v for k, v in sd.items()}}]):
+                             {"state_dict": {"module." + k: v for k, v in sd.items()}},
+                             {"model_state_dict": sd, "optimizer_state_dict": {"state": {}}, "epoch": 2},
+                             {"model": {"cfg": 1}, "model_state_dict": sd},
+                             {"state_dict": {"model": sd, "step": 9}}]):
         p = tmp_path / f"c{i}.pth"
         torch.save(obj, p)
         got, digest = ck.read_state_dict(p)
         assert list(got) == ["a.weight"] and len(digest) == 64
+    for obj, needle in [({"weights": sd, "epoch": 1}, "2 of 2 entries are not tensors: ['weights', 'epoch']"),
+                        ([torch.ones(1)], "got list"), ({}, "empty")]:
+        with pytest.raises(CheckpointError, match="not a state dict") as ei:
+            ck.unwrap_state_dict(obj, "x.pth")
+        assert needle in str(ei.value) and "model_state_dict" in str(ei.value)
 
 
 def test_not_a_checkpoint_is_refused(tmp_path):

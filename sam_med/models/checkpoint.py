@@ -1,11 +1,15 @@
 """Safe checkpoint loading: locate, hash-check, ``torch.load(weights_only=True)``, unwrap, strict match.
 
-Every failure is a :class:`~sam_med.errors.CheckpointError` saying what is wrong and,
-for a missing file, where to put it.
+The one engine for every model family (2D configs through :mod:`sam_med.models.registry`,
+SAM-Med3D through :mod:`sam_med.models.sam3d.checkpoint3d`, which only adds its file-name
+lookup and an allow-list of harmless classes). Every failure is a
+:class:`~sam_med.errors.CheckpointError` saying what is wrong and, for a missing file,
+where to put it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -13,23 +17,27 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
 
-__all__ = ["checkpoint_dirs", "find_package_resource", "resolve_checkpoint", "sha256_file",
+__all__ = ["CONTAINER_KEYS", "checkpoint_dirs", "find_package_resource", "resolve_checkpoint", "sha256_file",
            "read_state_dict", "unwrap_state_dict", "check_state_dict", "load_into"]
+
+#: keys under which training containers keep the weights (``{'model': sd, 'epoch': ...}``)
+CONTAINER_KEYS = ("model", "state_dict", "model_state_dict")
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def checkpoint_dirs() -> list[Path]:
-    """Directories searched for checkpoint files by name: ``$SAM_MED_CHECKPOINTS`` (may hold
-    several paths separated by ``os.pathsep``), then ``~/.cache/sam-med/checkpoints``."""
-    dirs = [Path(p).expanduser() for p in os.environ.get("SAM_MED_CHECKPOINTS", "").split(os.pathsep) if p]
+def checkpoint_dirs(env: str = "SAM_MED_CHECKPOINTS") -> list[Path]:
+    """Directories searched for checkpoint files by name: ``$SAM_MED_CHECKPOINTS`` (or the
+    variable named by ``env``; may hold several paths separated by ``os.pathsep``), then
+    ``~/.cache/sam-med/checkpoints``."""
+    dirs = [Path(p).expanduser() for p in os.environ.get(env, "").split(os.pathsep) if p]
     dirs.append(Path.home() / ".cache" / "sam-med" / "checkpoints")
     return dirs
 
@@ -65,7 +73,7 @@ def resolve_checkpoint(ckpt_cfg: Mapping[str, Any], override: str | os.PathLike 
     if override is not None:
         p = Path(override).expanduser()
         if not p.is_file():
-            raise CheckpointError(f"checkpoint file not found: {p}")
+            raise _not_found(p)
         return p
     tried: list[str] = []
     if ckpt_cfg.get("path"):
@@ -93,6 +101,13 @@ def resolve_checkpoint(ckpt_cfg: Mapping[str, Any], override: str | os.PathLike 
     if hint:
         msg += f" {hint}"
     raise CheckpointError(msg)
+
+
+def _not_found(p: Path) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint file not found: {p}. Put the file there, or put it under the file name its "
+        f"model config names in the directory named by $SAM_MED_CHECKPOINTS (or "
+        f"~/.cache/sam-med/checkpoints), or pass its path with --checkpoint / checkpoint=.")
 
 
 def _disk_cache_path() -> Path:
@@ -136,71 +151,108 @@ def sha256_file(path: str | os.PathLike, use_cache: bool = True) -> str:
     return digest
 
 
+def _is_tensor_mapping(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Plain state dict from a loaded checkpoint: accepts a mapping of tensors or a training
-    container ``{'model': sd, ...}`` / ``{'state_dict': sd, ...}``; strips a DDP ``module.`` prefix."""
+    """Plain state dict from a loaded checkpoint: a mapping of tensors, or a training container
+    holding one under one of :data:`CONTAINER_KEYS` (``{'model': sd, ...}``, ``{'state_dict': sd}``,
+    SAM-Med3D's ``{'model_state_dict': sd, 'optimizer_state_dict': ..., ...}``; nested up to
+    three deep). A container key whose value is a mapping of tensors wins over one holding
+    another container. Strips a DDP ``module.`` prefix."""
     for _ in range(3):
-        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            for key in ("model", "state_dict", "model_state_dict"):
-                if key in obj and isinstance(obj[key], Mapping):
-                    obj = obj[key]
-                    break
-            else:
-                break
+        if not isinstance(obj, Mapping) or _is_tensor_mapping(obj):
+            break
+        inner = [obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), Mapping)]
+        if not inner:
+            break
+        obj = next((v for v in inner if _is_tensor_mapping(v)), inner[0])
     if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{source}: not a state dict (got {type(obj).__name__})")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        raise CheckpointError(f"{source}: not a state dict (got {type(obj).__name__}"
+                              f"{' (empty)' if isinstance(obj, Mapping) else ''}); expected a mapping of "
+                              f"tensors or a container holding one under one of {list(CONTAINER_KEYS)}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{source}: entries that are not tensors: {bad[:5]}")
+        raise CheckpointError(f"{source}: not a state dict: {len(bad)} of {len(obj)} entries are not "
+                              f"tensors: {bad[:10]}{f' (+{len(bad) - 10} more)' if len(bad) > 10 else ''}; "
+                              f"a container must hold the weights under one of {list(CONTAINER_KEYS)}")
     sd = dict(obj)
-    if all(k.startswith("module.") for k in sd):
+    if all(k.startswith("module.") for k in sd):  # saved from DistributedDataParallel
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
 
 
-def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict, str]:
-    """Hash-check and load a checkpoint file safely. Returns ``(state_dict, sha256)``."""
+def _global_name(g: Any) -> str:
+    if isinstance(g, tuple):  # (obj, "module.Name") as torch.serialization.safe_globals takes it
+        return str(g[1])
+    return f"{getattr(g, '__module__', '')}.{getattr(g, '__qualname__', getattr(g, '__name__', g))}"
+
+
+def _refused_globals(p: Path, safe_globals: Sequence[Any]) -> list[str] | None:
+    """Classes/functions in the pickle that ``weights_only=True`` refuses (allow-listed ones left
+    out), or None when the file cannot be inspected (legacy format, corrupt)."""
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+    except Exception:
+        return None
+    allowed = {_global_name(g) for g in safe_globals}
+    return [g for g in found if g not in allowed]
+
+
+def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None, *,
+                    safe_globals: Sequence[Any] = (), hash_always: bool = True) -> tuple[dict, str | None]:
+    """Hash-check and load a checkpoint file safely. Returns ``(state_dict, sha256)``.
+
+    ``torch.load(weights_only=True)`` always; ``safe_globals``: harmless classes to allow on
+    top (``torch.serialization.safe_globals``), e.g. ``argparse.Namespace`` in a training
+    container. ``hash_always=False`` hashes only when ``expected_sha256`` is given (the
+    returned sha256 is then None); hashes are cached (:func:`sha256_file`).
+    """
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint file not found: {p}")
-    digest = sha256_file(p)
+        raise _not_found(p)
+    digest = sha256_file(p) if (hash_always or expected_sha256) else None
     if expected_sha256 and digest.lower() != str(expected_sha256).lower():
         raise CheckpointError(
             f"checkpoint {p} has the wrong sha256: expected {expected_sha256}, got {digest}. "
             "The file is corrupt, truncated or a different model; download it again, or give "
             "a fine-tuned checkpoint its own config (sam_med.models.register_model_config).")
+    allow = list(safe_globals)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+        with torch.serialization.safe_globals(allow) if allow else contextlib.nullcontext():
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # refused pickle, corrupt zip, not a torch file, ...
         text = str(e)
-        if "GLOBAL" in text or "global" in text:
-            detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
+        first = text.splitlines()[0] if text else type(e).__name__
+        refused = _refused_globals(p, allow)
+        detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
+        if refused or (isinstance(e, pickle.UnpicklingError) and detail):
             raise CheckpointError(
                 f"checkpoint {p} was refused: unpickling it needs arbitrary code execution "
-                f"(only tensors and plain containers are allowed; torch.load(weights_only=True)). "
-                f"{detail}") from e
+                f"(only tensors{', plain containers and allow-listed classes' if allow else ' and plain containers'}"
+                f" are allowed; torch.load(weights_only=True)). "
+                + (f"Refused classes: {refused}" if refused else detail)) from e
         raise CheckpointError(f"checkpoint {p} cannot be read (not a PyTorch weights file, or "
-                              f"corrupt): {text.splitlines()[0] if text else type(e).__name__}") from e
-    except Exception as e:  # corrupt zip, not a torch file, ...
-        raise CheckpointError(f"checkpoint {p} cannot be read: {type(e).__name__}: {e}") from e
+                              f"corrupt): {type(e).__name__}: {first}") from e
     return unwrap_state_dict(obj, str(p)), digest
 
 
 def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str = "checkpoint",
                      show: int = 5) -> None:
-    """Strict key + shape comparison; raises :class:`CheckpointError` listing the first offenders."""
+    """Strict key + shape comparison; raises :class:`CheckpointError` listing the missing keys,
+    unexpected keys and shape mismatches (the first ``show`` of each, with counts)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     wrong = [f"{k}: expected {tuple(expected[k].shape)}, got {tuple(sd[k].shape)}"
              for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
     problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {missing[:show]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {unexpected[:show]}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatch(es): {wrong[:show]}")
+    for what, items in (("missing key(s)", missing), ("unexpected key(s)", unexpected),
+                        ("shape mismatch(es)", wrong)):
+        if items:
+            more = f" (+{len(items) - show} more)" if len(items) > show else ""
+            problems.append(f"{len(items)} {what}: {items[:show]}{more}")
     if problems:
         raise CheckpointError(f"{source} does not match the {type(model).__name__} architecture: "
                               + "; ".join(problems))

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CheckpointError
+from ..checkpoint import load_into
 from .checkpoint3d import check_state_dict, read_state_dict, resolve_checkpoint
 from .sam3d import Sam3D, Sam3DConfig, build_sam3d
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "models"
 DEFAULT_CONFIG = "sam_med3d_turbo"
 
-__all__ = ["Sam3D", "Sam3DConfig", "build_sam3d", "load_sam3d", "load_model_config", "CONFIG_DIR"]
+__all__ = ["Sam3D", "Sam3DConfig", "build_sam3d", "load_sam3d", "load_model_config", "CONFIG_DIR",
+           "check_state_dict", "read_state_dict", "resolve_checkpoint"]
 
 
 def load_model_config(config: str | os.PathLike | dict | None = None) -> dict[str, Any]:
@@ -61,8 +63,7 @@ def load_sam3d(checkpoint: str | os.PathLike | None = None, config: str | os.Pat
                               model_name=cfg.get("name", DEFAULT_CONFIG))
     sd = read_state_dict(path, sha256=ck.get("sha256"))
     model = build_sam3d(Sam3DConfig.from_dict(cfg.get("architecture_args")))
-    check_state_dict(model, sd, what=str(path))
-    model.load_state_dict(sd, strict=True)
+    load_into(model, sd, str(path))
     return model.to(device).eval()
 
 
