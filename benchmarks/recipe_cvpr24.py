@@ -11,10 +11,35 @@ every slice; fp32. As in the official loop, the upward pass is
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
 from sam_med.transforms import SliceMeta, longest_side_size, resize_area
+
+
+@contextlib.contextmanager
+def plain_encoder(loaded):
+    """Run the encoder as the reference code does: plain conv + BatchNorm, stage 0 on the
+    whole image at once (our inference fast paths off; same numbers to float rounding)."""
+    from sam_med.models.common import ConvBN
+
+    enc = loaded.model.image_encoder
+    convbns = [m for m in enc.modules() if isinstance(m, ConvBN)]
+    stages = [m for m in enc.modules() if hasattr(m, "strip_rows")]
+    saved = [m.strip_rows for m in stages]
+    try:
+        for m in convbns:
+            m.fold = False
+        for m in stages:
+            m.strip_rows = None
+        yield loaded
+    finally:
+        for m in convbns:
+            m.fold = True
+        for m, r in zip(stages, saved):
+            m.strip_rows = r
 
 
 def _bbox256(mask256: np.ndarray, shift: int = 3) -> np.ndarray:
