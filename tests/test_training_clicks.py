@@ -128,3 +128,21 @@ def test_iterative_click_training_lowers_loss(click_trainer):
             for n, p in tr.model.named_parameters():
                 if n in state:
                     p.copy_(state[n])
+
+
+def test_cosine_schedule_is_plain_float_and_checkpointable(tmp_path):
+    from types import SimpleNamespace
+
+    from sam_med.training.trainer import Trainer
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    ns = SimpleNamespace(cfg={"optim": {"lr": 1e-3, "schedule": "cosine", "warmup_steps": 2}},
+                         opt=torch.optim.AdamW([p], lr=1e-3))
+    lrs = []
+    for step in range(10):
+        Trainer._set_lr(ns, step, 10)
+        lrs.append(ns.opt.param_groups[0]["lr"])
+    assert all(type(v) is float for v in lrs)
+    assert lrs[:3] == [5e-4, 1e-3, 1e-3] and all(a > b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 1e-4
+    torch.save({"optimizer": ns.opt.state_dict()}, tmp_path / "o.pt")  # resume reads weights_only=True
+    assert torch.load(tmp_path / "o.pt", weights_only=True)["optimizer"]["param_groups"][0]["lr"] == lrs[-1]

@@ -42,6 +42,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -90,11 +91,13 @@ DEFAULTS: dict[str, Any] = {
     # 2, ... clicks; see Trainer._iterative_loss); click_point: where a click lands in the largest
     # error component (random | center = its deepest pixel, the evaluation's rule | mixed);
     # click_mask_input: also pass the previous iteration's low-res logits as the dense prompt
+    # (true/false, or the probability per sample)
     "prompts": {"box_outward_px": 4.0, "box_inward_px": 1.0, "click_prob": 0.0, "max_clicks": 2,
                 "mask_prompt_prob": 0.0, "iterative": False, "click_point": "random",
                 "click_mask_input": False},
+    # schedule: constant | cosine (from lr to 0 over all steps, after warmup_steps linear warm-up)
     "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
-              "samples_per_epoch": None},
+              "samples_per_epoch": None, "schedule": "constant", "warmup_steps": 0},
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
     "eval": {"enabled": True, "protocol": "box", "every_epochs": 1, "train_before_after": True,
              "predictor": {}},
@@ -493,7 +496,11 @@ class Trainer:
         if float(pc.get("click_prob", 0)) > 0 and rng.random() < float(pc["click_prob"]):
             n_clicks = int(rng.integers(1, int(pc.get("max_clicks", 1)) + 1))
         mode = str(pc.get("click_point", "random"))
-        use_mask = bool(pc.get("click_mask_input", False))
+        # click_mask_input: true/false, or the probability that a sample uses it (drawn after
+        # the click count, so the other prompts of a sample do not depend on it)
+        pm = pc.get("click_mask_input", False)
+        pm = float(pm) if not isinstance(pm, bool) else (1.0 if pm else 0.0)
+        use_mask = pm >= 1.0 or (pm > 0.0 and rng.random() < pm)
         # valid (unpadded) part of the model grid: clicks never land in the padding
         from ..transforms import longest_side_size
         hw = tuple(int(v) for v in d["hw"])
@@ -530,6 +537,23 @@ class Trainer:
                 mask_in = lo.detach()
         loss = torch.stack(losses).mean()
         return loss, clicks, [float(v.detach()) for v in losses]
+
+    def _set_lr(self, step: int, total: int) -> None:
+        """The learning rate of optimizer step ``step`` (0-based) of ``total`` (a function of
+        the step only, so a resumed run follows the same schedule)."""
+        oc = self.cfg["optim"]
+        lr = float(oc["lr"])
+        kind = str(oc.get("schedule") or "constant").lower()
+        warm = int(oc.get("warmup_steps") or 0)
+        if warm and step < warm:
+            lr *= (step + 1) / warm
+        elif kind == "cosine":
+            t = (step - warm) / max(1, total - warm)
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+        elif kind != "constant":
+            raise SamMedError(f"optim.schedule must be constant or cosine, got {kind!r}")
+        for g in self.opt.param_groups:
+            g["lr"] = float(lr)  # a plain float: checkpoints are read back with weights_only=True
 
     # -------------------------------------------------------------- resume
     def _try_resume(self) -> None:
@@ -599,6 +623,7 @@ class Trainer:
                 average_gradients(self.params, self.dist)
                 if oc.get("grad_clip"):
                     torch.nn.utils.clip_grad_norm_(self.params, float(oc["grad_clip"]))
+                self._set_lr(self.step, epochs * nb)
                 self.opt.step()
                 self.step += 1
                 losses.append(tot)
