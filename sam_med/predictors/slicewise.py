@@ -161,6 +161,7 @@ class SliceWisePredictor:
         self._vol_sig: str | None = None
         self._u8: np.ndarray | None = None
         self.timings: dict[str, float] = {"encode": 0.0, "decode": 0.0}
+        self.last_candidate: str | None = None  # which click candidate won last (diagnostics)
 
     # ------------------------------------------------------------ volume prep
     def _bind(self, volume: Volume) -> None:
