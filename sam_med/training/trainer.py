@@ -24,6 +24,12 @@ model grid. Prompts per sample: the label's box on the source slice with jitter
 probability ``prompts.click_prob`` also 1..``max_clicks`` corrective clicks simulated on
 the model's own current prediction (so the decoder learns refinement).
 
+Data: ``data.dataset`` (one evaluation dataset, ``train_cases``/``val_cases``) or
+``data.sources`` (several datasets/volumes, slicing axes, a slice cap per object and axis,
+augmented copies encoded once; ``data.heldout`` is checked to share no object with them; see
+:mod:`.sources`). With ``prompts.iterative`` the clicks are simulated SAM-style with a loss at
+every round (:meth:`Trainer._iterative_loss`; ``configs/finetune/lite_medsam_clicks.yaml``).
+
 Determinism: ``seed`` fixes the LoRA init, the sample order (per epoch) and every
 sample's augmentation + prompts (per (seed, epoch, index)), independent of the number of
 processes. Checkpoints: ``out_dir/last.pt`` after every epoch (and every
