@@ -305,6 +305,13 @@ class SliceWisePredictor:
         if not clicks:
             return self._decode(st, geo, k, emb, box, mask_input=mask_input)
         grown = box
+        if self.options.click_mode == "edit" and previous is None and base_box is not None:
+            # a run over prompts that already hold clicks (a re-run, a CLI call with --point):
+            # the same two steps as interactively — the slice from its box, then the edit
+            # the clicks ask for — so a re-run reproduces the interactive result, for one
+            # decoder call instead of the candidates'
+            first = self._decode(st, geo, k, emb, clip_box(np.asarray(base_box), hw), mask_input=mask_input)
+            previous = first.mask if first.mask.any() else None
         if self.options.click_mode == "edit" and previous is not None and previous.any():
             edit = _local_edit(previous, clicks)
             if all(bool(edit[y, x]) == pos for x, y, pos in clicks):
