@@ -140,8 +140,9 @@ def test_refinement_is_local_and_undoable(cases, predictor):
 
 
 def test_points_only_prompt(cases, predictor):
-    """One positive click and no box: the click is honoured and the result stays local
-    (LiteMedSAM was trained with boxes only: points-only accuracy is poor, see README)."""
+    """One positive click and no box: the box is searched on the clicked slice (the model is
+    box-trained), the click is honoured and the lesion is found; the slice extent without a
+    box is the model's guess, so a few slices beyond the lesion may hold small overshoot."""
     from sam_med.evaluation.protocols import center_point
 
     c = cases[0]
@@ -149,6 +150,12 @@ def test_points_only_prompt(cases, predictor):
     ctr = center_point(g, c.image.spacing)
     r = predictor.predict(c.image, ObjectPrompts.from_json({"points": [[*ctr, 1]]}, c.image))
     assert r.mask[ctr]
-    z = np.flatnonzero(r.mask.any(axis=(0, 1)))
+    assert dice(r.mask, g) >= 0.75  # measured 0.83 (SAM's point decode as the seed: 0.03)
     zg = np.flatnonzero(g.any(axis=(0, 1)))
-    assert z.min() >= zg.min() - 2 and z.max() <= zg.max() + 2
+    outside = r.mask.copy()
+    outside[..., zg.min():zg.max() + 1] = False
+    assert outside.sum() < 0.25 * r.mask.sum()
+    # SAM's own point decode stays available
+    r_sam = SliceWisePredictor(loaded=predictor.loaded, cache=predictor.cache, point_seed="sam").predict(
+        c.image, ObjectPrompts.from_json({"points": [[*ctr, 1]]}, c.image))
+    assert r_sam.mask[ctr]

@@ -123,6 +123,12 @@ class SliceWiseOptions:
     # (None: 2 when torch has >= 2 threads). At small inputs one slice does not keep two
     # cores busy, and independent single-threaded workers do not stall each other under load.
     encode_workers: int | None = None
+    # points only: "scan" = search, on the clicked slice, the box the model rates best for
+    # the object under the clicks (LiteMedSAM is box-trained); "sam" = SAM's point decode
+    # for the first extent. Measured, one centre click per object (sam-med evaluate
+    # --protocol point): CT lesions mean Dice 0.062 -> 0.772, TotalSeg CT organs + brain
+    # tumour 0.464 -> 0.806
+    point_seed: str = "scan"
     window: tuple[float, float] | None = None  # CT (level, width)
     modality: str | None = None  # override "CT"/"MR"
 
@@ -147,6 +153,8 @@ class SliceWisePredictor:
         self.model_name = self.loaded.name
         self.checkpoint_sha256 = getattr(self.loaded, "sha256", None)
         self.options = SliceWiseOptions(**options)
+        if self.options.point_seed not in ("scan", "sam"):
+            raise ValueError(f"point_seed must be 'scan' or 'sam', got {self.options.point_seed!r}")
         if self.options.click_mode not in ("edit", "model"):
             raise ValueError(f"click_mode must be 'edit' or 'model', got {self.options.click_mode!r}")
         self.cache = cache if cache is not None else EmbeddingCache(cache_dir=cache_dir)
@@ -497,7 +505,21 @@ class SliceWisePredictor:
         return crop, min(res, self.size)
 
     def _seed_from_points(self, st, geo, k, emb, clicks) -> SliceOut:
-        """Points only: SAM-style point decode gives a first extent, then the box recipe."""
+        """Points only: find the object's box on the clicked slice, then the box recipe.
+
+        ``point_seed="scan"``: LiteMedSAM answers boxes, not points, so the box is searched
+        for (:meth:`_scan_box`); then the view is chosen as for a box (context crop or zoom)
+        and the slice is decoded there. ``"sam"``: SAM's own point decode (multimask, the
+        best-rated candidate that honours the clicks) gives the extent."""
+        if self.options.point_seed == "scan":
+            bb = self._scan_box(st, geo, k, emb, clicks)
+            if bb is not None:
+                st.crop = self._choose_crop(bb, geo.hw, from_points=False)
+                st.res = self._zoom_res(st.crop)
+                if st.crop is not None and self.options.zoom == "auto":
+                    self._select_view(st, geo, k, bb)
+                emb = self._emb(st, geo, [k])[k]
+                return self._slice_with_clicks(st, geo, k, emb, bb, None, clicks)
         pts = [(x, y) for x, y, _ in clicks]
         labels = [1 if p else 0 for _, _, p in clicks]
         # a single click is ambiguous: of the candidates that honour the clicks take the one
@@ -512,6 +534,47 @@ class SliceWisePredictor:
             bb = np.array([min(x for x, _ in pos) - m, min(y for _, y in pos) - m,
                            max(x for x, _ in pos) + m, max(y for _, y in pos) + m])
         return self._slice_with_clicks(st, geo, k, emb, clip_box(bb, geo.hw), None, clicks)
+
+    def _clicked_part(self, m: np.ndarray, clicks) -> np.ndarray | None:
+        """The components of ``m`` under the positive clicks, minus blobs under negative ones."""
+        for x, y, p in clicks:
+            if not p and m[y, x]:
+                c = component_at(m, x, y)
+                m = m & ~c if c is not None else m
+        parts = [component_at(m, x, y) for x, y, p in clicks if p]
+        parts = [c for c in parts if c is not None]
+        return np.logical_or.reduce(parts) if parts else None
+
+    def _scan_box(self, st, geo, k, emb, clicks) -> np.ndarray | None:
+        """Box search for :meth:`_seed_from_points`: squares of growing size (x1.5) around
+        the positive clicks; each is decoded, refitted to the component under the clicks
+        (its box + margin) and decoded again; the refit the model rates best wins."""
+        h, w = geo.hw
+        pos = [(x, y) for x, y, p in clicks if p]
+        if not pos:
+            return None
+        x0, y0, x1, y1 = min(x for x, _ in pos), min(y for _, y in pos), max(x for x, _ in pos), max(y for _, y in pos)
+        half = max(4.0, max(h, w) / 64)
+        seen: dict[tuple, tuple] = {}
+        best = None
+        while half <= max(h, w) / 2:
+            r = int(round(half))
+            box = clip_box(np.array([x0 - r, y0 - r, x1 + r, y1 + r]), geo.hw)
+            half *= 1.5
+            part = self._clicked_part(self._decode(st, geo, k, emb, box).mask, clicks)
+            if part is None:
+                continue
+            fit = expand_box(mask_bbox(part), self.options.margin, geo.hw)
+            key = tuple(int(v) for v in fit)
+            if key not in seen:
+                out = self._decode(st, geo, k, emb, fit)
+                part2 = self._clicked_part(out.mask, clicks)
+                ok = part2 is not None and all(bool(part2[y, x]) == p for x, y, p in clicks)
+                seen[key] = (ok, out.score)
+            ok, score = seen[key]
+            if best is None or (ok, score) > best[0]:
+                best = ((ok, score), fit)
+        return None if best is None else best[1]
 
     def _base_box(self, st: ObjectState, geo: PlaneGeometry, prev: SliceOut) -> np.ndarray | None:
         bb = mask_bbox(prev.mask)
