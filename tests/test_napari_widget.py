@@ -284,6 +284,34 @@ def test_negative_click_lowers_false_positives_and_undo_is_exact(liver_run, gt_l
     assert np.array_equal(np.asarray(w.labels_layer.data) == w.current_id, after)
 
 
+def test_one_click_object_without_box(liver_run, data_dir):
+    """A new object from a single positive click (no box): the predictor searches the box
+    on the clicked slice; the spleen comes out whole and the liver object is untouched."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    w = liver_run["widget"]
+    liver_id = w.current_id
+    liver_before = np.asarray(w.labels_layer.data) == liver_id
+    gt_spleen = np.asarray(nib.load(str(data_dir / "totalseg" / "example_seg.nii.gz")).dataobj) == 1
+    k = int(np.argmax(gt_spleen.sum(axis=(0, 1))))
+    depth = ndimage.distance_transform_edt(gt_spleen[:, :, k])
+    i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    sid = w._on_add_object("spleen")
+    w.positive_chk.setChecked(True)
+    w.points_layer.add(np.array([[i, j, k]], float))
+    wait_until(lambda: not w.busy, 300, "one-click segment")
+    assert w.last_error is None, w.last_error
+    labels = np.asarray(w.labels_layer.data)
+    d = dice(labels == sid, gt_spleen)
+    print(f"\nspleen from one click at {(i, j, k)}: Dice {d:.4f}")
+    assert d >= 0.85  # measured 0.96 (SAM's point decode as the seed: 0.94 here, 0.06 on lesions)
+    assert np.array_equal(labels == liver_id, liver_before & ~(labels == sid))
+    w._on_undo()
+    assert not (np.asarray(w.labels_layer.data) == sid).any()
+    w._on_redo()
+
+
 def test_writer_nifti_back_on_scan_grid(liver_run, tmp_path):
     import nibabel as nib
 
