@@ -141,8 +141,8 @@ def test_refinement_is_local_and_undoable(cases, predictor):
 
 def test_points_only_prompt(cases, predictor):
     """One positive click and no box: the box is searched on the clicked slice (the model is
-    box-trained), the click is honoured and the lesion is found; the slice extent without a
-    box is the model's guess, so a few slices beyond the lesion may hold small overshoot."""
+    box-trained), the click is honoured and the lesion is found; without a box, propagation
+    stops where the mask's intensity leaves the seed's (else it ran 5 slices past the lesion)."""
     from sam_med.evaluation.protocols import center_point
 
     c = cases[0]
@@ -150,11 +150,11 @@ def test_points_only_prompt(cases, predictor):
     ctr = center_point(g, c.image.spacing)
     r = predictor.predict(c.image, ObjectPrompts.from_json({"points": [[*ctr, 1]]}, c.image))
     assert r.mask[ctr]
-    assert dice(r.mask, g) >= 0.75  # measured 0.83 (SAM's point decode as the seed: 0.03)
+    assert dice(r.mask, g) >= 0.8  # measured 0.89 (no intensity stop: 0.83; SAM's point decode as the seed: 0.03)
     zg = np.flatnonzero(g.any(axis=(0, 1)))
     outside = r.mask.copy()
     outside[..., zg.min():zg.max() + 1] = False
-    assert outside.sum() < 0.25 * r.mask.sum()
+    assert outside.sum() < 0.05 * r.mask.sum()
     # SAM's own point decode stays available
     r_sam = SliceWisePredictor(loaded=predictor.loaded, cache=predictor.cache, point_seed="sam").predict(
         c.image, ObjectPrompts.from_json({"points": [[*ctr, 1]]}, c.image))

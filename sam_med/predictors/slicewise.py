@@ -82,6 +82,7 @@ class ObjectState:
     slices: dict[int, SliceOut] = field(default_factory=dict)
     key: int | None = None  # the slice propagation started from
     res: int | None = None  # encoder input size of the view (None: the model's own S)
+    seed_stats: tuple[float, float] | None = None  # points only: (mean, sd) of the seed slice's mask
 
 
 @dataclass
@@ -129,6 +130,9 @@ class SliceWiseOptions:
     # --protocol point): CT lesions mean Dice 0.062 -> 0.772, TotalSeg CT organs + brain
     # tumour 0.464 -> 0.806
     point_seed: str = "scan"
+    # points only: stop propagating where the mask's mean intensity departs from the seed
+    # slice's by more than this x the seed's sd (and >= 30 on the 0-255 scale); None: off
+    point_intensity_stop: float | None = 4.0
     window: tuple[float, float] | None = None  # CT (level, width)
     modality: str | None = None  # override "CT"/"MR"
 
@@ -370,7 +374,7 @@ class SliceWisePredictor:
             st = prev_state
             new_points = prompts.points[len(st.prompts.points):]
             st = ObjectState(st.axis, st.crop, prompts.copy(), st.bound2d, st.srange, dict(st.slices), st.key,
-                             st.res)
+                             st.res, st.seed_stats)
             self._refine(st, geo, new_points, progress)
             mode = "refine"
         else:
@@ -466,6 +470,10 @@ class SliceWisePredictor:
         clicks = self._clicks_on(st, geo, k)
         if base is None:
             st.slices[k] = self._seed_from_points(st, geo, k, emb, clicks)
+            seed = st.slices[k].mask
+            if seed.any():
+                v = geo.slice_of(self._u8, k)[seed]
+                st.seed_stats = (float(v.mean()), float(v.std()))
         else:
             st.slices[k] = self._slice_with_clicks(st, geo, k, emb, base, None, clicks)
         self._propagate(st, geo, k, +1, progress, old=None)
@@ -612,6 +620,8 @@ class SliceWisePredictor:
                     new = SliceOut(np.zeros(geo.hw, bool), None, None)
                 elif st.prompts.box is None and not clicks and new.mask.sum() > 1.5 * max(prev.mask.sum(), 1):
                     new = SliceOut(np.zeros(geo.hw, bool), None, None)  # no box: a sudden growth is a leak
+                elif not clicks and self._unlike_seed(st, geo, z, new.mask):
+                    new = SliceOut(np.zeros(geo.hw, bool), None, None)  # no box: another tissue
             if old is not None and z in old and dice2d(new.mask, old[z].mask) >= self.options.refine_stop_dice:
                 break  # refinement: nothing changes beyond this slice
             st.slices[z] = new
@@ -628,6 +638,17 @@ class SliceWisePredictor:
             z += step
         if progress:
             progress(1, 1, "propagate")
+
+    def _unlike_seed(self, st: ObjectState, geo: PlaneGeometry, z: int, mask: np.ndarray) -> bool:
+        """Points only (no box bounds the slices): the mask on slice z has left the object
+        when its mean intensity (model's 0-255 scale) departs from the seed slice's mean by
+        more than ``point_intensity_stop`` x the seed's sd, and at least 30."""
+        k = self.options.point_intensity_stop
+        if st.seed_stats is None or k is None or not mask.any():
+            return False
+        mean, sd = st.seed_stats
+        v = float(geo.slice_of(self._u8, z)[mask].mean())
+        return abs(v - mean) > max(k * sd, 30.0)
 
     def _clicks_beyond(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> bool:
         for p in st.prompts.points:
