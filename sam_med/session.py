@@ -31,16 +31,14 @@ import platform
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from .errors import OutputError, PromptError, SamMedError
+from .predictors.base import PredictionResult, ProgressFn, VolumePredictor  # noqa: F401 (re-exported: the contract lives in predictors.base)
 from .prompts import Box, ObjectPrompts, Point, make_box, make_point
 from .volume import Volume
-
-ProgressFn = Callable[[int, int, str], None]
-"""progress(done, total, what) — called by long operations; must be cheap and thread-safe."""
 
 OVERLAP_RULES = ("last", "first", "locked-first")
 
@@ -54,36 +52,6 @@ PALETTE = [
     (0.835, 0.369, 0.0),
     (0.800, 0.475, 0.655),
 ]
-
-
-@dataclass
-class PredictionResult:
-    """A predictor's answer for one object: ``mask`` (bool, volume shape) + private state."""
-
-    mask: np.ndarray
-    state: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class VolumePredictor(Protocol):
-    """What a Session needs from a predictor (slice-wise 2D or volumetric 3D)."""
-
-    #: registry name of the model (recorded in saved sessions and sidecars)
-    model_name: str
-
-    def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> None:
-        """Optional warm-up (e.g. encode all slices). May be a no-op."""
-
-    def predict(
-        self,
-        volume: Volume,
-        prompts: ObjectPrompts,
-        previous: PredictionResult | None = None,
-        progress: ProgressFn | None = None,
-    ) -> PredictionResult:
-        """Segment one object from its full prompt set. ``previous`` is the last
-        result for the same object (for incremental refinement), or None."""
 
 
 @dataclass
