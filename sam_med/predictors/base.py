@@ -195,5 +195,6 @@ def parse_option_pairs(items: Sequence[str] | None, *, what: str = "--option") -
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        out.pop(key, None)  # a repeated key takes its last value and its last position
         out[key] = value
     return out

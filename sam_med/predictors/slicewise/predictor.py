@@ -116,7 +116,7 @@ class SliceWisePredictor:
         """Zoom (the state's current view) or context view, by the key slice's predicted IoU."""
         def score(view) -> float:
             emb = self.embeddings(geo, [k], view[0], None, view[1])[k]
-            return self.decode_slice(geo, view, emb, base).score
+            return self.decode_slice(geo, k, view, emb, base).score
 
         return select_view(self.options, st.view, geo.hw, self.size, score)
 
@@ -140,16 +140,18 @@ class SliceWisePredictor:
             zz += step
         return self.view_embeddings(st, geo, ks)[z]
 
-    def decode_slice(self, geo: PlaneGeometry, view, emb, box2d, points=None, labels=None, mask_input=None,
-                     multimask: bool = False):
-        """Decode one slice in ``view`` (see :meth:`~.decoding.SliceDecoder.decode`)."""
+    def decode_slice(self, geo: PlaneGeometry, k: int, view, emb, box2d, points=None, labels=None,
+                     mask_input=None, multimask: bool = False):
+        """Decode slice ``k`` (``emb``: its embedding in ``view``) from a 2D box (plane px),
+        optional points + labels and dense prompt (see :meth:`~.decoding.SliceDecoder.decode`).
+        Every decoder call of the algorithm goes through here."""
         return self.decoder.decode(geo, view, emb, box2d, points, labels, mask_input, multimask)
 
     def slice_with_clicks(self, st: ObjectState, geo: PlaneGeometry, k: int, emb, base_box, mask_input,
                           clicks, previous: np.ndarray | None = None) -> SliceOut:
         """Decode slice ``k`` of the object from ``base_box`` honouring ``clicks`` (see :mod:`.clicks`)."""
         def decode(box, points=None, labels=None, mask_input=None, multimask=False):
-            return self.decode_slice(geo, st.view, emb, box, points, labels, mask_input, multimask)
+            return self.decode_slice(geo, k, st.view, emb, box, points, labels, mask_input, multimask)
 
         return _clicks.slice_with_clicks(decode, geo.hw, base_box, mask_input, clicks, margin=self.options.margin,
                                          click_mode=self.options.click_mode, previous=previous)
@@ -201,13 +203,18 @@ class SliceWisePredictor:
         return k, state.slices[k].mask
 
     def propagate(self, state: ObjectState, progress: ProgressFn | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Run the pending passes; yield ``(slice index, (H, W) bool mask)`` per decoded slice,
-        in order. ``break`` cancels: slices yielded so far stay in the state, the rest of
-        the pending passes are dropped."""
+        """Run the pending passes; yield ``(slice index, (H, W) bool mask)``: first the
+        prompted slice each pass starts from (the key slice of a first run, the clicked
+        slice of a refinement; once), then every slice as it is decoded. ``break`` cancels:
+        slices decoded so far stay in the state, the rest of the pending passes are dropped."""
         geo = self._state_geometry(state)
+        starts: set[int] = set()
         try:
             while state.pending:
                 job = state.pending.pop(0)
+                if job.start not in starts:
+                    starts.add(job.start)
+                    yield job.start, state.slices[job.start].mask
                 for z, out in propagate_pass(self, state, geo, job):
                     yield z, out.mask
                 if progress:

@@ -59,7 +59,7 @@ def seed_from_points(pred, st: ObjectState, geo: PlaneGeometry, k: int, emb, cli
     ``pred``: the :class:`~.predictor.SliceWisePredictor` (its public methods)."""
     o = pred.options
     if o.point_seed == "scan":
-        bb = scan_box(lambda box: pred.decode_slice(geo, st.view, emb, box), geo.hw, clicks, o.margin)
+        bb = scan_box(lambda box: pred.decode_slice(geo, k, st.view, emb, box), geo.hw, clicks, o.margin)
         if bb is not None:
             crop = pred.choose_crop(bb, geo.hw, from_points=False)
             st.set_view((crop, pred.zoom_res(crop)))
@@ -71,7 +71,7 @@ def seed_from_points(pred, st: ObjectState, geo: PlaneGeometry, k: int, emb, cli
     labels = [1 if p else 0 for _, _, p in clicks]
     # a single click is ambiguous: of the candidates that honour the clicks take the one
     # the model rates best (SAM's rule)
-    cands = pred.decode_slice(geo, st.view, emb, None, points=pts, labels=labels, multimask=True)
+    cands = pred.decode_slice(geo, k, st.view, emb, None, points=pts, labels=labels, multimask=True)
     ok = [c for c in cands if c.mask.any() and all(bool(c.mask[y, x]) == p for x, y, p in clicks)]
     first = max(ok, key=lambda c: c.score) if ok else cands[0]
     bb = mask_bbox(first.mask)

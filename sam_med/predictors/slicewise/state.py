@@ -23,7 +23,7 @@ __all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension"]
 @dataclass
 class SliceOut:
     """Result on one slice: full-plane ``(H, W)`` bool mask, the low-res logits
-    ``(1, 1, 256, 256)`` in the view's frame (None for an edit without a decoder call),
+    ``(1, 1, 4h, 4w)`` of an ``h x w`` embedding (256 x 256 at the model's S) in the view's frame (None for an edit without a decoder call),
     the 2D box used, and the model's predicted IoU."""
 
     mask: np.ndarray
