@@ -10,7 +10,8 @@ through a :class:`~sam_med.session.Session` and the evaluation protocol code of 
 checkout, sharing one on-disk embedding cache (so the encoder runs once, for the first):
 
 * the four CT lesions (``ct_lesion/*.npz``): tight 3D box of ``gts``, then ``--clicks``
-  simulated corrective clicks (``box+clicks`` protocol): ``1 + clicks`` masks each;
+  simulated corrective clicks (``box+clicks`` protocol): ``1 + clicks`` masks each; and
+  points only: one click at the lesion's centre (``point`` protocol, the box search);
 * the TotalSeg CT organs spleen, kidneys and liver (``totalseg/example_ct_sm.nii.gz``):
   tight 3D boxes (``box`` protocol).
 
@@ -42,7 +43,9 @@ def cases(data: Path):
 
     for f in sorted(glob.glob(str(data / "ct_lesion" / "*.npz"))):
         case = io.read_npz(f)
-        yield Path(f).stem, case.image, {1: ("lesion", case.label.array > 0)}, "box+clicks"
+        ref = case.label.array > 0
+        yield Path(f).stem, case.image, {1: ("lesion", ref)}, "box+clicks"
+        yield Path(f).stem + "_point", case.image, {1: ("lesion", ref)}, "point"
     ts = data / "totalseg"
     image = io.load(str(ts / "example_ct_sm.nii.gz"))
     lab = io.load(str(ts / "example_seg.nii.gz")).array

@@ -71,13 +71,15 @@ def no_shared_env() -> dict[str, str]:
     return dict(os.environ, SAM_MED_SHARED="/nonexistent", SAM_MED_CHECKPOINTS="/nonexistent")
 
 
-def oracle_predictor(reference: np.ndarray, loaded, **options):
+def oracle_predictor(reference: np.ndarray, loaded, cache=None, **options):
     """A :class:`SliceWisePredictor` whose decoder is an oracle (everything else is the real
     algorithm: views, encoding through the cache, seeding, clicks, propagation): slice
-    ``k`` decoded in a view from a box answers ``reference``'s plane inside the box and
-    the view's crop (from points only: the reference component under a positive point),
-    with predicted IoU 0.9 when non-empty, 0.05 when empty. ``pred.decoded`` lists the
-    slices decoded, in order."""
+    ``k`` decoded in a view from a box answers the components of ``reference``'s plane
+    that the box touches (from points only: the component under a positive point),
+    inside the view's crop, with predicted IoU 0.9 when non-empty, 0.05 when empty.
+    ``pred.decoded`` lists the slices decoded, in order."""
+    from scipy import ndimage
+
     from sam_med.predictors.planes import box_mask, component_at
     from sam_med.predictors.slicewise import SliceOut, SliceWisePredictor
 
@@ -88,7 +90,9 @@ def oracle_predictor(reference: np.ndarray, loaded, **options):
             self.decoded.append(int(k))
             ref = geo.slice_of(self.reference, k).copy()
             if box2d is not None:
-                out = ref & box_mask(np.asarray(box2d).astype(int), geo.hw)
+                lab, _ = ndimage.label(ref, structure=np.ones((3, 3), bool))
+                touched = np.unique(lab[box_mask(np.asarray(box2d).astype(int), geo.hw) & ref])
+                out = np.isin(lab, touched[touched > 0])
             else:
                 parts = [component_at(ref, int(x), int(y)) for (x, y), lab in zip(points, labels) if lab]
                 parts = [c for c in parts if c is not None]
@@ -100,7 +104,7 @@ def oracle_predictor(reference: np.ndarray, loaded, **options):
             return [so, SliceOut(out.copy(), so.logits, so.box, 0.5), SliceOut(out.copy(), so.logits, so.box, 0.4)] \
                 if multimask else so
 
-    pred = OraclePredictor(loaded=loaded, **options)
+    pred = OraclePredictor(loaded=loaded, cache=cache, **options)
     pred.reference = np.asarray(reference, bool)
     pred.decoded = []
     return pred
