@@ -5,7 +5,8 @@ list of objects. Each object has prompts (a 3D box and/or clicks, in voxel
 coordinates) and a boolean mask on the volume's grid. Every change of prompts
 or masks is one undoable step.
 
-Predictors implement :class:`VolumePredictor`: given the volume, an object's
+Predictors implement :class:`~sam_med.predictors.base.VolumePredictor` (the contract
+lives in :mod:`sam_med.predictors.base`; re-exported here): given the volume, an object's
 prompts and the object's previous result they return a new
 :class:`PredictionResult`. They may keep private state in
 ``PredictionResult.state`` (e.g. per-slice logits) to re-run only what a new

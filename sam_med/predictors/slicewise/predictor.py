@@ -28,7 +28,8 @@ from ...volume import Volume
 from ..base import PredictionResult, ProgressFn, build_options
 from ..embedding_cache import EmbeddingCache
 from ..planes import PlaneGeometry
-from . import clicks as _clicks
+from .clicks import clicks_on, nearest_box
+from .clicks import slice_with_clicks as decode_with_clicks
 from .decoding import SliceDecoder
 from .encoding import SliceEncoder
 from .options import SliceWiseOptions, resolve_workers
@@ -153,8 +154,8 @@ class SliceWisePredictor:
         def decode(box, points=None, labels=None, mask_input=None, multimask=False):
             return self.decode_slice(geo, k, st.view, emb, box, points, labels, mask_input, multimask)
 
-        return _clicks.slice_with_clicks(decode, geo.hw, base_box, mask_input, clicks, margin=self.options.margin,
-                                         click_mode=self.options.click_mode, previous=previous)
+        return decode_with_clicks(decode, geo.hw, base_box, mask_input, clicks, margin=self.options.margin,
+                                  click_mode=self.options.click_mode, previous=previous)
 
     def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> None:
         """Encode every whole slice along the slicing axis (GUI "Prepare")."""
@@ -323,7 +324,7 @@ class SliceWisePredictor:
         if st.prompts.box is not None:  # a tight box needs every slice of its range: encode in batches
             self.view_embeddings(st, geo, range(st.srange[0], st.srange[1] + 1), progress)
         emb = self.view_embeddings(st, geo, [k])[k]
-        clicks = _clicks.clicks_on(st.prompts.points, geo, k)
+        clicks = clicks_on(st.prompts.points, geo, k)
         if base is None:
             st.slices[k] = seed_from_points(self, st, geo, k, emb, clicks)
             seed = st.slices[k].mask
@@ -346,9 +347,9 @@ class SliceWisePredictor:
         cur = st.slices.get(k)
         base = cur.box if cur is not None and cur.box is not None and cur.mask.any() else None
         if base is None:
-            base = _clicks.nearest_box(st.slices, k)
+            base = nearest_box(st.slices, k)
         t0 = time.perf_counter()
-        st.slices[k] = self.slice_with_clicks(st, geo, k, emb, base, None, _clicks.clicks_on(st.prompts.points, geo, k),
+        st.slices[k] = self.slice_with_clicks(st, geo, k, emb, base, None, clicks_on(st.prompts.points, geo, k),
                                               previous=None if cur is None else cur.mask)
         self.timings["click_slice"] = time.perf_counter() - t0
         # results flow outwards from the key slice: a change on slice k only affects the
