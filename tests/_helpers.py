@@ -41,14 +41,20 @@ def write_tiny_model(models_dir: Path, name: str = "tiny_lite", seed: int = 0) -
     return path
 
 
+_TINY: dict[tuple[str, int], object] = {}
+
+
 def load_tiny_model(models_dir: Path, name: str = "tiny_lite", seed: int = 0):
-    """The tiny model as a :class:`~sam_med.models.LoadedModel` (CPU)."""
+    """The tiny model as a :class:`~sam_med.models.LoadedModel` (CPU), written to
+    ``models_dir`` on the first call of the process and shared by the later ones."""
     from sam_med.models import load_model
     from sam_med.models.registry import register_model_config
 
-    path = write_tiny_model(models_dir, name, seed)
-    register_model_config(path, name)
-    return load_model(name, device="cpu")
+    if (name, seed) not in _TINY:
+        path = write_tiny_model(models_dir, name, seed)
+        register_model_config(path, name)
+        _TINY[(name, seed)] = load_model(name, device="cpu")
+    return _TINY[(name, seed)]
 
 
 def blob_volume(shape=(48, 40, 12), center=(24, 20, 6), radii=(9, 7, 4), *, modality="CT", seed=0,

@@ -18,6 +18,13 @@ def tiny(tmp_path_factory):
     return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))
 
 
+@pytest.fixture(scope="module")
+def cache():
+    from sam_med.predictors.embedding_cache import EmbeddingCache
+
+    return EmbeddingCache()
+
+
 def test_square_crop_stays_inside_the_plane():
     assert square_crop(5, 5, 20, (100, 80)) == (0, 0, 19, 19)  # shifted in at the corner
     assert square_crop(79, 99, 20, (100, 80)) == (60, 80, 79, 99)
@@ -70,9 +77,9 @@ def test_select_view_takes_the_zoom_only_by_the_margin():
     assert scored == [wide]  # the zoom cannot win by the margin: not encoded
 
 
-def test_decoding_adapter_matches_the_2d_predictor_in_a_crop(tiny):
+def test_decoding_adapter_matches_the_2d_predictor_in_a_crop(tiny, cache):
     vol, inside = blob_volume()
-    pred = SliceWisePredictor(loaded=tiny)
+    pred = SliceWisePredictor(loaded=tiny, cache=cache)
     geo = pred.geometry(vol)
     crop = (10, 8, 41, 39)
     for res in (None, 64):
@@ -93,9 +100,9 @@ def test_decoding_adapter_matches_the_2d_predictor_in_a_crop(tiny):
         np.testing.assert_array_equal(out.logits[0].numpy(), low[:1])
 
 
-def test_set_image_and_set_embedding_agree(tiny):
+def test_set_image_and_set_embedding_agree(tiny, cache):
     vol, _ = blob_volume()
-    pred = SliceWisePredictor(loaded=tiny)
+    pred = SliceWisePredictor(loaded=tiny, cache=cache)
     geo = pred.geometry(vol)
     img = pred.slice_image(geo, 6)
     a = SamPredictor2D(tiny)
