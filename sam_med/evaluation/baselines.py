@@ -40,6 +40,7 @@ class ThresholdPredictor:
         return None
 
     def predict(self, volume, prompts, previous=None, progress=None) -> PredictionResult:
+        prompts = apply_key_slice_box(prompts)  # this predictor knows tight 3D boxes only
         arr = volume.array
         mask = np.zeros(arr.shape, dtype=bool)
         if prompts.box is not None:
