@@ -204,3 +204,9 @@ def test_manifest_is_valid():
     pm = npe2.PluginManifest.from_file(Path(sam_med_napari.__file__).parent / "napari.yaml")
     assert {w.command for w in pm.contributions.writers} == {"sam-med.write_labels", "sam-med.write_dicom_seg"}
     assert pm.contributions.readers[0].accepts_directories
+    # every command's python_name resolves (a renamed module or class would break napari's menu)
+    import importlib
+
+    for cmd in pm.contributions.commands:
+        module, _, attr = cmd.python_name.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), cmd.python_name
