@@ -27,6 +27,10 @@ from ._workers import Cancelled, CancelToken, Progress, prepare_job, refine_job,
 log = logging.getLogger(__name__)
 
 
+class NoScan(RuntimeError):
+    """The viewer has no 3D image layer to segment."""
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one line: its message's first line, else its type's name."""
     text = str(exc).strip().splitlines()
@@ -97,7 +101,7 @@ class Controls:
             if layer.name == self.ui.image_combo.currentText():
                 return layer
         if not layers:
-            raise RuntimeError("no 3D image layer: open a scan first (File > Open)")
+            raise NoScan("no 3D image layer: open a scan first (File > Open)")
         return layers[-1]
 
     def ensure_session(self):
@@ -118,6 +122,15 @@ class Controls:
             self.bind_keys(layer)
         D.show_axial(self.viewer)
         return self.session
+
+    def scan_session(self):
+        """:meth:`ensure_session`, or None (the reason in the status line) without a scan."""
+        try:
+            return self.ensure_session()
+        except NoScan as exc:
+            self.last_error = exc
+            self.set_status(one_line(exc))
+            return None
 
     def model_key(self) -> tuple:
         """(model, device, cache_dir, modality) as chosen in the widget; read on the GUI thread."""
@@ -187,7 +200,9 @@ class Controls:
     # ================================================================ prepare
     def on_prepare(self) -> None:
         """Button "Prepare": load the model and encode every slice in a worker."""
-        s = self.ensure_session()
+        s = self.scan_session()
+        if s is None:
+            return
         self.run(prepare_job, self.predictors, self.model_key(), self.volume, s,
                  on_done=self.on_prepared, what="Prepare")
 
@@ -269,14 +284,14 @@ class Controls:
         return L.current_slice(self.viewer.dims.point, self.volume)
 
     def on_mark_a(self) -> None:
-        self.ensure_session()
-        self.mark_a = self.current_slice()
-        self.show_marks()
+        if self.scan_session() is not None:
+            self.mark_a = self.current_slice()
+            self.show_marks()
 
     def on_mark_b(self) -> None:
-        self.ensure_session()
-        self.mark_b = self.current_slice()
-        self.show_marks()
+        if self.scan_session() is not None:
+            self.mark_b = self.current_slice()
+            self.show_marks()
 
     def show_marks(self) -> None:
         a = "-" if self.mark_a is None else self.mark_a
@@ -304,7 +319,9 @@ class Controls:
         """Button "Segment / propagate": the box (if drawn) + clicks → mask, in a worker."""
         from sam_med.errors import PromptError
 
-        s = self.ensure_session()
+        s = self.scan_session()
+        if s is None:
+            return
         try:
             box3d = self.box_from_layers()
         except PromptError as exc:

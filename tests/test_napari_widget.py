@@ -1,11 +1,9 @@
 """napari plugin GUI tests on napari's ``make_napari_viewer`` fixture (real napari + PyQt6
 under Xvfb + Mesa; Qt's offscreen platform has no OpenGL here).
 
-Run: ``scripts/setup_napari_ci.sh && pytest tests/test_napari_widget.py`` (this module
-starts its own Xvfb when ``DISPLAY`` is unset). Without napari or Xvfb the tests skip,
-unless ``SAM_MED_REQUIRE_NAPARI=1`` (set by ``make test``): then they fail.
-The real-model test runs LiteMedSAM once (embeddings cached on disk under pytest's
-cache dir); the responsiveness/cancel/error tests use fake predictors.
+Run: ``scripts/setup_napari_ci.sh && pytest tests/test_napari_widget.py`` (starts its own Xvfb
+without ``DISPLAY``). Without napari or Xvfb the tests skip, or fail under SAM_MED_REQUIRE_NAPARI=1
+(``make test``). One test runs LiteMedSAM (embeddings cached under pytest's cache dir).
 """
 
 from __future__ import annotations
@@ -17,6 +15,8 @@ import time
 
 import numpy as np
 import pytest
+
+from sam_med.evaluation.metrics import dice
 
 REQUIRED = os.environ.get("SAM_MED_REQUIRE_NAPARI") == "1"
 
@@ -87,11 +87,6 @@ def wait_until(cond, timeout: float = 300.0, what: str = "condition") -> float:
     return time.perf_counter() - t0
 
 
-def dice(a, b) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
-
-
 @pytest.fixture
 def viewer(make_napari_viewer):
     """A shown napari viewer (napari's fixture closes it and checks for leaks after the test)."""
@@ -113,8 +108,7 @@ def gt_labels(data_dir):
 
 
 class SlowFakePredictor:
-    """Sleeps in prepare (``steps`` × ``dt`` s) and reports progress: a stand-in for a slow encoder.
-    ``predict`` fills the box (a mask exactly the prompt box, so layer tests are exact)."""
+    """A slow encoder's stand-in: prepare sleeps ``steps`` × ``dt`` s with progress; predict fills the box."""
 
     model_name = "fake"
 
@@ -212,6 +206,12 @@ def test_worker_error_is_one_line_in_the_widget(viewer, ct_path):
     assert isinstance(w.controls.last_error, CheckpointError)
     assert w.status.text() == "Prepare failed: lite_medsam: checkpoint not found"
     assert w.prepare_btn.isEnabled() and not w.cancel_btn.isEnabled()
+
+
+def test_no_scan_is_one_status_line(viewer):
+    w = _widget(viewer, lambda *key: SlowFakePredictor(steps=1, dt=0))
+    w.controls.on_segment()
+    assert w.status.text() == "no 3D image layer: open a scan first (File > Open)" and not w.controls.busy
 
 
 def test_box_outside_the_scan_is_refused_not_clipped(viewer, ct_path):
