@@ -5,7 +5,8 @@ list of objects. Each object has prompts (a 3D box and/or clicks, in voxel
 coordinates) and a boolean mask on the volume's grid. Every change of prompts
 or masks is one undoable step.
 
-Predictors implement :class:`VolumePredictor`: given the volume, an object's
+Predictors implement :class:`~sam_med.predictors.base.VolumePredictor` (the contract
+lives in :mod:`sam_med.predictors.base`; re-exported here): given the volume, an object's
 prompts and the object's previous result they return a new
 :class:`PredictionResult`. They may keep private state in
 ``PredictionResult.state`` (e.g. per-slice logits) to re-run only what a new
@@ -31,16 +32,14 @@ import platform
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from .errors import OutputError, PromptError, SamMedError
+from .predictors.base import PredictionResult, ProgressFn, VolumePredictor  # noqa: F401 (re-exported: the contract lives in predictors.base)
 from .prompts import Box, ObjectPrompts, Point, make_box, make_point
 from .volume import Volume
-
-ProgressFn = Callable[[int, int, str], None]
-"""progress(done, total, what) — called by long operations; must be cheap and thread-safe."""
 
 OVERLAP_RULES = ("last", "first", "locked-first")
 
@@ -54,36 +53,6 @@ PALETTE = [
     (0.835, 0.369, 0.0),
     (0.800, 0.475, 0.655),
 ]
-
-
-@dataclass
-class PredictionResult:
-    """A predictor's answer for one object: ``mask`` (bool, volume shape) + private state."""
-
-    mask: np.ndarray
-    state: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class VolumePredictor(Protocol):
-    """What a Session needs from a predictor (slice-wise 2D or volumetric 3D)."""
-
-    #: registry name of the model (recorded in saved sessions and sidecars)
-    model_name: str
-
-    def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> None:
-        """Optional warm-up (e.g. encode all slices). May be a no-op."""
-
-    def predict(
-        self,
-        volume: Volume,
-        prompts: ObjectPrompts,
-        previous: PredictionResult | None = None,
-        progress: ProgressFn | None = None,
-    ) -> PredictionResult:
-        """Segment one object from its full prompt set. ``previous`` is the last
-        result for the same object (for incremental refinement), or None."""
 
 
 @dataclass

@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
+
+from _helpers import TINY_ARGS, write_tiny_model  # tests/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 CT_LESION = REPO.parent / "shared" / "data" / "ct_lesion"
 CASES = sorted(p.name[:-4] for p in CT_LESION.glob("*.npz"))
-TINY_ARGS = {"image_size": 256, "embed_dims": [16, 32, 32, 64], "depths": [1, 1, 1, 1],
-             "num_heads": [1, 1, 1, 2], "window_sizes": [7, 7, 14, 7]}
 
 
 def build_tiny(seed: int = 0):
@@ -28,14 +27,7 @@ def build_tiny(seed: int = 0):
 
 def make_tiny_model(models_dir: Path, name: str = "tiny_sam") -> str:
     """Write ``<name>.pt`` + ``<name>.yaml`` into ``models_dir`` (put it on $SAM_MED_CONFIGS)."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    w = models_dir / f"{name}.pt"
-    torch.save(build_tiny().state_dict(), w)
-    cfg = yaml.safe_load((REPO / "configs" / "models" / "lite_medsam.yaml").read_text())
-    cfg["name"] = name
-    cfg["architecture_args"] = dict(TINY_ARGS, image_size="@image_size")
-    cfg["checkpoint"] = {"path": str(w), "sha256": None}
-    (models_dir / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_tiny_model(models_dir, name, seed=0)  # the weights of build_tiny(0)
     return name
 
 

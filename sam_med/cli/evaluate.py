@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra predictor option passed to the factory (repeatable)")
+                   help="predictor option, YAML-typed (mask_prompt=false, context=5, window=[40,400]); "
+                        "repeatable; an option the predictor does not take is an error")
     p.add_argument("--prepare", action="store_true",
                    help="call the predictor's prepare() first (e.g. encode every slice up front); "
                         "off by default: predictors encode what each prompt needs")
@@ -53,21 +54,11 @@ def register(subparsers) -> None:
 
 
 def _parse_options(items) -> dict:
-    from ..errors import SamMedError
+    """``--option KEY=VALUE`` items -> a dict of YAML-typed values (the predictor's options
+    dataclass converts them further and rejects unknown keys)."""
+    from ..predictors.base import parse_option_pairs
 
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise SamMedError(f"--option expects KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        for conv in (int, float):
-            try:
-                v = conv(v)
-                break
-            except ValueError:
-                continue
-        out[k.strip().replace("-", "_")] = v
-    return out
+    return parse_option_pairs(items, what="--option")
 
 
 def make_factory(model: str, device: str, options: dict):

@@ -44,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--overlap", choices=("last", "first"), default="last",
                    help="overlap rule between objects (default: later objects win)")
     p.add_argument("--cache-dir", help="on-disk embedding cache (reopening a scan skips the encoder)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="predictor option, YAML-typed (zoom=never, mask_prompt=true); repeatable")
     p.add_argument("--format", choices=("nifti", "nrrd", "npz", "dicom-seg"),
                    help="output format (default: from --out's extension)")
     p.add_argument("--session-out", help="also save the session (prompts + masks + model) to this .npz")
@@ -154,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
     objs = objects_from_args(args, volume)  # validate every prompt before loading the model
     Path(args.out).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
-    options = {}
+    from ..predictors.base import parse_option_pairs
+
+    options = parse_option_pairs(args.option, what="--option")
     if args.window:
         options["window"] = tuple(args.window)
     if args.modality != "auto":

@@ -12,18 +12,29 @@ weights, and as the floor any learned predictor must beat. It is deterministic:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..session import PredictionResult
+from ..predictors.base import PredictionResult, build_options
+
+
+@dataclass
+class ThresholdOptions:
+    """The threshold baseline's options (``--model threshold --option threshold=100``)."""
+
+    threshold: float = 0.5
+    radius: float = 1.0
+    largest: bool = False
 
 
 class ThresholdPredictor:
     model_name = "threshold"
 
-    def __init__(self, threshold: float = 0.5, radius: float = 1.0, largest: bool = False, **_):
-        self.threshold = float(threshold)
-        self.radius = float(radius)
-        self.largest = bool(largest) if not isinstance(largest, str) else largest.lower() in ("1", "true", "yes")
+    def __init__(self, threshold: float = 0.5, radius: float = 1.0, largest: bool = False):
+        o = build_options(ThresholdOptions, {"threshold": threshold, "radius": radius, "largest": largest},
+                          owner="the threshold baseline")
+        self.threshold, self.radius, self.largest = o.threshold, o.radius, o.largest
 
     def prepare(self, volume, progress=None) -> None:  # nothing to encode
         return None
@@ -51,4 +62,6 @@ class ThresholdPredictor:
 
 
 def build_threshold(device: str = "cpu", **options) -> ThresholdPredictor:
-    return ThresholdPredictor(**options)
+    """The baseline from typed options (unknown keys: ``OptionError``)."""
+    o = build_options(ThresholdOptions, options, owner="the threshold baseline")
+    return ThresholdPredictor(o.threshold, o.radius, o.largest)

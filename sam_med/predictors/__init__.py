@@ -1,5 +1,18 @@
-"""Predictors: 2D (segment-anything style) here; slice-wise and volumetric ones alongside."""
+"""Predictors: the contract (:mod:`.base`), the segment-anything-style 2D predictor
+(:mod:`.image_predictor`), the slice-wise (:mod:`.slicewise`) and volumetric
+(:mod:`.volumetric`) 3D predictors and the factory that picks one (:mod:`.factory`).
 
-from .image_predictor import SamPredictor2D
+Importing this package is light (no torch): the contract is what the Session needs.
+"""
 
-__all__ = ["SamPredictor2D"]
+from .base import OptionError, PredictionResult, ProgressFn, VolumePredictor
+
+__all__ = ["SamPredictor2D", "OptionError", "PredictionResult", "ProgressFn", "VolumePredictor"]
+
+
+def __getattr__(name: str):
+    if name == "SamPredictor2D":
+        from .image_predictor import SamPredictor2D
+
+        return SamPredictor2D
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

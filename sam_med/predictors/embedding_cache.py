@@ -27,7 +27,7 @@ from typing import Callable, Hashable, Iterable, Sequence
 import numpy as np
 import torch
 
-ProgressFn = Callable[[int, int, str], None]
+from .base import ProgressFn
 
 
 def array_signature(array: np.ndarray, *extra) -> str:

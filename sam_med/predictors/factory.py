@@ -3,13 +3,22 @@
 2D models (LiteMedSAM, SAM/MedSAM ViT-B, fine-tuned 2D weights) run slice-wise;
 3D models (SAM-Med3D layouts) run on crops with the volumetric predictor. The
 model's config says which (``dims: 3`` / architecture name).
+
+Options are typed (:func:`~sam_med.predictors.base.build_options`): each predictor's
+options dataclass says which it takes (:class:`~.slicewise.SliceWiseOptions`,
+:class:`~.volumetric.VolumetricOptions`); any other option, or a value of the wrong
+type, is an :class:`~sam_med.predictors.base.OptionError` (one line, exit 2 on the CLI).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..errors import SamMedError
+from .base import OptionError, build_options
+
+__all__ = ["build_predictor", "resolve_device", "is_volumetric"]
 
 
 def resolve_device(device: str | None) -> str:
@@ -33,12 +42,23 @@ def is_volumetric(model: str) -> bool:
 
 def build_predictor(model: str = "lite_medsam", device: str | None = "cpu", *,
                     checkpoint: str | None = None, **options: Any):
-    """A predictor for ``model`` (a registered name). Options go to the predictor class."""
-    device = resolve_device(device)
+    """A predictor for ``model`` (a registered name), with typed ``options``.
+
+    Slice-wise (2D models): the :class:`~.slicewise.SliceWiseOptions` fields, plus
+    ``cache_dir`` (on-disk embedding store). Volumetric (3D models): the
+    :class:`~.volumetric.VolumetricOptions` fields. Values may be strings from a command
+    line (``"false"``, ``"5"``, ``"[40, 400]"``) or Python values."""
     if is_volumetric(model):
-        from .volumetric import VolumetricPredictor
+        from .volumetric import VolumetricOptions, VolumetricPredictor
 
-        return VolumetricPredictor(model=model, checkpoint=checkpoint, device=device, **options)
-    from .slicewise import SliceWisePredictor
+        opts = build_options(VolumetricOptions, options, owner=f"the volumetric predictor ({model})")
+        return VolumetricPredictor(model=model, checkpoint=checkpoint, device=resolve_device(device),
+                                   **dataclasses.asdict(opts))
+    from .slicewise import SliceWiseOptions, SliceWisePredictor
 
-    return SliceWisePredictor(model, checkpoint=checkpoint, device=device, **options)
+    cache_dir = options.pop("cache_dir", None)
+    if cache_dir is not None and not isinstance(cache_dir, (str, bytes)) and not hasattr(cache_dir, "__fspath__"):
+        raise OptionError(f"cache_dir must be a folder path, got {cache_dir!r}")
+    opts = build_options(SliceWiseOptions, options, owner=f"the slice-wise predictor ({model})")
+    return SliceWisePredictor(model, checkpoint=checkpoint, device=resolve_device(device),
+                              cache_dir=None if cache_dir is None else str(cache_dir), options=opts)

@@ -102,14 +102,6 @@ def component_at(mask2d: np.ndarray, x: int, y: int) -> np.ndarray | None:
     return lab == lab[y, x]
 
 
-def largest_component(mask2d: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask2d, structure=np.ones((3, 3), bool))
-    if n <= 1:
-        return mask2d
-    sizes = ndimage.sum_labels(mask2d, lab, index=np.arange(1, n + 1))
-    return lab == (1 + int(np.argmax(sizes)))
-
-
 def dice2d(a: np.ndarray, b: np.ndarray) -> float:
     sa, sb = int(a.sum()), int(b.sum())
     if sa + sb == 0:

@@ -59,10 +59,10 @@ import torch.nn.functional as F
 
 from ..errors import PromptError, SamMedError
 from ..prompts import ObjectPrompts
-from ..session import PredictionResult, ProgressFn
+from .base import PredictionResult, ProgressFn
 from ..volume import Volume, apply_affine
 
-__all__ = ["VolumetricPredictor", "Sam3DState", "CropPlan", "zscore_positive"]
+__all__ = ["VolumetricPredictor", "VolumetricOptions", "Sam3DState", "CropPlan", "zscore_positive"]
 
 
 @dataclass
@@ -103,8 +103,15 @@ def _volume_key(volume: Volume) -> tuple:
     return (id(a), a.shape, str(a.dtype), volume.affine.round(6).tobytes())
 
 
-class _FixedGeometryModel:  # pragma: no cover - typing helper only
-    img_size: int
+@dataclass
+class VolumetricOptions:
+    """The options :class:`VolumetricPredictor` takes (``build_predictor`` / ``--option``)."""
+
+    # "config" (the model config's), None (fp32), "bf16"/"bfloat16"
+    autocast_dtype: str | None = field(default="config", metadata={"choices": ("config", None, "bf16", "bfloat16")})
+    tile_overlap: float | None = None  # None: the config's (0.25)
+    threshold: float | None = None  # probability threshold; None: the config's (0.5)
+    margin: int = 8
 
 
 class VolumetricPredictor:

@@ -6,7 +6,7 @@
    object is present, the model-input region **exactly as the slice-wise predictor does at
    inference**: the intensity mapping of the model config (CT window / MR percentiles),
    the same slicing axis and in-plane layout, and the same zoom crop around the object's
-   3D box for small objects (``SliceWisePredictor._choose_crop``). Training and inference
+   3D box for small objects (``SliceWisePredictor.choose_crop``). Training and inference
    therefore see the same pixels.
 2. :class:`SliceDataset` (a MONAI ``CacheDataset``) applies MONAI augmentations for CT/MR
    (intensity scale/shift, small rotation/scale/translation, optional left-right flip) on
@@ -78,7 +78,6 @@ def extract_slices(dataset, loaded, case_ids: Sequence[str] | None = None, *, pr
     ``object``, ``slice``, ``axis``, ``crop``.
     """
     from ..evaluation import open_dataset
-    from ..predictors.planes import PlaneGeometry
     from ..evaluation.protocols import tight_box
 
     ds = open_dataset(dataset) if isinstance(dataset, (str, bytes)) or hasattr(dataset, "__fspath__") else dataset
@@ -93,23 +92,22 @@ def extract_slices(dataset, loaded, case_ids: Sequence[str] | None = None, *, pr
     out: list[dict] = []
     for ci, case in enumerate(chosen):
         image, label = case.load()
-        pred._bind(image)
-        geo = PlaneGeometry(pred._axis(image), image.shape)
+        geo = pred.geometry(image)
         for value, _name in case.objects(label):
             ref = label.array == value
             box = tight_box(ref)
             if box is None:
                 continue
             (s0, s1), bound2d = geo.box_to_plane(*box.int_bounds())
-            crop = pred._choose_crop(bound2d, geo.hw, from_points=False)
+            crop = pred.choose_crop(bound2d, geo.hw, from_points=False)
             ks = [k for k in range(s0, s1 + 1) if geo.slice_of(ref, k).any()]
             if max_slices_per_case and len(ks) > max_slices_per_case:
                 areas = {k: int(geo.slice_of(ref, k).sum()) for k in ks}
                 kmax = max(ks, key=lambda k: (areas[k], -k))
                 ks = sorted(sorted(ks, key=lambda k: (abs(k - kmax), k))[:max_slices_per_case])
-            embs = pred._embeddings(geo, ks, crop) if with_embeddings else {}
+            embs = pred.embeddings(geo, ks, crop) if with_embeddings else {}
             for k in ks:
-                img = pred._image(geo, k, crop)
+                img = pred.slice_image(geo, k, crop)
                 lab = geo.slice_of(ref, k)
                 if crop is not None:
                     x0, y0, x1, y1 = crop

@@ -256,7 +256,7 @@ def extract_source_slices(specs: Sequence[SourceSpec], loaded, cache=None, *, wi
         for case in source_cases(spec):
             image, label = case.load()
             pred = SliceWisePredictor(loaded=loaded, cache=cache, **dict(predictor_options or {}))
-            pred._bind(image)
+            pred.bind(image)
             spacing = np.asarray(image.spacing, dtype=float)
             acq = image.slice_axis
             for value, oname in case.objects(label):
@@ -275,11 +275,11 @@ def extract_source_slices(specs: Sequence[SourceSpec], loaded, cache=None, *, wi
                     _, b2 = geo.box_to_plane(*box.int_bounds())
                     ext = np.array([b2[0] * fac[1], b2[1] * fac[0], (b2[2] + 1) * fac[1] - 1,
                                     (b2[3] + 1) * fac[0] - 1])
-                    crop = None if spec.zoom == "never" else pred._choose_crop(np.rint(ext).astype(int), size, False)
+                    crop = None if spec.zoom == "never" else pred.choose_crop(np.rint(ext).astype(int), size, False)
                     plain = fac == (1.0, 1.0)
                     samples = []
                     for k in ks:
-                        img = _resample(np.asarray(geo.slice_of(pred._u8, k), dtype=np.float32), size, False)
+                        img = _resample(np.asarray(pred.slice_image(geo, k), dtype=np.float32), size, False)
                         lab = _resample(geo.slice_of(ref, k), size, True)
                         if crop is not None:
                             x0, y0, x1, y1 = crop
@@ -294,7 +294,7 @@ def extract_source_slices(specs: Sequence[SourceSpec], loaded, cache=None, *, wi
                             samples.append((key, im2, lb2, k, tag))
                     embs: dict = {}
                     if with_embeddings and samples:
-                        ns = f"{pred._vol_sig}-a{axis}"
+                        ns = pred.embedding_namespace(axis)
                         inputs = {s[0]: s[1] for s in samples}
 
                         def make_input(key, _inputs=inputs):

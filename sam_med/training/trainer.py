@@ -129,20 +129,14 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
-    """``["optim.lr=1e-4", "data.val_cases=[a]"]`` -> nested updates (values parsed as YAML)."""
-    import yaml
+    """``["optim.lr=1e-4", "data.val_cases=[a]"]`` -> nested updates (values parsed as YAML,
+    :func:`sam_med.predictors.base.parse_option_pairs`: the CLI's one ``key=value`` syntax)."""
+    from ..predictors.base import parse_option_pairs
 
     cfg = copy.deepcopy(cfg)
-    for item in overrides or []:
-        if "=" not in item:
-            raise SamMedError(f"override {item!r} is not key=value")
-        key, _, raw = item.partition("=")
-        try:
-            val = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise SamMedError(f"override {item!r}: value is not valid YAML: {e}") from e
+    for key, val in parse_option_pairs(overrides, what="override").items():
         node = cfg
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
                 node[p] = {}

@@ -1,0 +1,78 @@
+"""The slice-wise predictor's options (typed: see :func:`sam_med.predictors.base.build_options`).
+
+Every number here was measured; the comments say where (``benchmarks/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["SliceWiseOptions", "resolve_workers"]
+
+
+def _choice(default: str, *choices: str):
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class SliceWiseOptions:
+    """Options of :class:`~sam_med.predictors.slicewise.SliceWisePredictor`."""
+
+    axis: int | None = None  # slicing axis (None: the scan's acquisition axis, Volume.slice_axis)
+    zoom: str = _choice("auto", "auto", "always", "never")
+    zoom_margin: float = 0.1  # auto: zoom when its key-slice predicted IoU beats the whole slice's by this
+    zoom_factor: float = 2.2
+    # encoder input size of the zoomed crop: its side x zoom_upsample, rounded up to 16 px,
+    # at most the model's S (inf: always S, i.e. upsample small crops to S)
+    zoom_upsample: float = float("inf")
+    # the alternative to the zoom: None = the whole slice at S; f = a square crop of f x the
+    # box side at the whole slice's scale (same pixels per mm, a smaller encoder input: the
+    # encoder's cost grows with the input area). Measured on the CT lesions: 4..8 all within
+    # noise of the whole slice or better (benchmarks/ablate_slicewise.py), 5 costs ~1/4.
+    context: float | None = 5.0
+    min_crop: int = 64  # plane pixels
+    margin: int = 3
+    mask_prompt: bool = False  # measured: +0.01 Dice on CT lesions, -0.08 on abdominal organs
+    iou_stop: float = 0.0
+    refine_stop_dice: float = 0.98
+    # refinement: a re-propagated slice gets its own previous low-res logits as the dense
+    # prompt (SAM's iterative rule), so a click's effect fades instead of leaking downstream.
+    # Measured (5 clicks, CT lesions, context 5): mean Dice per click 0.864 0.869 0.873 0.877
+    # 0.881 0.885, non-decreasing; without: 0.864 0.877 0.883 0.881 (dip) 0.885 0.889.
+    # Cropped views only: on whole-slice views (large organs) LiteMedSAM leaks with a dense
+    # prompt (liver, one negative click: false positives 3851 -> 11927 voxels with it,
+    # -> 3785 without), as the neighbour-logit prompt costs organs 0.08 Dice.
+    refine_own_logits: bool = True
+    # a click on a slice that has a mask: "edit" = the smallest disk edit of that mask that
+    # honours the click (no decoder call; the model re-propagates the neighbours), "model" =
+    # decode candidates (box reshaped by the clicks, box + clicks as points, multimask, and
+    # the edit) and keep the one that honours most clicks with the least change. With the
+    # box-trained LiteMedSAM the edit won 20 of 20 clicks of the CT-lesion click protocol
+    # under "model", so "edit" gives the same masks without four decoder calls.
+    click_mode: str = _choice("edit", "edit", "model")
+    batch_size: int | None = None  # None: encode_workers on CPU (batching measured no faster), 8 on CUDA
+    # CPU: encode this many slices at once, one per worker thread running one intra-op thread
+    # (None: 2 when torch has >= 2 threads). At small inputs one slice does not keep two
+    # cores busy, and independent single-threaded workers do not stall each other under load.
+    encode_workers: int | None = None
+    # points only: "scan" = search, on the clicked slice, the box the model rates best for
+    # the object under the clicks (LiteMedSAM is box-trained); "sam" = SAM's point decode
+    # for the first extent. Measured, one centre click per object (sam-med evaluate
+    # --protocol point): CT lesions mean Dice 0.062 -> 0.772 (0.812 with the intensity stop
+    # below), TotalSeg CT organs + brain tumour 0.464 -> 0.806
+    point_seed: str = _choice("scan", "scan", "sam")
+    # points only: stop propagating where the mask's mean intensity departs from the seed
+    # slice's by more than this x the seed's sd (and >= 30 on the 0-255 scale); None: off
+    point_intensity_stop: float | None = 4.0
+    window: tuple[float, float] | None = None  # CT (level, width)
+    modality: str | None = None  # override "CT"/"MR"
+
+
+def resolve_workers(options: SliceWiseOptions, on_cpu: bool, torch_threads: int) -> SliceWiseOptions:
+    """Fill ``encode_workers`` / ``batch_size`` when None (in place; returns ``options``):
+    CPU: ``min(2, torch threads)`` workers and a batch of one slice per worker; GPU: one
+    worker, batches of 8."""
+    if options.encode_workers is None:
+        options.encode_workers = min(2, torch_threads) if on_cpu else 1
+    if options.batch_size is None:
+        options.batch_size = max(1, options.encode_workers) if on_cpu else 8
+    return options

@@ -1,0 +1,359 @@
+"""The slice-wise predictor: composes binding, encoding, views, decoding, seeding, clicks
+and propagation (see the package docstring for the recipe).
+
+Two API levels, as SAM 2's video predictor (slices = frames):
+
+* ``state = init_state(volume, prompts)``; ``k, mask2d = add_prompts(state, ...)``
+  decodes the prompted slice at once (the key slice of a first run, the clicked slice
+  of a refinement); ``for k, mask2d in propagate(state): ...`` yields the other slices
+  as they are decoded (a GUI paints them as they come; ``break`` cancels);
+  :meth:`volume_mask` assembles the 3D mask.
+* :meth:`predict` (the :class:`~sam_med.predictors.base.VolumePredictor` contract the
+  Session uses) runs those three steps and returns a ``PredictionResult`` whose
+  ``state`` is the :class:`~.state.ObjectState`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ...errors import PromptError
+from ...prompts import Box, ObjectPrompts, Point
+from ...volume import Volume
+from ..base import PredictionResult, ProgressFn, build_options
+from ..embedding_cache import EmbeddingCache
+from ..planes import PlaneGeometry
+from .clicks import clicks_on, nearest_box
+from .clicks import slice_with_clicks as decode_with_clicks
+from .decoding import SliceDecoder
+from .encoding import SliceEncoder
+from .options import SliceWiseOptions, resolve_workers
+from .propagation import propagate_pass
+from .seeding import seed_from_points
+from .state import ObjectState, Propagation, SliceOut, is_extension
+from .views import choose_crop, select_view, zoom_res
+from .volume_binding import VolumeBinding
+
+__all__ = ["SliceWisePredictor"]
+
+
+class SliceWisePredictor:
+    """3D segmentation with a 2D promptable model, slice by slice (implements ``VolumePredictor``).
+
+    ``SliceWisePredictor(model="lite_medsam", checkpoint=None, device="cpu", cache=None,
+    cache_dir=None, loaded=None, options=None, **option_values)``: ``loaded`` a ready
+    :class:`~sam_med.models.LoadedModel` (else ``model``/``checkpoint`` are loaded);
+    ``cache`` an :class:`EmbeddingCache` to share (else one with ``cache_dir``);
+    ``options`` a :class:`SliceWiseOptions` and/or its fields as keywords (typed: strings
+    from a command line are converted; unknown names raise ``OptionError``)."""
+
+    def __init__(self, model: str = "lite_medsam", *, checkpoint: str | None = None, device: str = "cpu",
+                 cache: EmbeddingCache | None = None, cache_dir: str | None = None, loaded=None,
+                 options: SliceWiseOptions | None = None, **option_values: Any) -> None:
+        base = {} if options is None else dataclasses.asdict(options)
+        opts = build_options(SliceWiseOptions, {**base, **option_values}, owner="the slice-wise predictor")
+        from ...models import load_model
+
+        self.loaded = loaded if loaded is not None else load_model(model, checkpoint=checkpoint, device=device)
+        self.model_name = self.loaded.name
+        self.checkpoint_sha256 = getattr(self.loaded, "sha256", None)
+        self.cache = cache if cache is not None else EmbeddingCache(cache_dir=cache_dir)
+        self.size = int(self.loaded.image_size)
+        on_cpu = not str(getattr(self.loaded, "device", "cpu")).startswith(("cuda", "mps"))
+        self.options = resolve_workers(opts, on_cpu, torch.get_num_threads())
+        self.timings: dict[str, float] = {"encode": 0.0, "decode": 0.0}
+        self.binding = VolumeBinding(self.loaded, window=opts.window, modality=opts.modality)
+        self.encoder = SliceEncoder(self.loaded, self.binding, self.cache, batch_size=opts.batch_size,
+                                    workers=opts.encode_workers, timings=self.timings)
+        self.decoder = SliceDecoder(self.loaded, self.encoder.transform, self.timings)
+
+    # ------------------------------------------------------------ volume + geometry
+    def bind(self, volume: Volume) -> None:
+        """Map ``volume`` to the model's 0..255 range (once; a no-op for the bound volume)."""
+        self.binding.bind(volume)
+
+    def axis_for(self, volume: Volume) -> int:
+        """The slicing axis: the ``axis`` option, else the scan's acquisition axis."""
+        return volume.slice_axis if self.options.axis is None else int(self.options.axis)
+
+    def geometry(self, volume: Volume, axis: int | None = None) -> PlaneGeometry:
+        """Bind ``volume`` and return its plane geometry along ``axis`` (default :meth:`axis_for`)."""
+        self.bind(volume)
+        return PlaneGeometry(self.axis_for(volume) if axis is None else int(axis), volume.shape)
+
+    @property
+    def model_range(self) -> np.ndarray:
+        """The bound volume on the model's 0..255 scale, float32, the volume's shape."""
+        return self.binding.model_range
+
+    @property
+    def volume_signature(self) -> str | None:
+        """Signature of the bound volume + model (the embedding cache's namespace stem)."""
+        return self.binding.signature
+
+    def embedding_namespace(self, axis: int) -> str:
+        """The embedding-cache namespace of the bound volume's slices along ``axis``."""
+        return self.binding.namespace(axis)
+
+    def slice_image(self, geo: PlaneGeometry, k: int, crop=None) -> np.ndarray:
+        """Slice ``k`` of the bound volume (0..255, ``(H, W)`` or the inclusive crop)."""
+        return self.binding.slice_image(geo, k, crop)
+
+    # ------------------------------------------------------------ views
+    def choose_crop(self, extent, hw, from_points: bool = False):
+        """The zoom crop for a 2D extent (see :func:`~.views.choose_crop`)."""
+        return choose_crop(self.options, extent, hw, from_points)
+
+    def zoom_res(self, crop) -> int | None:
+        """Encoder input size of a zoom crop (None: the model's S)."""
+        return zoom_res(self.options, crop, self.size, self.loaded.supports_reduced_input)
+
+    def choose_view(self, st: ObjectState, geo: PlaneGeometry, k: int, base) -> tuple:
+        """Zoom (the state's current view) or context view, by the key slice's predicted IoU."""
+        def score(view) -> float:
+            emb = self.embeddings(geo, [k], view[0], None, view[1])[k]
+            return self.decode_slice(geo, k, view, emb, base).score
+
+        return select_view(self.options, st.view, geo.hw, self.size, score)
+
+    # ------------------------------------------------------------ encoder / decoder
+    def embeddings(self, geo: PlaneGeometry, ks: Sequence[int], crop=None, progress: ProgressFn | None = None,
+                   res: int | None = None) -> dict[int, torch.Tensor]:
+        """``{k: (256, 64, 64) embedding}`` of slices ``ks`` of the bound volume in view (crop, res)."""
+        return self.encoder.embeddings(geo, ks, crop, progress, res)
+
+    def view_embeddings(self, st: ObjectState, geo: PlaneGeometry, ks, progress: ProgressFn | None = None):
+        """Embeddings of slices ``ks`` in the object's view."""
+        return self.encoder.embeddings(geo, ks, st.crop, progress, st.res)
+
+    def prefetch(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> torch.Tensor:
+        """Embedding of slice ``z``, encoding up to ``batch_size`` slices ahead in direction ``step``."""
+        ks = [z]
+        s0, s1 = st.srange
+        zz = z + step
+        while len(ks) < self.options.batch_size and s0 <= zz <= s1:
+            ks.append(zz)
+            zz += step
+        return self.view_embeddings(st, geo, ks)[z]
+
+    def decode_slice(self, geo: PlaneGeometry, k: int, view, emb, box2d, points=None, labels=None,
+                     mask_input=None, multimask: bool = False):
+        """Decode slice ``k`` (``emb``: its embedding in ``view``) from a 2D box (plane px),
+        optional points + labels and dense prompt (see :meth:`~.decoding.SliceDecoder.decode`).
+        Every decoder call of the algorithm goes through here."""
+        return self.decoder.decode(geo, view, emb, box2d, points, labels, mask_input, multimask)
+
+    def slice_with_clicks(self, st: ObjectState, geo: PlaneGeometry, k: int, emb, base_box, mask_input,
+                          clicks, previous: np.ndarray | None = None) -> SliceOut:
+        """Decode slice ``k`` of the object from ``base_box`` honouring ``clicks`` (see :mod:`.clicks`)."""
+        def decode(box, points=None, labels=None, mask_input=None, multimask=False):
+            return self.decode_slice(geo, k, st.view, emb, box, points, labels, mask_input, multimask)
+
+        return decode_with_clicks(decode, geo.hw, base_box, mask_input, clicks, margin=self.options.margin,
+                                  click_mode=self.options.click_mode, previous=previous)
+
+    def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> None:
+        """Encode every whole slice along the slicing axis (GUI "Prepare")."""
+        geo = self.geometry(volume)
+        self.embeddings(geo, range(geo.n_slices), None, progress)
+
+    # ------------------------------------------------------------ SAM 2 style API
+    def init_state(self, volume: Volume, prompts: ObjectPrompts | None = None) -> ObjectState:
+        """A new object on ``volume`` (bound now), with optional initial ``prompts``; nothing
+        is decoded until :meth:`add_prompts`."""
+        geo = self.geometry(volume)
+        return ObjectState(axis=geo.axis, prompts=(prompts or ObjectPrompts()).copy(), volume=volume)
+
+    def add_prompts(self, state: ObjectState, points: Sequence[Point] = (), *, box: Box | None = None,
+                    progress: ProgressFn | None = None) -> tuple[int, np.ndarray]:
+        """Add ``points`` (voxel clicks) and/or a ``box`` to the object; decode the prompted
+        slice at once and return ``(slice index, (H, W) bool mask)``.
+
+        A state not run yet (or a new ``box``) starts a first run: the key slice (the box's
+        middle slice, or the first positive click's slice), then both directions are left
+        for :meth:`propagate`. On a run state each point is a refinement click: its slice
+        is re-decoded and the directions it affects are left for :meth:`propagate` (with
+        several points, each but the last is propagated here). Passes an earlier call left
+        pending run first."""
+        geo = self._state_geometry(state)
+        points = list(points)
+        if box is not None or state.key is None:
+            prompts = ObjectPrompts(box=box if box is not None else state.prompts.box,
+                                    points=list(state.prompts.points) + points)
+            if prompts.is_empty():
+                raise PromptError("nothing to segment from: give a box or at least one point")
+            fresh = ObjectState(axis=state.axis, prompts=prompts, volume=state.volume)
+            for f in dataclasses.fields(ObjectState):
+                setattr(state, f.name, getattr(fresh, f.name))
+            self._plan(state, geo)
+            k = self._first_slice(state, geo, progress)
+            return k, state.slices[k].mask
+        if not points:
+            raise PromptError("add_prompts needs points or a box")
+        self._drain(state, progress)
+        state.prompts = ObjectPrompts(box=state.prompts.box, points=list(state.prompts.points) + points)
+        for i, p in enumerate(points):
+            if i:
+                self._drain(state, progress)
+            k = self._click(state, geo, p)
+        return k, state.slices[k].mask
+
+    def propagate(self, state: ObjectState, progress: ProgressFn | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Run the pending passes; yield ``(slice index, (H, W) bool mask)``: first the
+        prompted slice each pass starts from (the key slice of a first run, the clicked
+        slice of a refinement; once), then every slice as it is decoded. ``break`` cancels:
+        slices decoded so far stay in the state, the rest of the pending passes are dropped."""
+        geo = self._state_geometry(state)
+        starts: set[int] = set()
+        try:
+            while state.pending:
+                job = state.pending.pop(0)
+                if job.start not in starts:
+                    starts.add(job.start)
+                    yield job.start, state.slices[job.start].mask
+                for z, out in propagate_pass(self, state, geo, job):
+                    yield z, out.mask
+                if progress:
+                    progress(1, 1, "propagate")
+        finally:
+            state.pending.clear()
+
+    def volume_mask(self, state: ObjectState) -> np.ndarray:
+        """The object's bool mask on the volume grid, kept inside its box (grown by positive
+        clicks outside it)."""
+        volume = state.volume
+        geo = PlaneGeometry(state.axis, volume.shape)
+        mask = np.zeros(volume.shape, dtype=bool)
+        for k, so in state.slices.items():
+            if so.mask.any():
+                geo.set_slice(mask, k, so.mask)
+        prompts = state.prompts
+        if prompts.box is not None:
+            lo, hi = prompts.box.int_bounds()
+            for p in prompts.points:
+                if p.positive:
+                    ijk = np.rint(p.ijk).astype(int)
+                    lo, hi = np.minimum(lo, ijk), np.maximum(hi, ijk)
+            keep = np.zeros_like(mask)
+            keep[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
+            mask &= keep
+        return mask
+
+    # ------------------------------------------------------------ the contract
+    def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
+                progress: ProgressFn | None = None) -> PredictionResult:
+        """Segment one object from its full prompt set; a ``previous`` result whose prompts
+        these extend by clicks is refined instead of re-run."""
+        if prompts.is_empty():
+            raise PromptError("nothing to segment from: give a box or at least one point")
+        geo = self.geometry(volume)
+        t0 = time.perf_counter()
+        enc0, dec0 = self.timings["encode"], self.timings["decode"]
+        prev = previous.state if previous is not None and isinstance(previous.state, ObjectState) else None
+        if prev is not None and is_extension(prev, prompts, geo.axis):
+            st = prev.branch(prev.prompts)
+            st.volume = volume
+            self.add_prompts(st, prompts.points[len(prev.prompts.points):], progress=progress)
+            mode = "refine"
+        else:
+            st = self.init_state(volume, prompts)
+            self.add_prompts(st, progress=progress)
+            mode = "full"
+        self._drain(st, progress)
+        info = {
+            "mode": mode,
+            "axis": geo.axis,
+            "zoom_crop": st.crop,
+            "input_size": st.res or self.size,
+            "slices": st.mask_slices(),
+            "seconds": time.perf_counter() - t0,
+            "encode_seconds": self.timings["encode"] - enc0,
+            "decode_seconds": self.timings["decode"] - dec0,
+            # refinement: time to the updated mask on the clicked slice (before re-propagation)
+            "click_slice_seconds": self.timings.get("click_slice") if mode == "refine" else None,
+        }
+        return PredictionResult(mask=self.volume_mask(st), state=st, info=info)
+
+    # ------------------------------------------------------------ steps
+    def _state_geometry(self, state: ObjectState) -> PlaneGeometry:
+        if state.volume is None:
+            raise PromptError("this state has no volume: make it with init_state(volume, prompts)")
+        return self.geometry(state.volume, state.axis)
+
+    def _drain(self, state: ObjectState, progress: ProgressFn | None) -> None:
+        for _ in self.propagate(state, progress):
+            pass
+
+    def _plan(self, st: ObjectState, geo: PlaneGeometry) -> None:
+        """Slice range, in-plane bound and first view of a first run."""
+        prompts = st.prompts
+        if prompts.box is not None:
+            st.srange, st.bound2d = geo.box_to_plane(*prompts.box.int_bounds())
+            extent = st.bound2d
+        else:
+            st.srange = (0, geo.n_slices - 1)
+            pos = [geo.to_plane(p.ijk) for p in prompts.points if p.positive]
+            if not pos:
+                raise PromptError("points-only prompts need at least one positive (foreground) point")
+            xs = [x for _, x, _ in pos]
+            ys = [y for _, _, y in pos]
+            extent = np.rint([min(xs), min(ys), max(xs), max(ys)]).astype(int)
+        for p in prompts.points:  # positive clicks outside the box's slice range extend it
+            if p.positive:
+                s = int(round(geo.to_plane(p.ijk)[0]))
+                st.srange = (min(st.srange[0], s), max(st.srange[1], s))
+        crop = self.choose_crop(extent, geo.hw, from_points=prompts.box is None)
+        st.set_view((crop, self.zoom_res(crop)))
+
+    def _first_slice(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> int:
+        """Decode the key slice of a first run; leave both directions pending."""
+        if st.prompts.box is not None:
+            s0, s1 = geo.box_to_plane(*st.prompts.box.int_bounds())[0]
+            k, base = (s0 + s1) // 2, st.bound2d
+        else:
+            first = next(p for p in st.prompts.points if p.positive)
+            k, base = int(round(geo.to_plane(first.ijk)[0])), None
+        st.key = k
+        if st.crop is not None and self.options.zoom == "auto":
+            st.set_view(self.choose_view(st, geo, k, base))
+        if st.prompts.box is not None:  # a tight box needs every slice of its range: encode in batches
+            self.view_embeddings(st, geo, range(st.srange[0], st.srange[1] + 1), progress)
+        emb = self.view_embeddings(st, geo, [k])[k]
+        clicks = clicks_on(st.prompts.points, geo, k)
+        if base is None:
+            st.slices[k] = seed_from_points(self, st, geo, k, emb, clicks)
+            seed = st.slices[k].mask
+            if seed.any():
+                v = geo.slice_of(self.model_range, k)[seed]
+                st.seed_stats = (float(v.mean()), float(v.std()))
+        else:
+            st.slices[k] = self.slice_with_clicks(st, geo, k, emb, base, None, clicks)
+        st.pending = [Propagation(k, +1), Propagation(k, -1)]
+        return k
+
+    def _click(self, st: ObjectState, geo: PlaneGeometry, p: Point) -> int:
+        """Re-decode the slice of refinement click ``p`` (already in ``st.prompts``); leave
+        the directions downstream of it pending."""
+        k = int(round(geo.to_plane(p.ijk)[0]))
+        if p.positive:
+            st.srange = (min(st.srange[0], k), max(st.srange[1], k))
+        old = dict(st.slices)
+        emb = self.view_embeddings(st, geo, [k])[k]
+        cur = st.slices.get(k)
+        base = cur.box if cur is not None and cur.box is not None and cur.mask.any() else None
+        if base is None:
+            base = nearest_box(st.slices, k)
+        t0 = time.perf_counter()
+        st.slices[k] = self.slice_with_clicks(st, geo, k, emb, base, None, clicks_on(st.prompts.points, geo, k),
+                                              previous=None if cur is None else cur.mask)
+        self.timings["click_slice"] = time.perf_counter() - t0
+        # results flow outwards from the key slice: a change on slice k only affects the
+        # slices downstream of it (both directions when k is the key slice itself)
+        key = st.key if st.key is not None else k
+        st.pending = [Propagation(k, step, old) for step in (+1, -1) if k == key or (k - key) * step > 0]
+        return k

@@ -1,0 +1,118 @@
+"""Propagation from a decoded slice to its neighbours, one direction at a time (a generator).
+
+Each next slice is prompted with the previous slice's mask box (+ ``margin`` px) clipped
+to the 3D box's in-plane extent (optionally with the previous slice's low-res logits as
+a dense prompt, ``mask_prompt``). Stop rules, first run:
+
+* the box's slice range ends (``srange``);
+* the object vanishes: an empty mask, or a predicted IoU below ``iou_stop``; without a
+  box also a sudden growth (> 1.5x the previous slice: a leak) or a mean intensity that
+  departs from the seed slice's (``point_intensity_stop``); the rest of the range is
+  cleared, unless a positive click lies beyond (a click there re-seeds the object).
+
+Refinement (``old`` = the slices before the click): a slice the user clicked on is an
+anchor (stop before it); stop once a slice changes by less than ``refine_stop_dice``;
+with ``refine_own_logits`` a re-propagated slice of a cropped view gets its own previous
+logits as the dense prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..planes import PlaneGeometry, dice2d, expand_box, intersect_box, mask_bbox
+from .clicks import clicks_on
+from .state import ObjectState, Propagation, SliceOut
+
+__all__ = ["propagate_pass", "base_box", "unlike_seed", "clicks_beyond"]
+
+
+def base_box(st: ObjectState, geo: PlaneGeometry, prev: SliceOut, margin: int) -> np.ndarray | None:
+    """The prompt box for the slice after ``prev``: its mask box + margin, within the 3D box."""
+    bb = mask_bbox(prev.mask)
+    if bb is None:
+        return None
+    bb = expand_box(bb, margin, geo.hw)
+    if st.bound2d is not None:
+        inter = intersect_box(bb, st.bound2d)
+        bb = inter if inter is not None else bb
+    return bb
+
+
+def unlike_seed(st: ObjectState, plane_image: np.ndarray, mask: np.ndarray, k: float | None) -> bool:
+    """Points only (no box bounds the slices): the mask has left the object when its mean
+    intensity (``plane_image``: the slice on the model's 0-255 scale) departs from the
+    seed slice's mean by more than ``k`` x the seed's sd, and at least 30."""
+    if st.seed_stats is None or k is None or not mask.any():
+        return False
+    mean, sd = st.seed_stats
+    v = float(plane_image[mask].mean())
+    return abs(v - mean) > max(k * sd, 30.0)
+
+
+def clicks_beyond(st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> bool:
+    """A positive click lies beyond slice ``z`` in direction ``step``."""
+    for p in st.prompts.points:
+        s = int(round(geo.to_plane(p.ijk)[0]))
+        if p.positive and (s - z) * step > 0:
+            return True
+    return False
+
+
+def _empty(geo: PlaneGeometry) -> SliceOut:
+    return SliceOut(np.zeros(geo.hw, bool), None, None)
+
+
+def propagate_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) -> Iterator[tuple[int, SliceOut]]:
+    """Run one pass (see the module docstring); yields ``(z, SliceOut)`` for every slice
+    it sets in ``st.slices``, as it goes. ``pred``: the
+    :class:`~.predictor.SliceWisePredictor` (its public methods and options)."""
+    o = pred.options
+    old = job.old
+    step = job.step
+    s0, s1 = st.srange
+    prev = st.slices[job.start]
+    last_box = prev.box if prev.mask.any() else None
+    z = job.start + step
+    while s0 <= z <= s1:
+        clicks = clicks_on(st.prompts.points, geo, z)
+        if old is not None and clicks and z in old:
+            break  # refinement: a slice the user clicked on is an anchor
+        base = base_box(st, geo, prev, o.margin) if prev.mask.any() else None
+        if base is None and any(p for _, _, p in clicks) and last_box is not None:
+            base = last_box  # a click where the object had vanished re-seeds it
+        if base is None and not any(p for _, _, p in clicks):
+            new = _empty(geo)
+        else:
+            emb = pred.prefetch(st, geo, z, step)
+            mask_in = prev.logits if (o.mask_prompt and prev.mask.any()) else None
+            if (old is not None and o.refine_own_logits and st.crop is not None and z in old
+                    and old[z].logits is not None and old[z].mask.any()):
+                mask_in = old[z].logits  # SAM-style: the slice's own previous prediction
+            new = pred.slice_with_clicks(st, geo, z, emb, base, mask_in, clicks)
+            if new.score < o.iou_stop:
+                new = _empty(geo)
+            elif st.prompts.box is None and not clicks and new.mask.sum() > 1.5 * max(prev.mask.sum(), 1):
+                new = _empty(geo)  # no box: a sudden growth is a leak
+            elif (not clicks and st.seed_stats is not None
+                  and unlike_seed(st, pred.slice_image(geo, z), new.mask, o.point_intensity_stop)):
+                new = _empty(geo)  # no box: another tissue
+        if old is not None and z in old and dice2d(new.mask, old[z].mask) >= o.refine_stop_dice:
+            break  # refinement: nothing changes beyond this slice
+        st.slices[z] = new
+        vanished = not new.mask.any() and old is None and not clicks_beyond(st, geo, z, step)
+        if vanished:
+            # the object vanished: clear the rest of the range, then stop
+            zz = z + step
+            while s0 <= zz <= s1:
+                st.slices.pop(zz, None)
+                zz += step
+        yield z, new
+        if vanished:
+            break
+        if new.mask.any():
+            last_box = new.box
+        prev = new
+        z += step

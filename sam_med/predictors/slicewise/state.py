@@ -1,0 +1,91 @@
+"""What the slice-wise predictor remembers about one object (``PredictionResult.state``).
+
+Conventions (see :mod:`sam_med.predictors.planes`): slice ``k`` along ``axis`` is an
+``(H, W)`` plane; 2D boxes are inclusive ``(x0, y0, x1, y1)`` plane pixels; a *view*
+is ``(crop, res)``: the inclusive crop of the plane the model sees (None: the whole
+slice) and its encoder input size (None: the model's own S).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...prompts import ObjectPrompts
+
+__all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension"]
+
+
+@dataclass
+class SliceOut:
+    """Result on one slice: full-plane ``(H, W)`` bool mask, the low-res logits
+    ``(1, 1, 4h, 4w)`` of an ``h x w`` embedding (256 x 256 at the model's S) in the view's frame (None for an edit without a decoder call),
+    the 2D box used, and the model's predicted IoU."""
+
+    mask: np.ndarray
+    logits: torch.Tensor | None
+    box: np.ndarray | None
+    score: float = 0.0
+
+
+@dataclass
+class Propagation:
+    """One pending pass: from slice ``start`` (already decoded) in direction ``step``
+    (+1/-1). ``old``: the slices before a refinement (None for a first run), which
+    decides the refinement stop rules."""
+
+    start: int
+    step: int
+    old: dict[int, SliceOut] | None = None
+
+
+@dataclass
+class ObjectState:
+    """One object on one volume, in the SAM 2 video-predictor style (slices = frames).
+
+    ``prompts``: everything the object was prompted with (voxel coordinates);
+    ``crop``/``res``: the view; ``bound2d``: the box's in-plane extent (None: points
+    only); ``srange``: inclusive slice range propagation may reach; ``slices``: per
+    slice results; ``key``: the slice the first run started from (None: not run yet);
+    ``seed_stats``: points only, (mean, sd) of the seed slice's mask on the model's 0-255
+    scale; ``pending``: passes :meth:`SliceWisePredictor.propagate` will run;
+    ``volume``: the volume the state belongs to."""
+
+    axis: int
+    prompts: ObjectPrompts
+    crop: tuple[int, int, int, int] | None = None
+    bound2d: np.ndarray | None = None
+    srange: tuple[int, int] = (0, -1)
+    slices: dict[int, SliceOut] = field(default_factory=dict)
+    key: int | None = None
+    res: int | None = None
+    seed_stats: tuple[float, float] | None = None
+    pending: list[Propagation] = field(default_factory=list)
+    volume: Any = None
+
+    @property
+    def view(self) -> tuple[tuple[int, int, int, int] | None, int | None]:
+        return self.crop, self.res
+
+    def set_view(self, view) -> None:
+        self.crop, self.res = view
+
+    def branch(self, prompts: ObjectPrompts) -> "ObjectState":
+        """A copy for new ``prompts`` that leaves this state (an undo snapshot) untouched."""
+        return dataclasses.replace(self, prompts=prompts.copy(), slices=dict(self.slices), pending=[])
+
+    def mask_slices(self) -> list[int]:
+        """Sorted indices of the slices with a non-empty mask."""
+        return sorted(k for k, s in self.slices.items() if s.mask.any())
+
+
+def is_extension(st: ObjectState, prompts: ObjectPrompts, axis: int) -> bool:
+    """True when ``prompts`` = the state's prompts + appended points (same box, same axis)."""
+    old = st.prompts
+    if st.key is None or st.axis != axis or old.box != prompts.box or len(prompts.points) <= len(old.points):
+        return False
+    return prompts.points[: len(old.points)] == old.points

@@ -1,0 +1,91 @@
+"""Which part of the slice the model sees: the view ``(crop, res)`` of an object.
+
+* **zoom view**: a square of ``zoom_factor`` x the box side around the box (at least
+  ``min_crop`` px), resized to the model's S (or to ``side x zoom_upsample`` rounded up
+  to 16 px when that is smaller and the encoder takes reduced inputs);
+* **context view**: a square of ``context`` x the box side at the whole slice's scale,
+  encoded as a reduced ``r x r`` input (r < S), or the whole slice at S when that square
+  would not fit (or ``context`` is None).
+
+:func:`select_view` decodes the key slice in both and keeps the zoom only when the
+model's own predicted IoU there beats the context view's by ``zoom_margin``. Crops are
+inclusive ``(x0, y0, x1, y1)`` plane pixels; None = the whole slice.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .options import SliceWiseOptions
+
+__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "context_view", "select_view"]
+
+View = tuple  # (crop | None, res | None)
+
+
+def round_up(v: float, m: int) -> int:
+    return int(np.ceil(v / m) * m)
+
+
+def square_crop(cx: float, cy: float, side: float, hw) -> tuple[int, int, int, int]:
+    """Inclusive (x0, y0, x1, y1) square of ``side`` px centred on (cx, cy), shifted to lie
+    inside the plane (clipped to it when larger)."""
+    h, w = hw
+    side = int(round(side))
+    sx, sy = min(side, w), min(side, h)
+    x0 = int(np.clip(round(cx - sx / 2), 0, w - sx))
+    y0 = int(np.clip(round(cy - sy / 2), 0, h - sy))
+    return (x0, y0, x0 + sx - 1, y0 + sy - 1)
+
+
+def choose_crop(options: SliceWiseOptions, extent, hw, from_points: bool) -> tuple[int, int, int, int] | None:
+    """The zoom crop around a 2D ``extent`` (inclusive box), or None (whole slice): for
+    points-only prompts, with ``zoom="never"``, or when the crop would cover the slice."""
+    side = max(extent[2] - extent[0] + 1, extent[3] - extent[1] + 1)
+    if from_points or options.zoom == "never":
+        return None
+    crop_side = int(max(options.min_crop, round(side * options.zoom_factor)))
+    if crop_side >= max(hw):
+        return None
+    cx, cy = (extent[0] + extent[2]) / 2.0, (extent[1] + extent[3]) / 2.0
+    return square_crop(cx, cy, crop_side, hw)
+
+
+def zoom_res(options: SliceWiseOptions, crop, size: int, reduced_ok: bool) -> int | None:
+    """Encoder input size for a zoomed crop (None: the model's S)."""
+    up = options.zoom_upsample
+    if crop is None or not np.isfinite(up) or not reduced_ok:
+        return None
+    side = max(crop[2] - crop[0] + 1, crop[3] - crop[1] + 1)
+    res = round_up(side * up, 16)
+    return None if res >= size else max(res, 64)
+
+
+def context_view(options: SliceWiseOptions, zoom_crop, hw, size: int) -> View:
+    """The non-zoomed view for a zoom crop: the whole slice at S, or (``context``) a square
+    crop of ``context`` x the box side around the box at the whole slice's scale."""
+    if options.context is None or zoom_crop is None:
+        return None, None
+    x0, y0, x1, y1 = zoom_crop
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    side = (x1 - x0 + 1) / options.zoom_factor * options.context
+    h, w = hw
+    if side >= max(h, w):
+        return None, None
+    crop = square_crop(cx, cy, side, hw)
+    scale = size / max(h, w)
+    res = round_up(max(crop[2] - crop[0] + 1, crop[3] - crop[1] + 1) * scale, 16)
+    return crop, min(res, size)
+
+
+def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Callable[[View], float]) -> View:
+    """Zoom or context view? ``score(view)``: the model's predicted IoU of the key slice's
+    box decoded in ``view`` (costs an encode). The zoom is not scored when the context
+    view's score is so high that it cannot win by the margin."""
+    wide = context_view(options, zoom[0], hw, size)
+    s_wide = score(wide)
+    if s_wide + options.zoom_margin >= 1.0:
+        return wide
+    return zoom if score(zoom) > s_wide + options.zoom_margin else wide

@@ -1,0 +1,174 @@
+"""The slice-wise algorithm on a synthetic blob, with no weights and no shared data.
+
+The encoder is the tiny random-weight LiteMedSAM-shaped model (tests/_helpers.py), so
+embeddings really flow through the cache; the decoder is an oracle (the reference
+inside the box), so what is tested is the algorithm around it: propagation both ways
+and its stop rules, the generator API, clicks + re-propagation, undo through Session.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _helpers import blob_volume, load_tiny_model, oracle_predictor
+from sam_med.errors import PromptError
+from sam_med.prompts import Box, ObjectPrompts, Point, box_from_mask
+from sam_med.session import Session
+
+CENTER, RADII, SHAPE = (24, 20, 10), (9, 7, 4), (48, 40, 20)  # the object spans slices 6..14
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="module")
+def cache():
+    from sam_med.predictors.embedding_cache import EmbeddingCache
+
+    return EmbeddingCache()  # shared by the tests: every slice is encoded once
+
+
+@pytest.fixture(scope="module")
+def blob():
+    return blob_volume(SHAPE, CENTER, RADII)
+
+
+def object_slices(ref) -> list[int]:
+    return [k for k in range(ref.shape[2]) if ref[:, :, k].any()]
+
+
+def test_tight_box_propagates_both_ways_to_the_box_extent(tiny, blob, cache):
+    vol, ref = blob
+    pred = oracle_predictor(ref, tiny, cache)
+    r = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
+    assert r.info["mode"] == "full" and r.state.key == 10
+    assert r.info["slices"] == object_slices(ref) == list(range(6, 15))
+    np.testing.assert_array_equal(r.mask, ref)
+    assert pred.decoded[-1] != 10 and {9, 11} <= set(pred.decoded)  # decoded on both sides
+    assert pred.cache.encoded > 0  # embeddings came from the tiny encoder through the cache
+
+
+def test_propagation_stops_where_the_object_vanishes(tiny, blob, cache):
+    vol, ref = blob
+    lo, hi = box_from_mask(ref).int_bounds()
+    loose = Box(lo=(lo[0], lo[1], 1), hi=(hi[0], hi[1], 19))  # slices 1..19, object 6..14
+    pred = oracle_predictor(ref, tiny, cache)
+    r = pred.predict(vol, ObjectPrompts(box=loose))
+    np.testing.assert_array_equal(r.mask, ref)
+    assert 15 in pred.decoded and 5 in pred.decoded  # the first empty slice on each side ...
+    assert not set(pred.decoded) & {1, 2, 3, 4, 16, 17, 18, 19}  # ... and nothing beyond it
+    assert set(r.state.slices) == set(range(5, 16))
+
+
+def test_iou_stop_ends_propagation_at_a_low_predicted_iou(tiny, blob, cache):
+    vol, ref = blob
+    r = oracle_predictor(ref, tiny, cache, iou_stop=0.95).predict(vol, ObjectPrompts(box=box_from_mask(ref)))
+    assert r.info["slices"] == [10]  # the oracle rates 0.9: every neighbour is dropped
+
+
+def test_generator_first_yields_the_key_slice_and_matches_predict(tiny, blob, cache):
+    vol, ref = blob
+    prompts = ObjectPrompts(box=box_from_mask(ref))
+    pred = oracle_predictor(ref, tiny, cache)
+    state = pred.init_state(vol, prompts)
+    assert state.key is None and not state.slices  # nothing decoded yet
+    k, mask2d = pred.add_prompts(state)
+    assert k == 10 and mask2d.shape == (40, 48) and mask2d.any()
+    order = [z for z, _ in pred.propagate(state)]
+    assert order[0] == 10 and order[1:6] == [11, 12, 13, 14] + [9] and order[-1] == 6
+    assert not state.pending and list(pred.propagate(state)) == []  # nothing left to run
+    np.testing.assert_array_equal(pred.volume_mask(state), pred.predict(vol, prompts).mask)
+
+
+def test_break_cancels_propagation(tiny, blob, cache):
+    vol, ref = blob
+    pred = oracle_predictor(ref, tiny, cache)
+    state = pred.init_state(vol, ObjectPrompts(box=box_from_mask(ref)))
+    pred.add_prompts(state)
+    seen = []
+    for z, m in pred.propagate(state):
+        seen.append(z)
+        if len(seen) == 3:
+            break
+    assert seen == [10, 11, 12] and not state.pending
+    assert sorted(state.slices) == [10, 11, 12]
+    mask = pred.volume_mask(state)
+    assert sorted(set(np.nonzero(mask)[2])) == [10, 11, 12]
+
+
+def test_negative_click_edits_the_slice_and_repropagates_locally(tiny, blob, cache):
+    vol, ref = blob
+    pred = oracle_predictor(ref, tiny, cache)
+    prompts = ObjectPrompts(box=box_from_mask(ref))
+    first = pred.predict(vol, prompts)
+    click = Point((24.0, 20.0, 12.0), False)  # inside the object on slice 12
+    pred.decoded.clear()
+    r = pred.predict(vol, ObjectPrompts(box=prompts.box, points=[click]), previous=first)
+    assert r.info["mode"] == "refine" and r.info["click_slice_seconds"] is not None
+    assert not r.mask[24, 20, 12]  # the click is honoured
+    removed = first.mask & ~r.mask
+    assert removed.any() and set(np.nonzero(removed)[2]) == {12}  # local: only the clicked slice
+    assert pred.decoded == [13]  # re-propagated downstream (away from the key), stopped: unchanged
+    assert first.state.prompts.points == []  # the earlier result (an undo snapshot) is untouched
+    np.testing.assert_array_equal(first.mask, ref)
+
+
+def test_positive_click_beyond_the_box_extends_the_object(tiny, blob, cache):
+    vol, ref = blob
+    lo, hi = box_from_mask(ref).int_bounds()
+    short = Box(lo=(lo[0], lo[1], 8), hi=(hi[0], hi[1], 12))  # the box stops short of 6..14
+    pred = oracle_predictor(ref, tiny, cache)
+    first = pred.predict(vol, ObjectPrompts(box=short))
+    assert first.info["slices"] == [8, 9, 10, 11, 12]
+    r = pred.predict(vol, ObjectPrompts(box=short, points=[Point((24.0, 20.0, 14.0), True)]), previous=first)
+    assert r.mask[24, 20, 14] and 14 in r.info["slices"]  # seeded from the nearest segmented slice
+    assert not r.mask[:, :, 13].any()  # outside the box and not clicked: stays out of the mask
+
+
+def test_points_only_seeds_by_box_search_and_propagates(tiny, blob, cache):
+    vol, ref = blob
+    pred = oracle_predictor(ref, tiny, cache)
+    r = pred.predict(vol, ObjectPrompts(points=[Point((24.0, 20.0, 10.0), True)]))
+    assert r.state.key == 10 and r.state.seed_stats is not None
+    np.testing.assert_array_equal(r.mask, ref)
+    with pytest.raises(PromptError, match="positive"):
+        pred.predict(vol, ObjectPrompts(points=[Point((24.0, 20.0, 10.0), False)]))
+    with pytest.raises(PromptError):
+        pred.predict(vol, ObjectPrompts())
+
+
+def test_undo_redo_through_the_session(tiny, blob, cache):
+    vol, ref = blob
+    s = Session(vol, oracle_predictor(ref, tiny, cache))
+    o = s.add_object("blob")
+    s.set_box(o.id, box_from_mask(ref))
+    boxed = s.mask(o.id).copy()
+    s.add_point(o.id, (24, 20, 12), False)
+    clicked = s.mask(o.id).copy()
+    assert not clicked[24, 20, 12] and s.get(o.id).result.info["mode"] == "refine"
+    s.undo()
+    np.testing.assert_array_equal(s.mask(o.id), boxed)
+    s.redo()
+    np.testing.assert_array_equal(s.mask(o.id), clicked)
+    s.undo()
+    s.add_point(o.id, (24, 20, 8), False)  # a different click after the undo refines the box result
+    m = s.mask(o.id)
+    assert not m[24, 20, 8] and m[24, 20, 12]
+
+
+def test_real_tiny_decoder_end_to_end(tiny, blob, cache):
+    from sam_med.predictors.slicewise import SliceWisePredictor
+
+    vol, ref = blob
+    box = box_from_mask(ref)
+    pred = SliceWisePredictor(loaded=tiny, cache=cache)
+    r = pred.predict(vol, ObjectPrompts(box=box))
+    lo, hi = box.int_bounds()
+    outside = r.mask.copy()
+    outside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = False
+    assert r.mask.shape == vol.shape and not outside.any()
+    assert r.state.key == 10 and set(r.info["slices"]) <= set(range(6, 15))
+    assert r.info["encode_seconds"] >= 0 and r.info["decode_seconds"] > 0
