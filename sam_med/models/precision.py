@@ -23,7 +23,7 @@ import torch
 from ..errors import SamMedError
 
 __all__ = ["PRECISIONS", "cpu_has_native_bf16", "default_precision", "resolve_precision",
-           "precision_name"]
+           "precision_name", "predictor_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _ALIASES = {"float32": "fp32", "none": "fp32", "null": "fp32", "": "fp32", "bfloat16": "bf16",
@@ -95,3 +95,17 @@ def resolve_precision(precision, device: str | torch.device = "cpu") -> tuple[st
     if name == "fp16" and dev.type == "cpu":
         raise SamMedError("precision fp16 is for CUDA devices; on a CPU use fp32 or bf16")
     return name, _DTYPES[name]
+
+
+def predictor_precision(predictor) -> str | None:
+    """The encoder precision a predictor runs at (for provenance): its loaded model's
+    ``precision``, else its ``autocast_dtype`` (the volumetric predictor); None if unknown."""
+    loaded = getattr(predictor, "loaded", None)
+    if getattr(loaded, "precision", None):
+        return str(loaded.precision)
+    if hasattr(predictor, "autocast_dtype"):
+        try:
+            return precision_name(predictor.autocast_dtype)
+        except SamMedError:
+            return None
+    return None
