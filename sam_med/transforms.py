@@ -255,11 +255,6 @@ class SlicePreprocessor(Transform):
         return SlicePreprocessor(image_size, self.normalize, self.resize.round_uint8,
                                  self.resize.keep_aspect, self.box_rule)
 
-    def batch(self, slices: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[SliceMeta]]:
-        """Many slices -> ``(B, 3, S, S)`` tensor and their metas."""
-        outs = [self(s) for s in slices]
-        return torch.stack([o[0] for o in outs]), [o[1] for o in outs]
-
     def box_to_model(self, box, original_size) -> np.ndarray:
         return box_to_model(box, original_size, self.image_size, self.box_rule,
                             keep_aspect=self.resize.keep_aspect)
