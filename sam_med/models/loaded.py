@@ -8,7 +8,8 @@
 Both carry ``name``, ``model`` (eval mode, no grad), ``config`` (resolved dict),
 ``sha256`` of the weights, ``image_size``, ``precision`` (``fp32``/``bf16``/``fp16``, see
 :mod:`.precision`), ``autocast_dtype`` (None = fp32), ``device`` and ``checkpoint_path``;
-:meth:`encode` / :meth:`decode` run under that precision and return float32.
+:meth:`encode` runs under that precision; everything returns float32 (the 2D decoder
+always runs in fp32: it is cheap and its logits decide the mask).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class LoadedModel(_Loaded):
         0 bg, -1 pad; default all 1) — coordinates in **model-input pixels** (see
         :meth:`box_to_model`); mask_input ``(B, 1, 256, 256)`` low-res logits of a
         previous prediction. Returns ``(low_res_logits (B, K, 256, 256), iou (B, K))``
-        float32, K = 3 if ``multimask`` else 1.
+        float32, K = 3 if ``multimask`` else 1. Runs in fp32 whatever :attr:`precision` is.
         """
         dev = self.device
 
@@ -161,10 +162,10 @@ class LoadedModel(_Loaded):
                 points = points[None]
             if point_labels is not None and point_labels.ndim == 1:
                 point_labels = point_labels[None]
-        with self._autocast():
-            logits, iou = self.model.decode(embeddings.to(dev), boxes=boxes, points=points,
-                                            point_labels=point_labels, mask_input=mask_input,
-                                            multimask=multimask)
+        # fp32 always: the decoder is ~1 % of the encoder's cost, and its logits decide the mask
+        logits, iou = self.model.decode(embeddings.to(dev, torch.float32), boxes=boxes, points=points,
+                                        point_labels=point_labels, mask_input=mask_input,
+                                        multimask=multimask)
         return logits.float(), iou.float()
 
     def postprocess(self, low_res_logits: torch.Tensor, meta) -> torch.Tensor:
