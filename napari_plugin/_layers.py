@@ -158,16 +158,18 @@ def rectangle_to_box(vertices: np.ndarray, z_range: tuple[int, int], volume: Vol
 
     The in-plane extent comes from the rectangle's vertices on the two axes other
     than ``axis`` (default the slice axis); the extent along ``axis`` is
-    ``z_range`` (inclusive, any order). Returns ``[i0, j0, k0, i1, j1, k1]`` clipped
-    to the volume."""
+    ``z_range`` (inclusive, any order). Returns ``[i0, j0, k0, i1, j1, k1]``.
+    Validated as the CLI validates ``--box`` (:func:`sam_med.prompts.make_box`):
+    a box reaching more than half a voxel outside the volume raises
+    :class:`~sam_med.errors.PromptError` instead of being clipped."""
+    from sam_med.prompts import make_box
+
     axis = volume.slice_axis if axis is None else int(axis)
     v = np.atleast_2d(np.asarray(vertices, dtype=np.float64))[:, -3:]
     lo, hi = v.min(axis=0), v.max(axis=0)
     z0, z1 = sorted(int(z) for z in z_range)
     lo[axis], hi[axis] = z0, z1
-    top = np.asarray(volume.shape, dtype=np.float64) - 1
-    lo, hi = np.clip(lo, 0, top), np.clip(hi, 0, top)
-    return [float(c) for c in (*lo, *hi)]
+    return make_box([*lo, *hi], volume.shape).to_json()
 
 
 def box_to_rectangle(box: Sequence[float], k: int, axis: int = 2) -> np.ndarray:

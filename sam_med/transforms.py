@@ -1,6 +1,6 @@
 """Image preprocessing for the SAM-family models, as MONAI transforms.
 
-Two stages, both declared in the model config (``configs/models/*.yaml``):
+Two stages, both declared in the model config (``sam_med/configs/models/*.yaml``):
 
 1. **Intensity** (per modality, on the whole volume or a slice) -> float32 in [0, 255]:
    CT in Hounsfield units -> window (default W400/L40, soft tissue) with
@@ -25,19 +25,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, ScaleIntensityRange, Transform
+from monai.transforms import ScaleIntensityRange, Transform
 
 __all__ = [
     "DEFAULT_CT_WINDOW", "SliceMeta", "SlicePreprocessor", "ResizeLongestSideArea",
     "MinMaxNormalize", "PadBottomRight", "RepeatChannels", "PercentileNormalize",
-    "LowResToSource", "SlicePreprocessord", "area_resize_matrix", "resize_area",
-    "intensity_to_uint8_range", "box_to_model", "points_to_model", "longest_side_size",
+    "LowResToSource", "CheckUint8Range", "area_resize_matrix", "resize_area", "ct_window_transform",
+    "default_intensity_transforms", "intensity_to_uint8_range", "box_to_model", "points_to_model",
+    "longest_side_size",
 ]
 
 #: (level, width) in HU: soft-tissue window, used by MedSAM/LiteMedSAM for CT.
@@ -255,11 +255,6 @@ class SlicePreprocessor(Transform):
         return SlicePreprocessor(image_size, self.normalize, self.resize.round_uint8,
                                  self.resize.keep_aspect, self.box_rule)
 
-    def batch(self, slices: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[SliceMeta]]:
-        """Many slices -> ``(B, 3, S, S)`` tensor and their metas."""
-        outs = [self(s) for s in slices]
-        return torch.stack([o[0] for o in outs]), [o[1] for o in outs]
-
     def box_to_model(self, box, original_size) -> np.ndarray:
         return box_to_model(box, original_size, self.image_size, self.box_rule,
                             keep_aspect=self.resize.keep_aspect)
@@ -267,21 +262,6 @@ class SlicePreprocessor(Transform):
     def points_to_model(self, points, original_size) -> np.ndarray:
         return points_to_model(points, original_size, self.image_size,
                                keep_aspect=self.resize.keep_aspect)
-
-
-class SlicePreprocessord(MapTransform):
-    """Dictionary version of :class:`SlicePreprocessor`: writes ``<key>`` and ``<key>_meta``."""
-
-    def __init__(self, keys: KeysCollection, image_size: int = 256, normalize: str = "minmax",
-                 allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.pre = SlicePreprocessor(image_size, normalize)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key], d[f"{key}_meta"] = self.pre(d[key])
-        return d
 
 
 class LowResToSource(Transform):
@@ -362,9 +342,34 @@ class PercentileNormalize(Transform):
 
 
 def ct_window_transform(level: float = DEFAULT_CT_WINDOW[0], width: float = DEFAULT_CT_WINDOW[1]):
-    """MONAI ``ScaleIntensityRange`` mapping the HU window to 0..255 (clipped)."""
+    """MONAI ``ScaleIntensityRange`` mapping the HU window ``(level, width)`` to 0..255 (clipped).
+    The one definition of the CT window (model configs name it as their ``intensity.hu``)."""
+    if float(width) <= 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    level, width = float(level), float(width)
     return ScaleIntensityRange(a_min=level - width / 2, a_max=level + width / 2, b_min=0.0,
                                b_max=255.0, clip=True, dtype=np.float32)
+
+
+class CheckUint8Range(Transform):
+    """Already windowed input (0..255, e.g. research npz): returned as float32, unchanged;
+    values outside 0..255 raise ``ValueError`` (use intensity ``hu`` or ``raw``)."""
+
+    def __call__(self, img):
+        out = np.asarray(img, dtype=np.float32)
+        if out.size and (out.min() < 0 or out.max() > 255):
+            raise ValueError(f"intensity='windowed' expects values in 0..255, got "
+                             f"[{out.min():g}, {out.max():g}]; use intensity='hu' or 'raw'")
+        return out
+
+
+def default_intensity_transforms(window: tuple[float, float] = DEFAULT_CT_WINDOW,
+                                 percentiles: tuple[float, float] = (0.5, 99.5)) -> dict:
+    """The per-input-kind intensity transforms of the built-in model configs (their
+    ``intensity:`` block): ``hu`` (CT window), ``raw_mr`` (MedSAM percentiles), ``windowed``."""
+    return {"hu": ct_window_transform(*window),
+            "raw_mr": PercentileNormalize(float(percentiles[0]), float(percentiles[1])),
+            "windowed": CheckUint8Range()}
 
 
 def intensity_to_uint8_range(volume_array_or_slice, intensity: str, modality: str | None = None,
@@ -376,23 +381,15 @@ def intensity_to_uint8_range(volume_array_or_slice, intensity: str, modality: st
     ``"hu"`` (CT Hounsfield units: window ``(level, width)``, default W400/L40) or
     ``"raw"`` (scanner values: CT -> window, anything else (MR, ...) -> percentile
     normalisation over the *whole array given*, so pass the whole volume). Prefer
-    :meth:`LoadedModel.intensity_to_uint8_range`, which takes the defaults from the
-    model config.
+    :meth:`LoadedModel.intensity_to_uint8_range`, which runs the model config's transforms.
     """
     arr = np.asarray(volume_array_or_slice)
-    intensity = str(intensity).lower()
-    mod = (modality or "").upper()
-    if intensity == "windowed":
-        out = arr.astype(np.float32)
-        if out.size and (out.min() < 0 or out.max() > 255):
-            raise ValueError(f"intensity='windowed' expects values in 0..255, got "
-                             f"[{out.min():g}, {out.max():g}]; use intensity='hu' or 'raw'")
-        return out
-    if intensity == "hu" or (intensity == "raw" and mod == "CT"):
-        level, width = window if window is not None else DEFAULT_CT_WINDOW
-        if width <= 0:
-            raise ValueError(f"window width must be positive, got {width}")
-        return np.asarray(ct_window_transform(level, width)(arr.astype(np.float32)), dtype=np.float32)
-    if intensity == "raw":
-        return PercentileNormalize(percentiles[0], percentiles[1])(arr)
-    raise ValueError(f"unknown intensity {intensity!r}: expected 'windowed', 'hu' or 'raw'")
+    kind = str(intensity).lower()
+    table = default_intensity_transforms(window if window is not None else DEFAULT_CT_WINDOW, percentiles)
+    if kind == "hu" or (kind == "raw" and (modality or "").upper() == "CT"):
+        t = table["hu"]
+    elif kind in ("raw", "windowed"):
+        t = table["raw_mr" if kind == "raw" else "windowed"]
+    else:
+        raise ValueError(f"unknown intensity {intensity!r}: expected 'windowed', 'hu' or 'raw'")
+    return np.asarray(t(arr.astype(np.float32)), dtype=np.float32)

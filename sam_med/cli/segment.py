@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--model", default="lite_medsam", help="registered model name (default lite_medsam)")
     p.add_argument("--checkpoint", help="checkpoint file for the model (overrides the config's source)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="encoder precision (default auto: bf16 where the CPU/GPU runs it natively)")
     p.add_argument("--modality", choices=("CT", "MR", "auto"), default="auto",
                    help="intensity pipeline: auto = DICOM tag, else intensity range")
     p.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"), help="CT window")
@@ -140,6 +143,7 @@ def check_output(out: str, volume) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import io
+    from ..models.precision import predictor_precision
     from ..predictors.factory import build_predictor
     from ..session import Session
 
@@ -167,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         options["axis"] = args.axis
     if args.cache_dir:
         options["cache_dir"] = args.cache_dir
+    if args.precision:  # read by sam_med.models.load_model (sam_med.models.precision)
+        os.environ["SAM_MED_PRECISION"] = args.precision
     predictor = build_predictor(args.model, args.device, checkpoint=args.checkpoint, **options)
     session = Session(volume, predictor, overlap=args.overlap)
     progress = _progress_bar(args.no_progress)
@@ -183,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     sidecar.write_sidecar(
         written, volume=volume, prompts_json=session.to_json(), model_name=predictor.model_name,
         checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None),
+        precision=predictor_precision(predictor),
     )
     if args.session_out:
         session.save(args.session_out)

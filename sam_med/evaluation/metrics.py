@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import masks
+
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 
 
@@ -61,17 +63,10 @@ def crop_to_union(pred: np.ndarray, ref: np.ndarray, margin: int = 2):
 
 
 def dice(pred, ref) -> float:
-    """Dice coefficient 2|P∩R| / (|P| + |R|) (via ``monai.metrics.compute_dice``)."""
+    """Dice coefficient 2|P∩R| / (|P| + |R|) (:func:`sam_med.masks.dice`: 1.0 when both are
+    empty, 0.0 when one is)."""
     pred, ref = _check(pred, ref)
-    np_, nr = int(pred.sum()), int(ref.sum())
-    if np_ == 0 and nr == 0:
-        return 1.0
-    if np_ == 0 or nr == 0:
-        return 0.0
-    from monai.metrics import compute_dice
-
-    p, r = _as_tensors(*crop_to_union(pred, ref, margin=0))
-    return float(compute_dice(p, r, include_background=True, ignore_empty=False)[0, 0])
+    return masks.dice(pred, ref)
 
 
 def nsd(pred, ref, spacing: Sequence[float], tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM) -> float:

@@ -49,13 +49,13 @@ from typing import Callable, Iterator
 import numpy as np
 from scipy import ndimage
 
+from ..masks import largest_component  # noqa: F401  (also this module's public name)
 from ..prompts import Box
 from ..session import Session
 
 PROTOCOLS = ("box", "point", "box+clicks", "points")
 CLICK_PROTOCOLS = ("box+clicks", "points")
 
-_STRUCT26 = np.ones((3, 3, 3), dtype=bool)
 
 
 def object_rng(seed: int, case_id: str, label: int) -> np.random.Generator:
@@ -92,15 +92,6 @@ def jittered_box(mask: np.ndarray, spacing, jitter_mm: float, rng: np.random.Gen
     lo = np.where(bad, mid, lo)
     hi = np.where(bad, mid, hi)
     return Box(tuple(float(c) for c in lo), tuple(float(c) for c in hi))
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean mask (ties: lowest label)."""
-    lab, n = ndimage.label(mask, structure=_STRUCT26)
-    if n <= 1:
-        return lab > 0
-    sizes = np.bincount(lab.ravel())[1:]
-    return lab == (int(np.argmax(sizes)) + 1)
 
 
 def deepest_point(mask: np.ndarray, spacing=None) -> tuple[int, int, int] | None:

@@ -13,7 +13,7 @@ Content (``"format": "sam-med-provenance/1"``)::
       "output": {"path": ..., "name": ..., "sha256": ... | null, "bytes": ...},
       "input": {"path": ..., "shape": [...], "affine": [...], "spacing": [...],
                 "orientation": "LPS", "modality": ..., "dicom": {...UIDs} | null},
-      "model": {"name": ..., "checkpoint_sha256": ...},
+      "model": {"name": ..., "checkpoint_sha256": ..., "precision": "fp32" | "bf16" (when known)},
       "prompts": <prompts_json as given, e.g. Session.to_json()>,
       "versions": sam_med.session.versions(),
       "command": sys.argv,
@@ -101,12 +101,14 @@ def _input_record(volume: Volume) -> dict:
 
 
 def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | None,
-                  checkpoint_sha256: str | None, extra: dict | None = None) -> str:
+                  checkpoint_sha256: str | None, extra: dict | None = None,
+                  precision: str | None = None) -> str:
     """Write the provenance sidecar of ``out_path`` (see the module docstring); returns its path.
 
     ``out_path`` is the result already written (its sha256 is recorded when it is a
     file); ``prompts_json`` is any JSON-able prompt record (``Session.to_json()``,
-    a prompt file's content); numpy values are converted. Written atomically; never
+    a prompt file's content); ``precision`` the encoder's (``fp32``/``bf16``/``fp16``,
+    :mod:`sam_med.models.precision`); numpy values are converted. Written atomically; never
     onto an input file.
     """
     from ..session import atomic_write_bytes, versions
@@ -129,7 +131,8 @@ def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | N
             "bytes": os.path.getsize(out_abs) if os.path.isfile(out_abs) else None,
         },
         "input": _input_record(volume),
-        "model": {"name": model_name, "checkpoint_sha256": checkpoint_sha256},
+        "model": {"name": model_name, "checkpoint_sha256": checkpoint_sha256,
+                  **({"precision": precision} if precision is not None else {})},
         "prompts": prompts_json,
         "versions": versions(),
         "command": list(sys.argv),

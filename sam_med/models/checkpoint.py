@@ -64,14 +64,21 @@ def find_package_resource(spec: str) -> Path | None:
 
 def resolve_checkpoint(ckpt_cfg: Mapping[str, Any], override: str | os.PathLike | None = None,
                        model_name: str = "") -> Path:
-    """Find the checkpoint file for a config's ``checkpoint`` section.
+    """Find the checkpoint file for a config's ``checkpoint`` section (2D and 3D models alike).
 
-    Order: ``override`` (the ``--checkpoint`` option / ``checkpoint=`` argument), an
-    explicit ``path`` in the config, ``file_name`` in each of :func:`checkpoint_dirs`,
-    then the ``package_resource``. Raises :class:`CheckpointError` saying where to put it.
+    Order: ``override`` (the ``--checkpoint`` option / ``checkpoint=`` argument: a file, or a
+    folder holding ``file_name``), an explicit ``path`` in the config, ``file_name`` in each
+    of :func:`checkpoint_dirs` (``env``: the variable naming them, default
+    ``SAM_MED_CHECKPOINTS``), then the ``package_resource``. Never downloads. Raises
+    :class:`CheckpointError` saying which file, where to put it, where it is published
+    (``source``) and which sha256 is expected.
     """
+    name = ckpt_cfg.get("file_name")
+    env = str(ckpt_cfg.get("env") or "SAM_MED_CHECKPOINTS")
     if override is not None:
         p = Path(override).expanduser()
+        if p.is_dir() and name:
+            p = p / name
         if not p.is_file():
             raise _not_found(p)
         return p
@@ -81,9 +88,8 @@ def resolve_checkpoint(ckpt_cfg: Mapping[str, Any], override: str | os.PathLike 
         if p.is_file():
             return p
         tried.append(str(p))
-    name = ckpt_cfg.get("file_name")
     if name:
-        for d in checkpoint_dirs():
+        for d in checkpoint_dirs(env):
             p = d / name
             if p.is_file():
                 return p
@@ -93,13 +99,18 @@ def resolve_checkpoint(ckpt_cfg: Mapping[str, Any], override: str | os.PathLike 
         if p is not None:
             return p
         tried.append(f"package resource {ckpt_cfg['package_resource']}")
-    hint = ckpt_cfg.get("install_hint")
-    where = (f"Put {name!r} in the directory named by $SAM_MED_CHECKPOINTS "
+    where = (f"Put {name!r} in the directory named by ${env} "
              f"(or ~/.cache/sam-med/checkpoints), or pass its path with --checkpoint / checkpoint=."
              if name else "Pass its path with --checkpoint / checkpoint=.")
-    msg = f"checkpoint for model {model_name!r} not found (looked in: {', '.join(tried) or 'nowhere'}). {where}"
-    if hint:
-        msg += f" {hint}"
+    unset = "" if os.environ.get(env) else f" (${env} is not set and no --checkpoint given)"
+    msg = (f"checkpoint {name!r} for model {model_name!r} not found (looked in: "
+           f"{', '.join(tried) or 'nowhere'}){unset}. {where}")
+    if ckpt_cfg.get("install_hint"):
+        msg += f" {ckpt_cfg['install_hint']}"
+    if ckpt_cfg.get("source"):
+        msg += f" It is published at {ckpt_cfg['source']} (sam-med never downloads weights)."
+    sha = ckpt_cfg.get("sha256")
+    msg += f" Expected sha256: {sha}." if sha else " Expected sha256: not recorded (unknown)."
     raise CheckpointError(msg)
 
 

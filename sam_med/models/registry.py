@@ -1,51 +1,57 @@
-"""Model registry: architecture builders, model configs, and :func:`load_model`.
+"""Model registry: architecture builders and :func:`load_model`, the one loader for 2D and 3D.
 
 * **Architectures** map a name to a builder function returning an ``nn.Module``::
 
       @register_architecture("my_arch")
       def build_my_arch(**architecture_args) -> nn.Module: ...
 
-  A config may also name a builder directly as ``"package.module:function"``.
-* **Model configs** are ``<name>.yaml`` files in MONAI bundle style (``_target_``
-  entries, ``@`` references, parsed by ``monai.bundle.ConfigParser``), searched in
-  ``$SAM_MED_CONFIGS`` (``os.pathsep``-separated), the repository's
-  ``configs/models/``, then ``~/.config/sam-med/models/``; the first hit wins.
-  :func:`register_model_config` adds one more (e.g. a fine-tuned checkpoint).
+  A config may also name a builder directly as ``"package.module:function"``. A builder
+  may be registered with ``safe_globals``: harmless classes its checkpoints need unpickled
+  (SAM-Med3D's training container holds an ``argparse.Namespace``).
+* **Model configs** (found and parsed by :mod:`.configs`) name the architecture, its
+  arguments, the checkpoint and the preprocessing; ``dims`` (2 or 3) says which kind of
+  :mod:`loaded model <.loaded>` :func:`load_model` returns.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import CheckpointError, SamMedError
+from .configs import (PACKAGE_CONFIGS, config_dirs, find_model_config, list_models,
+                      read_model_config, register_model_config)
+from .loaded import LoadedModel, LoadedModel3D
+from .precision import default_precision, precision_name, resolve_precision
 
 __all__ = ["register_architecture", "get_architecture", "list_architectures", "config_dirs",
            "register_model_config", "list_models", "find_model_config", "read_model_config",
-           "load_model", "LoadedModel", "clear_model_cache"]
+           "load_model", "LoadedModel", "LoadedModel3D", "clear_model_cache"]
 
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+_SAFE_GLOBALS: dict[str, Callable[[], list]] = {}
 #: modules that register built-in architectures when imported (missing ones are skipped)
 _ARCH_MODULES = ("sam_med.models.build", "sam_med.models.sam3d")
-_USER_CONFIGS: dict[str, Path] = {}
-_CACHE: dict[tuple, "LoadedModel"] = {}
+_CACHE: dict[tuple, LoadedModel | LoadedModel3D] = {}
 _LOCK = threading.Lock()
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"
+#: the built-in model configs (kept under its old name; see :mod:`.configs`)
+REPO_CONFIGS = PACKAGE_CONFIGS
 
 
-def register_architecture(name: str, builder: Callable[..., nn.Module] | None = None):
-    """Register ``builder`` under ``name`` (usable as a decorator)."""
+def register_architecture(name: str, builder: Callable[..., nn.Module] | None = None, *,
+                          safe_globals: Callable[[], list] | None = None):
+    """Register ``builder`` under ``name`` (usable as a decorator); ``safe_globals()`` lists
+    classes ``torch.load(weights_only=True)`` may unpickle from its checkpoints."""
     def deco(fn):
         _ARCHITECTURES[name] = fn
+        if safe_globals is not None:
+            _SAFE_GLOBALS[name] = safe_globals
         return fn
     return deco(builder) if builder is not None else deco
 
@@ -78,248 +84,62 @@ def get_architecture(name: str) -> Callable[..., nn.Module]:
     raise SamMedError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}")
 
 
-# --------------------------------------------------------------------------- configs
-def config_dirs() -> list[Path]:
-    dirs = [Path(p).expanduser() for p in os.environ.get("SAM_MED_CONFIGS", "").split(os.pathsep) if p]
-    dirs.append(REPO_CONFIGS)
-    dirs.append(Path.home() / ".config" / "sam-med" / "models")
-    return dirs
-
-
-def register_model_config(path: str | os.PathLike, name: str | None = None) -> str:
-    """Make the config file at ``path`` loadable as ``name`` (default: its ``name`` field or
-    file stem). Returns the name."""
-    p = Path(path).expanduser().resolve()
-    if not p.is_file():
-        raise SamMedError(f"model config not found: {p}")
-    if name is None:
-        import yaml
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SamMedError(f"model config {p} is not valid YAML: {e}") from e
-        name = str(data.get("name") or p.stem)
-    _USER_CONFIGS[name] = p
-    return name
-
-
-def list_models() -> list[str]:
-    """Names of all loadable model configs."""
-    names = set(_USER_CONFIGS)
-    for d in config_dirs():
-        if d.is_dir():
-            names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
-
-
-def find_model_config(name: str) -> Path:
-    if name in _USER_CONFIGS:
-        return _USER_CONFIGS[name]
-    p = Path(name).expanduser()
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p.resolve()
-    for d in config_dirs():
-        for ext in (".yaml", ".yml"):
-            if (d / f"{name}{ext}").is_file():
-                return d / f"{name}{ext}"
-    raise SamMedError(f"unknown model {name!r}; available: {list_models()} "
-                      f"(config search path: {[str(d) for d in config_dirs()]})")
-
-
-def read_model_config(name: str) -> dict[str, Any]:
-    """Parse and resolve a model config with ``monai.bundle.ConfigParser``.
-
-    ``_target_`` entries become objects (the preprocessing transforms); ``@`` and ``$``
-    references are evaluated. Returns a plain dict (plus ``config_path``)."""
-    from monai.bundle import ConfigParser
-
-    path = find_model_config(name)
-    parser = ConfigParser()
-    try:
-        parser.read_config(str(path))
-        resolved = parser.get_parsed_content(instantiate=True)
-    except Exception as e:
-        raise SamMedError(f"model config {path} cannot be parsed: {type(e).__name__}: {e}") from e
-    for key in ("architecture", "image_size", "checkpoint"):
-        if key not in resolved:
-            raise SamMedError(f"model config {path} lacks the required field {key!r}")
-    resolved = dict(resolved)
-    resolved.setdefault("name", path.stem)
-    resolved["config_path"] = str(path)
-    return resolved
-
-
-# --------------------------------------------------------------------------- loaded model
-def _dtype(value) -> torch.dtype | None:
-    if value in (None, "", "none", "None", "float32", "fp32"):
-        return None
-    if isinstance(value, torch.dtype):
-        return value
-    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-             "fp16": torch.float16}
-    if str(value) not in table:
-        raise SamMedError(f"unsupported autocast_dtype {value!r} (use null or bfloat16)")
-    return table[str(value)]
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference plus everything needed to feed it.
-
-    Attributes: ``name``; ``model`` (:class:`~sam_med.models.sam.Sam` in eval mode with
-    ``.image_encoder``, ``.prompt_encoder``, ``.mask_decoder``); ``config`` (resolved
-    dict); ``sha256`` of the weights; ``image_size`` S (256 LiteMedSAM, 1024 SAM);
-    ``preprocess`` (:class:`~sam_med.transforms.SlicePreprocessor`); ``postprocessor``
-    (:class:`~sam_med.transforms.LowResToSource`); ``autocast_dtype`` (None = fp32, or
-    ``torch.bfloat16``: used by :meth:`encode`/:meth:`decode`); ``device``;
-    ``checkpoint_path``.
-    """
-
-    name: str
-    model: nn.Module
-    config: dict[str, Any]
-    sha256: str
-    image_size: int
-    preprocess: Any
-    postprocessor: Any
-    autocast_dtype: torch.dtype | None = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    checkpoint_path: str = ""
-
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
-    # -- intensity + geometry helpers
-    def intensity_to_uint8_range(self, array, intensity: str, modality: str | None = None,
-                                 window: tuple[float, float] | None = None) -> np.ndarray:
-        """Config-driven version of :func:`sam_med.transforms.intensity_to_uint8_range`
-        (default CT window and MR percentiles from this model's config)."""
-        from ..transforms import intensity_to_uint8_range
-        cw = self.config.get("ct_window") or {}
-        if window is None and cw:
-            window = (float(cw["level"]), float(cw["width"]))
-        pct = tuple(self.config.get("mr_percentiles", (0.5, 99.5)))
-        return intensity_to_uint8_range(array, intensity, modality, window=window, percentiles=pct)
-
-    @property
-    def supports_reduced_input(self) -> bool:
-        """True when the encoder runs on ``r x r`` inputs smaller than ``S x S`` (TinyViT:
-        convolutional + windowed attention; ViT has absolute position embeddings)."""
-        return bool(getattr(self.model.image_encoder, "supports_reduced_input", False))
-
-    def preprocess_at(self, size: int):
-        """The model's slice preprocessing with output size ``size`` (<= S): a reduced
-        input for :meth:`encode` (see :meth:`supports_reduced_input`)."""
-        if int(size) == self.image_size:
-            return self.preprocess
-        if not self.supports_reduced_input:
-            raise ValueError(f"{self.name}: the encoder needs {self.image_size}x{self.image_size} inputs")
-        return self.preprocess.at_size(int(size))
-
-    def preprocess_slice(self, slice2d: np.ndarray):
-        """``(H, W)`` slice in 0..255 -> ``(tensor (3, S, S), SliceMeta)``."""
-        return self.preprocess(slice2d)
-
-    def box_to_model(self, box, original_size) -> np.ndarray:
-        """XYXY source pixels ``(4,)``/``(B, 4)`` -> model-input pixels (config's box rule;
-        LiteMedSAM: ``int(c * 256 / max(H, W))``)."""
-        return self.preprocess.box_to_model(box, original_size)
-
-    def points_to_model(self, points, original_size) -> np.ndarray:
-        """xy source pixels ``(..., 2)`` -> model-input pixels (``x*new_w/W``, ``y*new_h/H``)."""
-        return self.preprocess.points_to_model(points, original_size)
-
-    # -- batched tensor API
-    @torch.inference_mode()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """``images (B, 3, S, S)`` float32 (from :attr:`preprocess`) -> embeddings
-        ``(B, 256, 64, 64)`` float32 on :attr:`device` (no grad; autocast if set)."""
-        if images.ndim == 3:
-            images = images[None]
-        s = self.image_size
-        ok = images.ndim == 4 and tuple(images.shape[1:]) == (3, s, s)
-        if not ok and images.ndim == 4 and images.shape[1] == 3 and self.supports_reduced_input:
-            r = int(images.shape[-1])
-            ok = images.shape[-2] == r and r <= s and r % 16 == 0
-        if not ok:
-            raise ValueError(f"encode expects (B, 3, {s}, {s}), got {tuple(images.shape)}")
-        with self._autocast():
-            out = self.model.image_encoder(images.to(self.device, torch.float32))
-        return out.float()
-
-    @torch.inference_mode()
-    def decode(self, embeddings: torch.Tensor, boxes=None, points=None, point_labels=None,
-               mask_input=None, multimask: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + mask decoder on precomputed embeddings.
-
-        embeddings ``(B, 256, 64, 64)`` (B=1 is broadcast over the prompt batch);
-        boxes ``(B, 4)`` XYXY, points ``(B, N, 2)`` xy, point_labels ``(B, N)`` (1 fg,
-        0 bg, -1 pad; default all 1) — coordinates in **model-input pixels** (see
-        :meth:`box_to_model`); mask_input ``(B, 1, 256, 256)`` low-res logits of a
-        previous prediction. Returns ``(low_res_logits (B, K, 256, 256), iou (B, K))``
-        float32, K = 3 if ``multimask`` else 1.
-        """
-        dev = self.device
-
-        def t(x, dtype=torch.float32):
-            return None if x is None else torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x,
-                                                          dtype=dtype, device=dev)
-        boxes, points, mask_input = t(boxes), t(points), t(mask_input)
-        point_labels = t(point_labels, torch.int64)
-        if boxes is None and points is None and mask_input is None:
-            raise SamMedError("decode needs at least one prompt (box, points or mask_input)")
-        if boxes is not None and boxes.shape[-1] != 4:
-            raise ValueError(f"boxes must be (B, 4) XYXY, got {tuple(boxes.shape)}")
-        if points is not None:
-            if points.ndim == 2:
-                points = points[None]
-            if point_labels is not None and point_labels.ndim == 1:
-                point_labels = point_labels[None]
-        with self._autocast():
-            logits, iou = self.model.decode(embeddings.to(dev), boxes=boxes, points=points,
-                                            point_labels=point_labels, mask_input=mask_input,
-                                            multimask=multimask)
-        return logits.float(), iou.float()
-
-    def postprocess(self, low_res_logits: torch.Tensor, meta) -> torch.Tensor:
-        """Low-res logits ``(..., 256, 256)`` -> logits on the source slice ``(..., H, W)``
-        (crop the unpadded region, bilinear ``align_corners=False``). Threshold at 0."""
-        return self.postprocessor(low_res_logits, meta)
-
-
 def clear_model_cache() -> None:
     with _LOCK:
         _CACHE.clear()
 
 
-def load_model(name: str = "lite_medsam", *, checkpoint: str | os.PathLike | None = None,
-               device: str | torch.device = "cpu", autocast_dtype: Any = "config") -> LoadedModel:
-    """Build a registered model, load its weights strictly and safely, cache it per process.
+def _requested_precision(cfg: dict[str, Any], precision, autocast_dtype) -> str:
+    """Explicit ``precision`` > explicit ``autocast_dtype`` > ``$SAM_MED_PRECISION`` > the
+    config's ``precision`` (or legacy ``autocast_dtype``) > ``auto``."""
+    if precision is not None:
+        return precision_name(precision)
+    if autocast_dtype != "config":
+        return precision_name(autocast_dtype)
+    env = os.environ.get("SAM_MED_PRECISION", "").strip()
+    if env:
+        return precision_name(env)
+    if "precision" in cfg:
+        return precision_name(cfg["precision"])
+    if "autocast_dtype" in cfg:
+        return precision_name(cfg["autocast_dtype"])
+    return precision_name(default_precision())
 
-    ``name``: a model config name (see :func:`list_models`) or a path to a config file.
-    ``checkpoint``: a file to use instead of the configured location (``--checkpoint``);
-    it is still checked against the config's sha256 (a fine-tuned checkpoint needs its
-    own config with its own ``sha256``, or ``sha256: null``; see
-    :func:`register_model_config`). ``autocast_dtype``: ``"config"`` (default: the
-    config's ``autocast_dtype``), None or ``torch.bfloat16``.
+
+def load_model(name: str | os.PathLike | dict = "lite_medsam", *,
+               checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               precision: str | None = None, autocast_dtype: Any = "config",
+               cache: bool = True) -> LoadedModel | LoadedModel3D:
+    """Build a model from its config, load its weights strictly and safely, cache it per process.
+
+    ``name``: a model config name (see :func:`list_models`), a path to a config file, or a
+    config dict. ``checkpoint``: a file (or a folder holding the config's ``file_name``) to
+    use instead of the configured location (``--checkpoint``); it is still checked against
+    the config's sha256 (a fine-tuned checkpoint needs its own config with its own
+    ``sha256``, or ``sha256: null``; see :func:`register_model_config`).
+    ``precision``: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (see :mod:`.precision`; default:
+    ``$SAM_MED_PRECISION``, else the config's ``precision``, else ``auto``);
+    ``autocast_dtype`` (None / ``torch.bfloat16``) is the older spelling of the same.
+    ``cache=False`` builds a fresh model (not shared with other callers).
+    Returns a :class:`LoadedModel` (``dims: 2``) or :class:`LoadedModel3D` (``dims: 3``).
     Raises :class:`~sam_med.errors.CheckpointError` for a missing, wrong or unsafe file.
     """
     from .checkpoint import load_into, read_state_dict, resolve_checkpoint
 
-    dev = torch.device(device)
-    key = (name, str(Path(checkpoint).expanduser().resolve()) if checkpoint else None, str(dev),
-           str(autocast_dtype))
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
     cfg = read_model_config(name)
+    dev = torch.device(device)
+    prec, dtype = resolve_precision(_requested_precision(cfg, precision, autocast_dtype), dev)
+    ck_key = str(Path(checkpoint).expanduser().resolve()) if checkpoint else None
+    key = (cfg["config_path"] or repr(sorted(map(str, cfg.items()))), ck_key, str(dev), prec)
+    with _LOCK:
+        if cache and key in _CACHE:
+            return _CACHE[key]
     ckpt_cfg = dict(cfg["checkpoint"])
+    arch = str(cfg["architecture"])
+    builder = get_architecture(arch)
     path = resolve_checkpoint(ckpt_cfg, checkpoint, cfg["name"])
-    expected = ckpt_cfg.get("sha256")
-    sd, digest = read_state_dict(path, expected)
-    builder = get_architecture(str(cfg["architecture"]))
+    allow = _SAFE_GLOBALS[arch]() if arch in _SAFE_GLOBALS else ()
+    sd, digest = read_state_dict(path, ckpt_cfg.get("sha256"), safe_globals=allow)
     model = builder(**dict(cfg.get("architecture_args") or {}))
     if cfg.get("delta"):  # fine-tuned weights stored as base model + delta (sam_med.training)
         _load_base_plus_delta(model, cfg, sd, str(path))
@@ -328,16 +148,33 @@ def load_model(name: str = "lite_medsam", *, checkpoint: str | os.PathLike | Non
     model.eval().to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
-    ac = cfg.get("autocast_dtype") if autocast_dtype == "config" else autocast_dtype
-    from ..transforms import LowResToSource, SlicePreprocessor
+    common = dict(name=cfg["name"], model=model, config=cfg, sha256=digest,
+                  image_size=int(cfg["image_size"]), autocast_dtype=dtype, device=dev,
+                  checkpoint_path=str(path), precision=prec)
+    lm = _loaded_2d(cfg, common) if cfg["dims"] == 2 else _loaded_3d(cfg, model, common)
+    if cache:
+        with _LOCK:
+            _CACHE[key] = lm
+    return lm
+
+
+def _loaded_2d(cfg: dict[str, Any], common: dict[str, Any]) -> LoadedModel:
+    from ..transforms import LowResToSource, SlicePreprocessor, default_intensity_transforms
+
     pre = cfg.get("preprocessing") or SlicePreprocessor(int(cfg["image_size"]))
     post = cfg.get("postprocessing") or LowResToSource()
-    lm = LoadedModel(name=cfg["name"], model=model, config=cfg, sha256=digest,
-                     image_size=int(cfg["image_size"]), preprocess=pre, postprocessor=post,
-                     autocast_dtype=_dtype(ac), device=dev, checkpoint_path=str(path))
-    with _LOCK:
-        _CACHE[key] = lm
-    return lm
+    intensity = dict(cfg.get("intensity") or default_intensity_transforms())
+    missing = {"hu", "raw_mr", "windowed"} - set(intensity)
+    if missing:
+        raise SamMedError(f"model config {cfg['config_path'] or cfg['name']}: intensity lacks {sorted(missing)}")
+    return LoadedModel(**common, preprocess=pre, postprocessor=post, intensity=intensity)
+
+
+def _loaded_3d(cfg: dict[str, Any], model: nn.Module, common: dict[str, Any]) -> LoadedModel3D:
+    pre = dict(cfg.get("preprocessing") or {})
+    spacing = tuple(float(s) for s in getattr(getattr(model, "config", None), "spacing", None) or (1.5,) * 3)
+    return LoadedModel3D(**common, spacing=spacing, geometry=list(pre.pop("geometry", None) or []),
+                         preprocessing=pre)
 
 
 # --------------------------------------------------------------------------- fine-tuned deltas

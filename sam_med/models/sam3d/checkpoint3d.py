@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError
 from .. import checkpoint as _ck
 from ..checkpoint import check_state_dict
 
@@ -50,30 +49,9 @@ def safe_globals() -> list:
 def resolve_checkpoint(checkpoint: str | os.PathLike | None, file_name: str, *, sha256: str | None = None,
                        env: str = "SAM_MED_CHECKPOINTS", source: str | None = None,
                        model_name: str = "sam_med3d_turbo") -> Path:
-    """Find the checkpoint file: an explicit path (a file, or a folder holding ``file_name``),
-    else ``file_name`` in ``$SAM_MED_CHECKPOINTS`` then ``~/.cache/sam-med/checkpoints``.
-
-    Never downloads. A missing file raises :class:`CheckpointError` saying which file,
-    where to put it and which sha256 is expected (when known).
-    """
-    if checkpoint is not None:
-        p = Path(checkpoint).expanduser()
-        candidates = [p / file_name if p.is_dir() else p]
-    else:
-        candidates = [d / file_name for d in _ck.checkpoint_dirs(env)]
-    for p in candidates:
-        if p.is_file():
-            return p
-    where = "; looked at " + ", ".join(map(str, candidates))
-    if checkpoint is None and not os.environ.get(env):
-        where += f" (${env} is not set and no --checkpoint given)"
-    msg = (f"{model_name}: checkpoint file {file_name!r} not found{where}. "
-           f"Put {file_name} into the folder named by ${env}, or pass --checkpoint PATH "
-           f"(Python: checkpoint=PATH). ")
-    if source:
-        msg += f"It is published at {source} (sam-med never downloads weights). "
-    msg += f"Expected sha256: {sha256}." if sha256 else "Expected sha256: not recorded (unknown)."
-    raise CheckpointError(msg)
+    """Thin alias of :func:`sam_med.models.checkpoint.resolve_checkpoint` (the one resolver)."""
+    return _ck.resolve_checkpoint({"file_name": file_name, "sha256": sha256, "env": env, "source": source},
+                                  checkpoint, model_name)
 
 
 def read_state_dict(path: str | os.PathLike, *, sha256: str | None = None) -> dict[str, torch.Tensor]:

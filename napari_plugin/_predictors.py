@@ -1,0 +1,42 @@
+"""The widget's predictor cache: one loaded model at a time, keyed by the widget's choices.
+
+No Qt. :meth:`PredictorCache.get` runs inside a worker (loading a model takes
+seconds); the GUI thread only reads :attr:`PredictorCache.current`. A key is
+``(model, device, cache_dir, modality)``, read from the widget on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+def default_factory(model: str, device: str, cache_dir: str | None, modality: str | None = None):
+    """The predictor the CLI would build for ``sam-med segment --model M --device D [--modality]``."""
+    from sam_med.predictors.factory import build_predictor, is_volumetric
+
+    if is_volumetric(model):
+        return build_predictor(model, device)
+    opts = {"modality": modality} if modality else {}
+    return build_predictor(model, device, cache_dir=cache_dir, **opts)
+
+
+class PredictorCache:
+    """Builds the predictor for a key once and reuses it while the key stays the same."""
+
+    def __init__(self, factory: Callable[..., Any] = default_factory) -> None:
+        #: ``factory(model, device, cache_dir, modality) -> predictor`` (tests may replace it)
+        self.factory = factory
+        self.current: Any = None
+        self.key: tuple | None = None
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, progress: Callable[..., None] | None = None):
+        """The predictor for ``key``, built by :attr:`factory` when the key changed."""
+        with self._lock:
+            if self.current is None or self.key != key:
+                if progress is not None:
+                    progress(0, 1, f"loading {key[0]}")
+                self.current = self.factory(*key)
+                self.key = key
+            return self.current
