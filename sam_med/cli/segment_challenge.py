@@ -63,7 +63,7 @@ def write_segs(segs: np.ndarray, out: str) -> str:
 def run_challenge(args) -> int:
     from ..errors import OutputError
     from ..io.challenge import read_challenge
-    from ..predictors.factory import build_predictor
+    from .evaluate import make_factory
     from .segment import _progress_bar
 
     check_no_cli_prompts(args)
@@ -83,7 +83,9 @@ def run_challenge(args) -> int:
         options["axis"] = args.axis
     if cache_dir(args):
         options["cache_dir"] = cache_dir(args)
-    predictor = build_predictor(args.model, args.device, checkpoint=args.checkpoint, **options)
+    if args.checkpoint:
+        options["checkpoint"] = args.checkpoint
+    predictor = make_factory(args.model, args.device, options)()  # registry name, threshold or module:factory
     segs = segment_challenge(case, predictor, overlap=args.overlap, progress=_progress_bar(args.no_progress))
     for c in range(1, case.num_classes + 1):
         print(f"class {c}: {int((segs == c).sum())} voxels", file=sys.stderr)
