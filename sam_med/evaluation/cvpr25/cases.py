@@ -84,8 +84,6 @@ def official_boxes(gts: np.ndarray, case_id: str) -> list[dict]:
 
 def open_cases(path, gts_dir=None, limit: int | None = None) -> tuple[str, list[CvprCase]]:
     """(dataset name, cases) for a DATA argument (see the module docstring)."""
-    from ...io.challenge import read_npz_members  # noqa: F401 (import check only)
-
     p = Path(path)
     if not p.exists():
         raise InputFileError(f"{p}: dataset not found")
