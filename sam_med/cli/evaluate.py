@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--gts", default=None, help="cvpr25: folder of label npz ('gts') beside the challenge images")
     p.add_argument("--fresh-process-per-step", action="store_true",
                    help="cvpr25: run each step as its own `sam-med segment` process (the official loop)")
+    p.add_argument("--spacing-order", choices=("zyx", "xyz"), default="zyx",
+                   help="cvpr25: order of a challenge file's 'spacing' (default zyx, the challenge's)")
     p.set_defaults(func=run)
 
 

@@ -33,14 +33,16 @@ def run_cvpr25_cli(args) -> int:
         raise SamMedError("--gts applies to --protocol cvpr25")
     options = _parse_options(args.option)
     mode = "fresh-process" if args.fresh_process_per_step else "in-process"
-    config = {"protocol": "cvpr25", "model": args.model, "options": options, "nsd_tolerance_mm": 2.0}
+    config = {"protocol": "cvpr25", "model": args.model, "options": options, "nsd_tolerance_mm": 2.0,
+              "spacing_order": args.spacing_order}
     ctx = init_distributed(args.device)
     try:
         device = rank_device(args.device, ctx)
-        seg_args = ["--model", args.model, "--device", device]
+        seg_args = ["--model", args.model, "--device", device, "--spacing-order", args.spacing_order]
         summary = run_cvpr25(args.dataset, args.out, predictor_factory=make_factory(args.model, device, options),
                              mode=mode, gts_dir=args.gts, segment_args=seg_args, config=config,
-                             resume=args.resume, progress=not args.no_progress, limit=args.limit, dist=ctx)
+                             resume=args.resume, progress=not args.no_progress, limit=args.limit, dist=ctx,
+                             spacing_order=args.spacing_order)
     finally:
         ctx.close()
     if summary is None:

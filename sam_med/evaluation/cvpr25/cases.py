@@ -33,6 +33,7 @@ class CvprCase:
     gts: str | None = None  # None: ``gts`` inside ``image`` or (converted) the dataset's label
     source: object = None  # an EvalCase for converted datasets
     kind: str = "challenge"  # "challenge" | "converted"
+    spacing_order: str = "zyx"  # of a challenge file's 'spacing'
 
     def load(self) -> "LoadedCase":
         if self.kind == "challenge":
@@ -82,7 +83,8 @@ def official_boxes(gts: np.ndarray, case_id: str) -> list[dict]:
     return boxes
 
 
-def open_cases(path, gts_dir=None, limit: int | None = None) -> tuple[str, list[CvprCase]]:
+def open_cases(path, gts_dir=None, limit: int | None = None,
+               spacing_order: str = "zyx") -> tuple[str, list[CvprCase]]:
     """(dataset name, cases) for a DATA argument (see the module docstring)."""
     p = Path(path)
     if not p.exists():
@@ -96,7 +98,8 @@ def open_cases(path, gts_dir=None, limit: int | None = None) -> tuple[str, list[
             g = None
             if gts_dir is not None:
                 g = Path(gts_dir) / f.name
-            cases.append(CvprCase(f.name[:-4], str(f.resolve()), str(g) if g else None))
+            cases.append(CvprCase(f.name[:-4], str(f.resolve()), str(g) if g else None,
+                                  spacing_order=spacing_order))
         name = p.parent.name if p.name == "imgs" else p.name
     else:
         if gts_dir is not None:
@@ -122,7 +125,7 @@ def _is_challenge(f: Path) -> bool:
 def _load_challenge(c: CvprCase) -> LoadedCase:
     from ...io.challenge import read_challenge, read_npz_members
 
-    case = read_challenge(c.image)
+    case = read_challenge(c.image, c.spacing_order)
     if c.gts is not None:
         if not os.path.isfile(c.gts):
             raise InputFileError(f"{c.gts}: label file not found")

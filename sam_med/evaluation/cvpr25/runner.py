@@ -49,13 +49,14 @@ def _prepare_out(out: Path, config: dict, resume: bool) -> None:
 def run_cvpr25(data, out_dir, *, predictor_factory, mode: str = "in-process", gts_dir=None,
                segment_command: list[str] | None = None, segment_args: list[str] | None = None,
                config: dict | None = None, resume: bool = False, progress: bool = True,
-               limit: int | None = None, dist: DistContext | None = None) -> dict | None:
+               limit: int | None = None, dist: DistContext | None = None,
+               spacing_order: str = "zyx") -> dict | None:
     """Evaluate every case; returns the summary on rank 0 (None elsewhere)."""
     from tqdm.auto import tqdm
 
     dist = dist or DistContext()
     out = Path(out_dir)
-    name, cases = open_cases(data, gts_dir, limit)
+    name, cases = open_cases(data, gts_dir, limit, spacing_order)
     config = dict(config or {}, mode=mode, data=str(Path(data).resolve()))
     err = None
     if dist.is_main:
