@@ -1,4 +1,4 @@
-"""Prompts for one object: 3D points and a 3D box, validated, in voxel space.
+"""Prompts for one object: 3D points, a tight 3D box and a key-slice box, validated, in voxel space.
 
 All prompts are stored in **voxel coordinates** ``(i, j, k)`` of the volume
 (the index order of ``Volume.array``; bounds inclusive). World (RAS mm)
@@ -10,7 +10,17 @@ JSON form (``--prompts`` files and saved sessions)::
     {"coords": "voxel" | "world",
      "objects": [{"id": 5, "name": "liver",
                   "box": [x0, y0, z0, x1, y1, z1],
-                  "points": [[x, y, z, 1], [x, y, z, 0]]}]}
+                  "points": [[x, y, z, 1], [x, y, z, 0]],
+                  "key_slice_box": {"axis": 2, "slice": k, "range": [k0, k1],
+                                    "rect": [u0, v0, u1, v1]}}]}
+
+A *key-slice box* (:class:`KeySliceBox`) is what a user draws on the slice they look at and
+what the CVPR 2025 challenge files carry: a 2D rectangle on slice ``k`` of axis ``a`` plus a
+slice range ``[k0, k1]`` along ``a``; it bounds the object on slice ``k`` only. ``rect`` is
+in the two remaining voxel axes in increasing order (axis 2: (i, j) = (x, y)). All bounds
+are inclusive voxel indices. The tight 3D :class:`Box` is a separate prompt type.
+Until the predictor knows what a key-slice box means, :func:`apply_key_slice_box` is the one
+place that turns it into the 3D box spanning the rectangle and the range.
 """
 
 from __future__ import annotations
@@ -51,23 +61,80 @@ class Box:
         return np.rint(self.lo).astype(int), np.rint(self.hi).astype(int)
 
 
+@dataclass(frozen=True)
+class KeySliceBox:
+    """A 2D rectangle on slice ``slice`` of voxel axis ``axis`` + the inclusive slice range
+    ``range = (k0, k1)`` along that axis. ``rect = (u0, v0, u1, v1)``: inclusive bounds in the
+    two other axes in increasing order (axis 2: u = i (x), v = j (y))."""
+
+    axis: int
+    slice: int
+    range: tuple[int, int]
+    rect: tuple[float, float, float, float]
+
+    def other_axes(self) -> tuple[int, int]:
+        a, b = (ax for ax in (0, 1, 2) if ax != self.axis)
+        return a, b
+
+    def to_json(self) -> dict[str, Any]:
+        return {"axis": int(self.axis), "slice": int(self.slice), "range": [int(r) for r in self.range],
+                "rect": [float(c) for c in self.rect]}
+
+    def to_box3d(self) -> Box:
+        """The tight 3D box spanning the rectangle (in-plane) and the slice range (along ``axis``)."""
+        lo, hi = [0.0] * 3, [0.0] * 3
+        u, v = self.other_axes()
+        lo[u], lo[v], hi[u], hi[v] = self.rect[0], self.rect[1], self.rect[2], self.rect[3]
+        lo[self.axis], hi[self.axis] = float(self.range[0]), float(self.range[1])
+        return Box(tuple(lo), tuple(hi))
+
+
+def make_key_slice_box(axis: int, slice_index: int, slice_range: Sequence[int], rect: Sequence[float],
+                       shape: Sequence[int] | None = None) -> KeySliceBox:
+    """A validated :class:`KeySliceBox`; ``shape`` (the volume's, voxel order) checks it lies inside."""
+    if axis not in (0, 1, 2):
+        raise PromptError(f"key-slice box: axis must be 0, 1 or 2, got {axis!r}")
+    r = _finite(slice_range, "key-slice box range")
+    q = _finite(rect, "key-slice box rectangle")
+    k = _finite([slice_index], "key-slice box slice")[0]
+    if r.shape != (2,) or q.shape != (4,):
+        raise PromptError("key-slice box: range is [k0, k1] and rect is [u0, v0, u1, v1]")
+    if r[1] < r[0] or q[2] < q[0] or q[3] < q[1]:
+        raise PromptError(f"key-slice box is inverted: range {r.tolist()}, rect {q.tolist()}")
+    if not r[0] <= k <= r[1]:
+        raise PromptError(f"key-slice box: slice {k:g} lies outside its range {r.tolist()}")
+    ksb = KeySliceBox(int(axis), int(round(k)), (int(round(r[0])), int(round(r[1]))),
+                      tuple(float(c) for c in q))
+    if shape is not None:
+        b = ksb.to_box3d()
+        top = np.asarray(shape) - 1
+        if np.any(np.asarray(b.lo) < 0) or np.any(np.asarray(b.hi) > top):
+            raise PromptError(f"key-slice box {ksb.to_json()} extends outside the volume "
+                              f"(voxel range 0..{top.tolist()})")
+    return ksb
+
+
 @dataclass
 class ObjectPrompts:
-    """Everything the user said about one object. Points are kept in click order."""
+    """Everything the user said about one object. Points are kept in click order.
+    ``key_box`` is a key-slice box; ``box`` the tight 3D box (see :func:`apply_key_slice_box`)."""
 
     box: Box | None = None
     points: list[Point] = field(default_factory=list)
+    key_box: KeySliceBox | None = None
 
     def is_empty(self) -> bool:
-        return self.box is None and not self.points
+        return self.box is None and not self.points and self.key_box is None
 
     def copy(self) -> "ObjectPrompts":
-        return ObjectPrompts(box=self.box, points=list(self.points))
+        return ObjectPrompts(box=self.box, points=list(self.points), key_box=self.key_box)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.box is not None:
             out["box"] = self.box.to_json()
+        if self.key_box is not None:
+            out["key_slice_box"] = self.key_box.to_json()
         if self.points:
             out["points"] = [p.to_json() for p in self.points]
         return out
@@ -80,10 +147,33 @@ class ObjectPrompts:
             box = parse_box(obj["box"], volume, coords)
         for p in obj.get("points") or []:
             points.append(parse_point(p, volume, coords))
-        prompts = cls(box=box, points=points)
+        key_box = None
+        if obj.get("key_slice_box") is not None:
+            key_box = parse_key_slice_box(obj["key_slice_box"], volume, coords)
+        prompts = cls(box=box, points=points, key_box=key_box)
         if prompts.is_empty():
             raise PromptError(f"object {obj.get('id', '?')} has neither a box nor points")
-        return prompts
+        return apply_key_slice_box(prompts)
+
+
+def apply_key_slice_box(prompts: ObjectPrompts) -> ObjectPrompts:
+    """THE place a key-slice box becomes something today's predictors understand: when the
+    object has a key-slice box and no tight box, ``box`` is set to ``key_box.to_box3d()`` (the
+    3D box spanning the rectangle and the slice range). Returns a new ObjectPrompts."""
+    out = prompts.copy()
+    if out.key_box is not None and out.box is None:
+        out.box = out.key_box.to_box3d()
+    return out
+
+
+def parse_key_slice_box(spec: Any, volume: Volume | None, coords: str) -> KeySliceBox:
+    """JSON ``{"axis", "slice", "range", "rect"}`` (voxel coordinates only) -> KeySliceBox."""
+    if coords != "voxel":
+        raise PromptError("key_slice_box is given in voxel coordinates only")
+    if not isinstance(spec, dict) or not {"slice", "range", "rect"} <= set(spec):
+        raise PromptError(f"key_slice_box needs slice, range and rect (and axis, default 2), got {spec!r}")
+    return make_key_slice_box(int(spec.get("axis", 2)), spec["slice"], spec["range"], spec["rect"],
+                              volume.shape if volume is not None else None)
 
 
 # ---------------------------------------------------------------- validation
@@ -194,6 +284,9 @@ def box_from_mask(mask: np.ndarray) -> Box | None:
 
 def prompts_summary(prompts: ObjectPrompts) -> str:
     parts = []
+    if prompts.key_box is not None:
+        kb = prompts.key_box
+        parts.append(f"key-slice box on slice {kb.slice} of axis {kb.axis}, range {kb.range[0]}..{kb.range[1]}")
     if prompts.box is not None:
         parts.append("box " + " ".join(f"{c:g}" for c in prompts.box.to_json()))
     npos = sum(p.positive for p in prompts.points)

@@ -36,6 +36,12 @@ def _modality_from_name(path: str) -> str | None:
 
 def read_npz(path) -> NpzCase:
     path = os.fspath(path)
+    from .challenge import is_challenge_npz
+
+    if is_challenge_npz(path):  # CVPR 2025 challenge file: pickled prompts, (z, y, x) spacing
+        from .challenge import challenge_npz_case
+
+        return challenge_npz_case(path)
     try:
         z = np.load(path, allow_pickle=False)
         keys = tuple(z.files)
