@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", help="MSD/nnU-Net folder, folder of .npz cases, or a .csv file")
-    p.add_argument("--protocol", default="box", choices=["box", "point", "box+clicks", "points"])
+    p.add_argument("--protocol", default="box", choices=["box", "point", "box+clicks", "points", "cvpr25"],
+                   help="cvpr25: the CVPR 2025 interactive challenge (box + 5 clicks, official metrics)")
     p.add_argument("--clicks", type=int, default=None,
                    help="corrective clicks (box+clicks: default 5; points: total clicks, default 5)")
     p.add_argument("--out", required=True, help="output folder (records.csv, summary.json, plots)")
@@ -50,6 +51,11 @@ def register(subparsers) -> None:
                    help="call the predictor's prepare() first (e.g. encode every slice up front); "
                         "off by default: predictors encode what each prompt needs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--gts", default=None, help="cvpr25: folder of label npz ('gts') beside the challenge images")
+    p.add_argument("--fresh-process-per-step", action="store_true",
+                   help="cvpr25: run each step as its own `sam-med segment` process (the official loop)")
+    p.add_argument("--spacing-order", choices=("zyx", "xyz"), default="zyx",
+                   help="cvpr25: order of a challenge file's 'spacing' (default zyx, the challenge's)")
     p.set_defaults(func=run)
 
 
@@ -97,6 +103,10 @@ def run(args) -> int:
     from ..evaluation.distributed import init_distributed, rank_device
     from ..evaluation.runner import EvalConfig, run_evaluation
 
+    if args.protocol == "cvpr25":
+        from .evaluate_cvpr25 import run_cvpr25_cli
+
+        return run_cvpr25_cli(args)
     clicks = args.clicks
     if clicks is None:
         clicks = 5 if args.protocol in ("box+clicks", "points") else 0

@@ -53,6 +53,8 @@ def register(sub) -> None:
                    help="output format (default: from --out's extension)")
     p.add_argument("--session-out", help="also save the session (prompts + masks + model) to this .npz")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--spacing-order", choices=("zyx", "xyz"), default="zyx",
+                   help="CVPR 2025 challenge npz only: order of its 'spacing' (default zyx, the challenge's)")
     p.add_argument("--out", required=True, help="output label map (.nii.gz, .nrrd, .npz, .dcm)")
     p.set_defaults(func=run)
 
@@ -142,6 +144,10 @@ def check_output(out: str, volume) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .segment_challenge import is_challenge_input, run_challenge
+
+    if is_challenge_input(args.image):  # CVPR 2025 challenge npz: its own prompts and output
+        return run_challenge(args)
     from .. import io
     from ..models.precision import predictor_precision
     from ..predictors.factory import build_predictor
