@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..predictors.base import PredictionResult, build_options
+from ..prompts import apply_key_slice_box
 
 
 @dataclass

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError, SamMedError
-from ..prompts import apply_key_slice_box, ObjectPrompts
+from ..prompts import ObjectPrompts, apply_key_slice_box
 from .base import PredictionResult, ProgressFn
 from ..volume import Volume, apply_affine
 
