@@ -19,8 +19,9 @@ what the CVPR 2025 challenge files carry: a 2D rectangle on slice ``k`` of axis 
 slice range ``[k0, k1]`` along ``a``; it bounds the object on slice ``k`` only. ``rect`` is
 in the two remaining voxel axes in increasing order (axis 2: (i, j) = (x, y)). All bounds
 are inclusive voxel indices. The tight 3D :class:`Box` is a separate prompt type.
-Until the predictor knows what a key-slice box means, :func:`apply_key_slice_box` is the one
-place that turns it into the 3D box spanning the rectangle and the range.
+The slice-wise predictor bounds only slice ``k`` by the rectangle (the other slices by the
+range and by propagation); predictors that know only 3D boxes get the 3D box spanning the
+rectangle and the range from :func:`apply_key_slice_box`.
 """
 
 from __future__ import annotations
@@ -153,13 +154,15 @@ class ObjectPrompts:
         prompts = cls(box=box, points=points, key_box=key_box)
         if prompts.is_empty():
             raise PromptError(f"object {obj.get('id', '?')} has neither a box nor points")
-        return apply_key_slice_box(prompts)
+        return prompts
 
 
 def apply_key_slice_box(prompts: ObjectPrompts) -> ObjectPrompts:
-    """THE place a key-slice box becomes something today's predictors understand: when the
-    object has a key-slice box and no tight box, ``box`` is set to ``key_box.to_box3d()`` (the
-    3D box spanning the rectangle and the slice range). Returns a new ObjectPrompts."""
+    """For predictors that know only tight 3D boxes (SAM-Med3D, the threshold baseline): when
+    the object has a key-slice box and no tight box, ``box`` is set to ``key_box.to_box3d()``
+    (the 3D box spanning the rectangle and the slice range). The slice-wise predictor reads
+    the key-slice box itself (the rectangle bounds the key slice only). Returns a new
+    ObjectPrompts."""
     out = prompts.copy()
     if out.key_box is not None and out.box is None:
         out.box = out.key_box.to_box3d()

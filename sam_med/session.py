@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import OutputError, PromptError, SamMedError
 from .predictors.base import PredictionResult, ProgressFn, VolumePredictor  # noqa: F401 (re-exported: the contract lives in predictors.base)
-from .prompts import Box, ObjectPrompts, Point, make_box, make_point
+from .prompts import Box, KeySliceBox, ObjectPrompts, Point, make_box, make_key_slice_box, make_point
 from .volume import Volume
 
 OVERLAP_RULES = ("last", "first", "locked-first")
@@ -149,6 +149,24 @@ class Session:
             box = make_box(box, self.volume.shape)
         prompts = obj.prompts.copy()
         prompts.box = box
+        if box is not None:
+            prompts.key_box = None  # a tight 3D box replaces a key-slice box
+        return self._update(obj, prompts, run, progress)
+
+    def set_key_slice_box(self, id: int, key_box: KeySliceBox | None, *, run: bool = True,
+                          progress: ProgressFn | None = None) -> SegObject:
+        """Set (or clear with None) the object's key-slice box: a 2D rectangle on one slice
+        plus a slice range (what a user draws on the slice they look at). It replaces a
+        tight 3D box; see :class:`~sam_med.prompts.KeySliceBox`."""
+        obj = self.get(id)
+        self._check_editable(obj)
+        if key_box is not None:
+            key_box = make_key_slice_box(key_box.axis, key_box.slice, key_box.range, key_box.rect,
+                                         self.volume.shape)
+        prompts = obj.prompts.copy()
+        prompts.key_box = key_box
+        if key_box is not None:
+            prompts.box = None
         return self._update(obj, prompts, run, progress)
 
     def add_point(self, id: int, ijk, positive: bool = True, *, run: bool = True,

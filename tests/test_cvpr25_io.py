@@ -100,7 +100,9 @@ def test_reader_orders_and_spacing(tmp_path):
     p = case.prompts[0]
     assert [(pt.ijk, pt.positive) for pt in p.points] == [((6.0, 5.0, 4.0), False), ((3.0, 2.0, 1.0), True)]
     assert p.key_box == KeySliceBox(2, 4, (2, 6), (3.0, 5.0, 12.0, 9.0))
-    assert p.box.lo == (3.0, 5.0, 2.0) and p.box.hi == (12.0, 9.0, 6.0)
+    assert p.box is None  # a key-slice box stays one: the predictor bounds only slice 4 by it
+    b3 = p.key_box.to_box3d()  # what 3D-box-only predictors get (apply_key_slice_box)
+    assert b3.lo == (3.0, 5.0, 2.0) and b3.hi == (12.0, 9.0, 6.0)
     assert case.image.shape == (20, 16, 8) and np.allclose(case.image.spacing, [1, 1, 3])
     xyz = read_challenge(tmp_path / "c.npz", spacing_order="xyz")
     assert np.allclose(xyz.spacing_zyx, [1, 1, 3]) and np.allclose(xyz.image.spacing, [3, 1, 1])
@@ -109,7 +111,9 @@ def test_reader_orders_and_spacing(tmp_path):
 def test_key_slice_box_json_round_trip():
     kb = make_key_slice_box(0, 5, (3, 7), (1, 2, 10, 12), shape=(9, 20, 20))
     p = ObjectPrompts.from_json({"key_slice_box": kb.to_json()})
-    assert p.key_box == kb and p.box.lo == (3.0, 1.0, 2.0) and p.box.hi == (7.0, 10.0, 12.0)
+    assert p.key_box == kb and p.box is None
+    b3 = kb.to_box3d()
+    assert b3.lo == (3.0, 1.0, 2.0) and b3.hi == (7.0, 10.0, 12.0)
     assert ObjectPrompts.from_json(p.to_json()).to_json() == p.to_json()
 
 

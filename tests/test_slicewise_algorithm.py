@@ -172,3 +172,33 @@ def test_real_tiny_decoder_end_to_end(tiny, blob, cache):
     assert r.mask.shape == vol.shape and not outside.any()
     assert r.state.key == 10 and set(r.info["slices"]) <= set(range(6, 15))
     assert r.info["encode_seconds"] >= 0 and r.info["decode_seconds"] > 0
+
+
+def test_key_slice_box_bounds_only_its_slice(tiny, blob, cache):
+    """A rectangle drawn on slice 7 (narrower than the middle of the object) + the range
+    6..14: the other slices grow past the rectangle by propagation (the 3D box spanning
+    the same rectangle and range clips them)."""
+    from sam_med.prompts import KeySliceBox
+
+    vol, ref = blob
+    lo, hi = box_from_mask(ref[:, :, 7:8]).int_bounds()
+    kb = KeySliceBox(axis=2, slice=7, range=(6, 14), rect=(lo[0], lo[1], hi[0], hi[1]))
+    pred = oracle_predictor(ref, tiny, cache)
+    r = pred.predict(vol, ObjectPrompts(key_box=kb))
+    assert r.state.key == 7 and r.state.key_only
+    np.testing.assert_array_equal(r.mask, ref)  # not clipped to slice 7's rectangle
+    clipped = oracle_predictor(ref, tiny, cache).predict(vol, ObjectPrompts(box=kb.to_box3d()))
+    assert clipped.mask.sum() < 0.9 * ref.sum()  # the old reading loses the wider slices
+    outside = np.ones(SHAPE, bool)
+    outside[:, :, 6:15] = False
+    assert not (r.mask & outside).any()  # the range still bounds the slices
+
+    s = Session(vol, oracle_predictor(ref, tiny, cache))
+    o = s.add_object("blob")
+    s.set_key_slice_box(o.id, kb)
+    np.testing.assert_array_equal(s.mask(o.id), ref)
+    assert s.get(o.id).prompts.key_box == kb and s.get(o.id).prompts.box is None
+    s.add_point(o.id, (24, 20, 10), positive=False)  # a refinement keeps the key-slice box
+    assert s.get(o.id).prompts.key_box == kb
+    with pytest.raises(PromptError):
+        s.set_key_slice_box(o.id, KeySliceBox(axis=2, slice=7, range=(6, 25), rect=kb.rect))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..predictors.base import PredictionResult, build_options
+from ..prompts import apply_key_slice_box
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ThresholdPredictor:
         return None
 
     def predict(self, volume, prompts, previous=None, progress=None) -> PredictionResult:
+        prompts = apply_key_slice_box(prompts)  # this predictor knows tight 3D boxes only
         arr = volume.array
         mask = np.zeros(arr.shape, dtype=bool)
         if prompts.box is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputFileError, PromptError
-from ..prompts import KeySliceBox, ObjectPrompts, Point, apply_key_slice_box, make_key_slice_box
+from ..prompts import KeySliceBox, ObjectPrompts, Point, make_key_slice_box
 from .npz import _modality_from_name
 from ..volume import Volume, affine_from_geometry, lps_to_ras
 
@@ -293,7 +293,7 @@ def read_challenge(path, spacing_order: str = "zyx") -> ChallengeCase:
             p.key_box = parse_box(boxes[c - 1], dhw, c, path)
         if clicks is not None:
             p.points = parse_clicks(clicks[c - 1], order[c - 1], dhw, c, path)
-        prompts.append(apply_key_slice_box(p))
+        prompts.append(p)
     extra = {}
     for k in ("prev_pred", "gts"):
         if k in data:

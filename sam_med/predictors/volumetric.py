@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError, SamMedError
-from ..prompts import ObjectPrompts
+from ..prompts import ObjectPrompts, apply_key_slice_box
 from .base import PredictionResult, ProgressFn
 from ..volume import Volume, apply_affine
 
@@ -295,6 +295,7 @@ class VolumetricPredictor:
     # ------------------------------------------------------------------ predict
     def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
                 progress: ProgressFn | None = None) -> PredictionResult:
+        prompts = apply_key_slice_box(prompts)  # this predictor knows tight 3D boxes only
         from monai.data import MetaTensor
         from monai.data.utils import compute_importance_map
 

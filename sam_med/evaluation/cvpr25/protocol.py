@@ -47,14 +47,14 @@ class InProcessStepper:
 
     def boxes(self, boxes: list) -> np.ndarray:
         from ...io.challenge import parse_box
-        from ...prompts import ObjectPrompts, apply_key_slice_box
+        from ...prompts import ObjectPrompts
 
         for c, b in enumerate(boxes, 1):
             if b is None:
                 continue
             kb = parse_box(b, self.case.gts.shape, c, self.case.case_id)
             self.session.add_object(f"class {c}", id=c)
-            self.session.set_prompts(c, apply_key_slice_box(ObjectPrompts(key_box=kb)))
+            self.session.set_prompts(c, ObjectPrompts(key_box=kb))
         return self.segs()
 
     def clicks(self, new: dict[int, Click | None], clicks, order) -> np.ndarray:

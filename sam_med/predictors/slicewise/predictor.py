@@ -166,8 +166,10 @@ class SliceWisePredictor:
     def init_state(self, volume: Volume, prompts: ObjectPrompts | None = None) -> ObjectState:
         """A new object on ``volume`` (bound now), with optional initial ``prompts``; nothing
         is decoded until :meth:`add_prompts`."""
-        geo = self.geometry(volume)
-        return ObjectState(axis=geo.axis, prompts=(prompts or ObjectPrompts()).copy(), volume=volume)
+        prompts = (prompts or ObjectPrompts()).copy()
+        axis = prompts.key_box.axis if prompts.box is None and prompts.key_box is not None else None
+        geo = self.geometry(volume, axis)
+        return ObjectState(axis=geo.axis, prompts=prompts, volume=volume)
 
     def add_prompts(self, state: ObjectState, points: Sequence[Point] = (), *, box: Box | None = None,
                     progress: ProgressFn | None = None) -> tuple[int, np.ndarray]:
@@ -184,7 +186,8 @@ class SliceWisePredictor:
         points = list(points)
         if box is not None or state.key is None:
             prompts = ObjectPrompts(box=box if box is not None else state.prompts.box,
-                                    points=list(state.prompts.points) + points)
+                                    points=list(state.prompts.points) + points,
+                                    key_box=None if box is not None else state.prompts.key_box)
             if prompts.is_empty():
                 raise PromptError("nothing to segment from: give a box or at least one point")
             fresh = ObjectState(axis=state.axis, prompts=prompts, volume=state.volume)
@@ -196,7 +199,8 @@ class SliceWisePredictor:
         if not points:
             raise PromptError("add_prompts needs points or a box")
         self._drain(state, progress)
-        state.prompts = ObjectPrompts(box=state.prompts.box, points=list(state.prompts.points) + points)
+        state.prompts = ObjectPrompts(box=state.prompts.box, points=list(state.prompts.points) + points,
+                                      key_box=state.prompts.key_box)
         for i, p in enumerate(points):
             if i:
                 self._drain(state, progress)
@@ -233,8 +237,9 @@ class SliceWisePredictor:
             if so.mask.any():
                 geo.set_slice(mask, k, so.mask)
         prompts = state.prompts
-        if prompts.box is not None:
-            lo, hi = prompts.box.int_bounds()
+        bounds = self._bounds(state, geo)
+        if bounds is not None:
+            lo, hi = bounds
             for p in prompts.points:
                 if p.positive:
                     ijk = np.rint(p.ijk).astype(int)
@@ -244,6 +249,21 @@ class SliceWisePredictor:
             mask &= keep
         return mask
 
+    @staticmethod
+    def _bounds(state: ObjectState, geo: PlaneGeometry) -> tuple[np.ndarray, np.ndarray] | None:
+        """Inclusive voxel bounds the object's mask stays in: the tight 3D box; for a
+        key-slice box only its slice range (its rectangle bounds the key slice alone, which
+        the propagation keeps); None for points only."""
+        prompts = state.prompts
+        if prompts.box is not None:
+            return prompts.box.int_bounds()
+        if prompts.key_box is None:
+            return None
+        lo = np.zeros(3, dtype=int)
+        hi = np.asarray(geo.shape3d, dtype=int) - 1
+        lo[geo.axis], hi[geo.axis] = prompts.key_box.range
+        return lo, hi
+
     # ------------------------------------------------------------ the contract
     def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
                 progress: ProgressFn | None = None) -> PredictionResult:
@@ -251,7 +271,8 @@ class SliceWisePredictor:
         these extend by clicks is refined instead of re-run."""
         if prompts.is_empty():
             raise PromptError("nothing to segment from: give a box or at least one point")
-        geo = self.geometry(volume)
+        kb = prompts.key_box if prompts.box is None else None
+        geo = self.geometry(volume, None if kb is None else kb.axis)
         t0 = time.perf_counter()
         enc0, dec0 = self.timings["encode"], self.timings["decode"]
         prev = previous.state if previous is not None and isinstance(previous.state, ObjectState) else None
@@ -292,8 +313,15 @@ class SliceWisePredictor:
     def _plan(self, st: ObjectState, geo: PlaneGeometry) -> None:
         """Slice range, in-plane bound and first view of a first run."""
         prompts = st.prompts
+        st.key_only = False
         if prompts.box is not None:
             st.srange, st.bound2d = geo.box_to_plane(*prompts.box.int_bounds())
+            extent = st.bound2d
+        elif prompts.key_box is not None:
+            kb = prompts.key_box
+            st.srange = (int(kb.range[0]), int(kb.range[1]))
+            st.bound2d = np.rint(np.asarray(kb.rect, dtype=float)).astype(int)
+            st.key_only = True  # the rectangle bounds the key slice only
             extent = st.bound2d
         else:
             st.srange = (0, geo.n_slices - 1)
@@ -307,7 +335,7 @@ class SliceWisePredictor:
             if p.positive:
                 s = int(round(geo.to_plane(p.ijk)[0]))
                 st.srange = (min(st.srange[0], s), max(st.srange[1], s))
-        crop = self.choose_crop(extent, geo.hw, from_points=prompts.box is None)
+        crop = self.choose_crop(extent, geo.hw, from_points=st.bound2d is None)
         st.set_view((crop, self.zoom_res(crop)))
 
     def _first_slice(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> int:
@@ -315,13 +343,15 @@ class SliceWisePredictor:
         if st.prompts.box is not None:
             s0, s1 = geo.box_to_plane(*st.prompts.box.int_bounds())[0]
             k, base = (s0 + s1) // 2, st.bound2d
+        elif st.prompts.key_box is not None:
+            k, base = int(st.prompts.key_box.slice), st.bound2d
         else:
             first = next(p for p in st.prompts.points if p.positive)
             k, base = int(round(geo.to_plane(first.ijk)[0])), None
         st.key = k
         if st.crop is not None and self.options.zoom == "auto":
             st.set_view(self.choose_view(st, geo, k, base))
-        if st.prompts.box is not None:  # a tight box needs every slice of its range: encode in batches
+        if st.bound2d is not None:  # a box needs every slice of its range: encode in batches
             self.view_embeddings(st, geo, range(st.srange[0], st.srange[1] + 1), progress)
         emb = self.view_embeddings(st, geo, [k])[k]
         clicks = clicks_on(st.prompts.points, geo, k)

@@ -30,12 +30,14 @@ __all__ = ["propagate_pass", "base_box", "unlike_seed", "clicks_beyond"]
 
 
 def base_box(st: ObjectState, geo: PlaneGeometry, prev: SliceOut, margin: int) -> np.ndarray | None:
-    """The prompt box for the slice after ``prev``: its mask box + margin, within the 3D box."""
+    """The prompt box for the slice after ``prev``: its mask box + margin, within the 3D
+    box's in-plane extent (a key-slice box's rectangle bounds only its own slice: organs
+    are wider off their middle slice)."""
     bb = mask_bbox(prev.mask)
     if bb is None:
         return None
     bb = expand_box(bb, margin, geo.hw)
-    if st.bound2d is not None:
+    if st.bound2d is not None and not st.key_only:
         inter = intersect_box(bb, st.bound2d)
         bb = inter if inter is not None else bb
     return bb
@@ -94,7 +96,7 @@ def propagate_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) 
             new = pred.slice_with_clicks(st, geo, z, emb, base, mask_in, clicks)
             if new.score < o.iou_stop:
                 new = _empty(geo)
-            elif st.prompts.box is None and not clicks and new.mask.sum() > 1.5 * max(prev.mask.sum(), 1):
+            elif st.bound2d is None and not clicks and new.mask.sum() > 1.5 * max(prev.mask.sum(), 1):
                 new = _empty(geo)  # no box: a sudden growth is a leak
             elif (not clicks and st.seed_stats is not None
                   and unlike_seed(st, pred.slice_image(geo, z), new.mask, o.point_intensity_stop)):

@@ -49,7 +49,7 @@ class ObjectState:
 
     ``prompts``: everything the object was prompted with (voxel coordinates);
     ``crop``/``res``: the view; ``bound2d``: the box's in-plane extent (None: points
-    only); ``srange``: inclusive slice range propagation may reach; ``slices``: per
+    only; with ``key_only`` it bounds the key slice alone: a key-slice box); ``srange``: inclusive slice range propagation may reach; ``slices``: per
     slice results; ``key``: the slice the first run started from (None: not run yet);
     ``seed_stats``: points only, (mean, sd) of the seed slice's mask on the model's 0-255
     scale; ``pending``: passes :meth:`SliceWisePredictor.propagate` will run;
@@ -66,6 +66,7 @@ class ObjectState:
     seed_stats: tuple[float, float] | None = None
     pending: list[Propagation] = field(default_factory=list)
     volume: Any = None
+    key_only: bool = False  # bound2d bounds the key slice only (a key-slice box)
 
     @property
     def view(self) -> tuple[tuple[int, int, int, int] | None, int | None]:
@@ -86,6 +87,7 @@ class ObjectState:
 def is_extension(st: ObjectState, prompts: ObjectPrompts, axis: int) -> bool:
     """True when ``prompts`` = the state's prompts + appended points (same box, same axis)."""
     old = st.prompts
-    if st.key is None or st.axis != axis or old.box != prompts.box or len(prompts.points) <= len(old.points):
+    if (st.key is None or st.axis != axis or old.box != prompts.box or old.key_box != prompts.key_box
+            or len(prompts.points) <= len(old.points)):
         return False
     return prompts.points[: len(old.points)] == old.points
