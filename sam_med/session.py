@@ -329,9 +329,9 @@ class Session:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save prompts, object list, masks, model id and versions to one ``.npz`` file."""
-        path = Path(path)
-        if self.volume.source and Path(self.volume.source).resolve() == path.resolve():
-            raise OutputError(f"refusing to overwrite the input scan {path}")
+        from .io.outputs import check_outputs, input_files
+
+        path = Path(check_outputs({"session": path}, input_files(self.volume))["session"])
         arrays = {"session_json": np.frombuffer(json.dumps(self.to_json()).encode(), dtype=np.uint8)}
         for o in self.objects.values():
             if o.mask is not None:

@@ -53,13 +53,18 @@ def register(sub) -> None:
 
 
 def out_format(path: str, fmt: str | None) -> str:
-    if fmt:
-        return fmt
+    """Output format from ``--format`` and ``--out``'s extension, which must agree."""
     name = path.lower()
-    for ext in sorted(OUT_FORMATS, key=len, reverse=True):
-        if name.endswith(ext):
-            return OUT_FORMATS[ext]
-    raise OutputError(f"{path}: unknown output format; use .nii.gz, .nrrd, .npz or .dcm, or --format")
+    by_name = next((OUT_FORMATS[e] for e in sorted(OUT_FORMATS, key=len, reverse=True) if name.endswith(e)), None)
+    if fmt:
+        if by_name is not None and by_name != fmt or by_name is None and fmt != "dicom-seg":
+            raise OutputError(f"{path}: --format {fmt} contradicts the output name; name it "
+                              + {"nifti": ".nii.gz", "nrrd": ".nrrd or .mha", "npz": ".npz",
+                                 "dicom-seg": ".dcm"}[fmt])
+        return fmt
+    if by_name is None:
+        raise OutputError(f"{path}: unknown output format; use .nii.gz, .nrrd, .npz or .dcm, or --format")
+    return by_name
 
 
 def objects_from_args(args, volume) -> list[dict]:
@@ -130,10 +135,15 @@ def _progress_bar(disabled: bool):
     return progress
 
 
-def check_output(out: str, volume) -> None:
-    from ..io.writers import check_not_input
+def check_output(out: str, volume, args=None) -> dict[str, str]:
+    """Every output (labels, sidecar, session) against every input file and each other."""
+    from ..io.outputs import check_outputs, input_files
+    from ..io.sidecar import sidecar_path
 
-    check_not_input(out, volume)
+    extra = [getattr(args, "prompts", None), getattr(args, "checkpoint", None)] if args is not None else []
+    outs = {"--out": out, "--out's sidecar": sidecar_path(str(Path(out).expanduser().absolute())),
+            "--session-out": getattr(args, "session_out", None) if args is not None else None}
+    return check_outputs(outs, input_files(volume, extra))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,9 +160,8 @@ def run(args: argparse.Namespace) -> int:
         from ..io.dicom_seg import check_dicom_seg_source
 
         check_dicom_seg_source(volume)
-    check_output(args.out, volume)
+    check_output(args.out, volume, args)  # before the model loads; folders are made at commit
     objs = objects_from_args(args, volume)  # validate every prompt before loading the model
-    Path(args.out).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
     options = {}
     if args.window:
@@ -173,15 +182,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"object {o['id']} ({o['name']}): {int(m.sum())} voxels, "
               f"{float(m.sum() * volume.spacing.prod() / 1000):.2f} ml", file=sys.stderr)
     labels = session.label_map()
-    written = write_labels(labels, args.out, fmt, volume, session)
     from ..io import sidecar
+    from ..io.atomic import OutputSet
 
-    sidecar.write_sidecar(
-        written, volume=volume, prompts_json=session.to_json(), model_name=predictor.model_name,
-        checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None),
-    )
-    if args.session_out:
-        session.save(args.session_out)
+    with OutputSet() as outputs:  # labels, session, sidecar: staged, then renamed together
+        written = write_labels(labels, args.out, fmt, volume, session)
+        if args.session_out:
+            session.save(args.session_out)
+        sidecar.write_sidecar(
+            written, volume=volume, prompts_json=session.to_json(), model_name=predictor.model_name,
+            checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None),
+        )
+        outputs.commit()
     print(written)
     return 0
 
