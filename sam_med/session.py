@@ -332,7 +332,9 @@ class Session:
         from .io.outputs import check_outputs, input_files
 
         path = Path(check_outputs({"session": path}, input_files(self.volume))["session"])
-        arrays = {"session_json": np.frombuffer(json.dumps(self.to_json()).encode(), dtype=np.uint8)}
+        meta = self.to_json()
+        meta["volume_signature"] = volume_signature(self.volume.array)  # which scan, not only which grid
+        arrays = {"session_json": np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)}
         for o in self.objects.values():
             if o.mask is not None:
                 arrays[f"mask_{o.id}"] = np.packbits(o.mask.ravel())
@@ -344,18 +346,34 @@ class Session:
     @classmethod
     def load(cls, path: str | os.PathLike, volume: Volume,
              predictor: VolumePredictor | None = None) -> "Session":
+        import zipfile
+
+        from .io.guards import require_regular
+        from .io.npz import check_npz_members
+        from .io.validate import check_session_meta, loads_json
+
         path = Path(path)
         try:
+            require_regular(path, "session file")
+            check_npz_members(path)
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["session_json"]).decode())
-                packed = {k: z[k] for k in z.files if k.startswith("mask_")}
-        except (OSError, ValueError, KeyError) as exc:
-            raise SamMedError(f"{path}: not a sam-med session file ({exc})") from exc
+                raw = bytes(z["session_json"])
+                packed = {k: z[k] for k in z.files if k != "session_json"}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, SamMedError) as exc:
+            raise SamMedError(f"{path}: not a sam-med session file ({' '.join(str(exc).split())})") from None
+        meta = loads_json(raw, f"{path}: session record", err=SamMedError)
+        check_session_meta(meta, packed, str(path))
         if tuple(meta["shape"]) != volume.shape or not np.allclose(meta["affine"], volume.affine, atol=1e-3):
             raise SamMedError(
                 f"{path}: session was saved for a volume of shape {meta['shape']} with a different "
                 f"geometry than {volume.source or 'the given volume'} {volume.shape}"
             )
+        sig = meta.get("volume_signature")
+        if sig is not None:
+            if sig != volume_signature(volume.array):
+                raise SamMedError(
+                    f"{path}: session was saved for another scan ({meta.get('source') or 'unknown source'}) "
+                    f"on the same grid; its masks do not belong to {volume.source or 'the given volume'}")
         s = cls(volume, predictor, overlap=meta.get("overlap", "last"))
         n = int(np.prod(volume.shape))
         for o in meta["objects"]:
@@ -370,6 +388,16 @@ class Session:
             )
         s.saved_meta = meta
         return s
+
+
+def volume_signature(array: np.ndarray) -> str:
+    """Hex digest of a volume's voxels (shape, dtype, bytes): which scan a session belongs to."""
+    import hashlib
+
+    arr = np.ascontiguousarray(array)
+    h = hashlib.blake2b(repr((arr.shape, arr.dtype.str)).encode(), digest_size=16)
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

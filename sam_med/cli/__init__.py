@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(text: str, limit: int = 400) -> str:
+def one_line(text: str, limit: int = 2000) -> str:
     """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -73,19 +73,12 @@ def objects_from_args(args, volume) -> list[dict]:
 
     objs: list[dict] = []
     if args.prompts:
-        try:
-            spec = json.loads(Path(args.prompts).read_text())
-        except json.JSONDecodeError as exc:
-            raise PromptError(f"{args.prompts}: not valid JSON ({exc})") from exc
-        if not isinstance(spec, dict) or not isinstance(spec.get("objects"), list):
-            raise PromptError(f"{args.prompts}: expected {{\"coords\": ..., \"objects\": [...]}}")
+        from ..io.validate import read_prompts_file
+
+        spec = read_prompts_file(args.prompts)  # size, UTF-8, nesting, types, ids: all before any object
         coords = check_coords(spec.get("coords", args.coords))
-        seen = set()
         for n, o in enumerate(spec["objects"], 1):
-            oid = int(o.get("id", n))
-            if oid in seen:
-                raise PromptError(f"{args.prompts}: object id {oid} appears twice")
-            seen.add(oid)
+            oid = o.get("id", n)
             try:
                 prompts = ObjectPrompts.from_json(o, volume, coords)
             except PromptError as exc:
