@@ -174,21 +174,29 @@ def run(args: argparse.Namespace) -> int:
         m = session.mask(o["id"])
         print(f"object {o['id']} ({o['name']}): {int(m.sum())} voxels, "
               f"{float(m.sum() * volume.spacing.prod() / 1000):.2f} ml", file=sys.stderr)
-    labels = session.label_map()
+    written = write_outputs(session, args.out, fmt, args.session_out)
+    print(written)
+    return 0
+
+
+def write_outputs(session, out: str, fmt: str, session_out: str | None = None, extra: dict | None = None) -> str:
+    """Labels, session (optional) and sidecar of one run, committed together: all are
+    staged first, then renamed in that order (sidecar last); nothing is left on error."""
     from ..io import sidecar
     from ..io.atomic import OutputSet
 
-    with OutputSet() as outputs:  # labels, session, sidecar: staged, then renamed together
-        written = write_labels(labels, args.out, fmt, volume, session)
-        if args.session_out:
-            session.save(args.session_out)
+    predictor = session.predictor
+    with OutputSet() as outputs:
+        written = write_labels(session.label_map(), out, fmt, session.volume, session)
+        if session_out:
+            session.save(session_out)
         sidecar.write_sidecar(
-            written, volume=volume, prompts_json=session.to_json(), model_name=predictor.model_name,
-            checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None),
+            written, volume=session.volume, prompts_json=session.to_json(),
+            model_name=getattr(predictor, "model_name", None),
+            checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None), extra=extra,
         )
         outputs.commit()
-    print(written)
-    return 0
+    return written
 
 
 def write_labels(labels, out: str, fmt: str, volume, session) -> str:
@@ -205,6 +213,6 @@ def write_labels(labels, out: str, fmt: str, volume, session) -> str:
         segs = [{"id": o.id, "name": o.name, "color": o.color} for o in session.objects.values()
                 if o.mask is not None and o.mask.any()]
         return write_dicom_seg(labels, volume, out, segs, algorithm={
-            "name": session.predictor.model_name, "version": __version__,
+            "name": getattr(session.predictor, "model_name", None) or "manual", "version": __version__,
             "checkpoint_sha256": getattr(session.predictor, "checkpoint_sha256", None)})
     raise SamMedError(f"unknown output format {fmt!r}")
