@@ -161,7 +161,7 @@ def test_4_fifo_and_dev_zero_in_a_dicom_folder(data_dir, tmp_path):
     t0 = time.monotonic()
     r = _cli("info", d)
     assert r.returncode == 0, r.stderr
-    assert "20" not in r.stderr and time.monotonic() - t0 < 90
+    assert time.monotonic() - t0 < 90
     assert io.load(d).shape[2] == 20
 
 

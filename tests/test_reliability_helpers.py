@@ -43,11 +43,13 @@ def small_nifti(path, data=None, *, pixdim=None) -> Path:
     if data is None:
         rng = np.random.default_rng(0)
         data = rng.normal(0, 100, (12, 12, 6)).astype(np.float32)
+    if pixdim is not None:  # no sform / qform: the geometry comes from pixdim alone (.nii only)
+        nib.save(nib.Nifti1Image(np.asarray(data), None), str(path))
+        raw = bytearray(Path(path).read_bytes())
+        raw[80:92] = np.asarray(pixdim, "<f4").tobytes()  # pixdim[1:4], patched past nibabel's fix-up
+        Path(path).write_bytes(bytes(raw))
+        return Path(path)
     img = nib.Nifti1Image(np.asarray(data), np.diag([1.0, 1.0, 2.0, 1.0]))
-    if pixdim is not None:
-        img.header.set_sform(None, code=0)
-        img.header.set_qform(None, code=0)
-        img.header["pixdim"][1:4] = pixdim
     nib.save(img, str(path))
     return Path(path)
 

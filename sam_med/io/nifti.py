@@ -32,11 +32,29 @@ def _check_header(img, path: str) -> None:
     compressed = path.lower().endswith(".gz") or _is_gzip(path)
     check_claimed_size(path, shape, hdr.get_data_dtype(), available=max(size - (0 if compressed else offset), 0),
                        compressed=compressed, what="the NIfTI header")
-    sform_code = int(hdr["sform_code"]) if "sform_code" in hdr else 0
-    if sform_code == 0:
-        pix = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)[: max(1, min(3, len(shape)))]
+    raw = _raw_nifti1_geometry(path, compressed)
+    if raw is not None and raw[0] == 0:  # no sform: the geometry comes from pixdim
+        pix = raw[1][: max(1, min(3, len(shape)))]
         if not np.all(np.isfinite(pix)) or not np.all(pix > 0):
-            raise GeometryError(f"{path}: pixdim {pix.tolist()} (voxel size) must be positive and finite")
+            raise GeometryError(f"{path}: pixdim {pix.tolist()} (voxel size) must be positive and finite "
+                                "(nibabel would silently use 1 mm)")
+
+
+def _raw_nifti1_geometry(path: str, compressed: bool):
+    """(sform_code, pixdim[1:4]) as stored in a NIfTI-1 header (nibabel fixes zeros on load), or None."""
+    import gzip
+
+    opener = gzip.open if compressed else open
+    with opener(path, "rb") as fh:
+        head = fh.read(348)
+    if len(head) < 348:
+        return None
+    for endian in "<>":
+        if int.from_bytes(head[:4], "little" if endian == "<" else "big") == 348:
+            pix = np.frombuffer(head[76:108], dtype=endian + "f4").astype(np.float64)
+            sform = int(np.frombuffer(head[254:256], dtype=endian + "i2")[0])
+            return sform, pix[1:4]
+    return None
 
 
 def _is_gzip(path: str) -> bool:
