@@ -14,8 +14,8 @@ as outs:`` every atomic write is staged and nothing reaches its destination
 until ``outs.commit()``, which creates missing output folders and renames the
 files in the order they were written (write the sidecar last). Leaving the block
 without commit (error, SIGTERM, SIGINT, SIGHUP) deletes every temporary. The
-renames themselves run with those signals blocked; only SIGKILL in the few
-microseconds between two renames can split a set.
+staged files are fsynced first, so the renames take microseconds; they run with
+those signals blocked, and only SIGKILL inside that window can split a set.
 """
 
 from __future__ import annotations
@@ -141,6 +141,14 @@ class _Stage:
             self.root = None
 
 
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _install(src: str, dest: str) -> None:
     """Move a finished temporary onto ``dest`` (creating missing folders)."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -242,6 +250,10 @@ class OutputSet:
 
     def commit(self) -> list[str]:
         """Rename every staged file onto its destination, in write order; returns the destinations."""
+        for tmp, dest in self._files:  # data on disk first: the renames below then take microseconds
+            _fsync(tmp)              # (ext4 otherwise flushes during rename-over-existing)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.chmod(tmp, default_file_mode())
         with _signals_blocked():
             for tmp, dest in self._files:
                 _install(tmp, dest)
