@@ -28,14 +28,13 @@ import io
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import OutputError, PromptError, SamMedError
+from .errors import PromptError, SamMedError
 from .prompts import Box, ObjectPrompts, Point, make_box, make_point
 from .volume import Volume
 
@@ -332,6 +331,8 @@ class Session:
         from .io.outputs import check_outputs, input_files
 
         path = Path(check_outputs({"session": path}, input_files(self.volume))["session"])
+        from .io.validate import volume_signature
+
         meta = self.to_json()
         meta["volume_signature"] = volume_signature(self.volume.array)  # which scan, not only which grid
         arrays = {"session_json": np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)}
@@ -350,7 +351,7 @@ class Session:
 
         from .io.guards import require_regular
         from .io.npz import check_npz_members
-        from .io.validate import check_session_meta, loads_json
+        from .io.validate import check_session_meta, loads_json, volume_signature
 
         path = Path(path)
         try:
@@ -388,16 +389,6 @@ class Session:
             )
         s.saved_meta = meta
         return s
-
-
-def volume_signature(array: np.ndarray) -> str:
-    """Hex digest of a volume's voxels (shape, dtype, bytes): which scan a session belongs to."""
-    import hashlib
-
-    arr = np.ascontiguousarray(array)
-    h = hashlib.blake2b(repr((arr.shape, arr.dtype.str)).encode(), digest_size=16)
-    h.update(memoryview(arr).cast("B"))
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

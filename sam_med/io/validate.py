@@ -110,6 +110,16 @@ def read_prompts_file(path) -> dict:
     return spec
 
 
+def volume_signature(array: np.ndarray) -> str:
+    """Hex digest of a volume's voxels (shape, dtype, bytes): which scan a session belongs to."""
+    import hashlib
+
+    arr = np.ascontiguousarray(array)
+    h = hashlib.blake2b(repr((arr.shape, arr.dtype.str)).encode(), digest_size=16)
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
 def check_session_meta(meta, packed: dict, where: str) -> None:
     """Raise :class:`SamMedError` unless a session record is well formed (see module docstring)."""
     def bad(msg: str):

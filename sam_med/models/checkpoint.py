@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
