@@ -62,6 +62,8 @@ def _entry_problem(blob, key: str, expected: tuple[tuple[int, ...], str] | None)
     if not isinstance(emb, torch.Tensor):
         return "no embedding tensor"
     shape, dtype = tuple(emb.shape), str(emb.dtype)
+    if "sha256" not in blob:
+        return "older entry format without a checksum"
     if blob.get("shape") != list(shape) or blob.get("dtype") != dtype:
         return f"shape/dtype {shape} {dtype} differ from the recorded ones"
     if expected is not None and (shape, dtype) != expected:
@@ -215,7 +217,7 @@ class EmbeddingCache:
         self.misses += len(todo)
         if len(self.rejected) > n_rejected:
             bad = self.rejected[n_rejected:]
-            warnings.warn(f"embedding cache: {len(bad)} corrupt entr{'y' if len(bad) == 1 else 'ies'} "
+            warnings.warn(f"embedding cache: {len(bad)} corrupt or unverifiable entr{'y' if len(bad) == 1 else 'ies'} "
                           f"re-encoded (first: {bad[0]})", RuntimeWarning, stacklevel=2)
         total = len(todo)
         if progress and total:
