@@ -104,8 +104,12 @@ def check_report_folder(out, dataset_path, dataset) -> None:
     """``--out`` must not be (or hold) the dataset's index file, images or labels."""
     from ..io.outputs import check_output_folder, input_files
 
-    extra = [dataset_path] + [p for c in dataset.cases for p in (c.image, c.label) if p]
-    check_output_folder(out, input_files(None, extra))
+    from pathlib import Path
+
+    root = Path(dataset_path)
+    index = [root] if root.is_file() else [p for p in (root / "dataset.json",) if p.is_file()]
+    extra = index + [p for c in dataset.cases for p in (c.image, c.label) if p]
+    check_output_folder(out, input_files(None, extra))  # a results folder inside the dataset stays allowed
 
 
 def run(args) -> int:
