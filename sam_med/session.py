@@ -29,14 +29,13 @@ import io
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import OutputError, PromptError, SamMedError
+from .errors import PromptError, SamMedError
 from .predictors.base import PredictionResult, ProgressFn, VolumePredictor  # noqa: F401 (re-exported: the contract lives in predictors.base)
 from .prompts import Box, KeySliceBox, ObjectPrompts, Point, make_box, make_key_slice_box, make_point
 from .volume import Volume
@@ -316,10 +315,14 @@ class Session:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save prompts, object list, masks, model id and versions to one ``.npz`` file."""
-        path = Path(path)
-        if self.volume.source and Path(self.volume.source).resolve() == path.resolve():
-            raise OutputError(f"refusing to overwrite the input scan {path}")
-        arrays = {"session_json": np.frombuffer(json.dumps(self.to_json()).encode(), dtype=np.uint8)}
+        from .io.outputs import check_outputs, input_files
+
+        path = Path(check_outputs({"session": path}, input_files(self.volume))["session"])
+        from .io.validate import volume_signature
+
+        meta = self.to_json()
+        meta["volume_signature"] = volume_signature(self.volume.array)  # which scan, not only which grid
+        arrays = {"session_json": np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)}
         for o in self.objects.values():
             if o.mask is not None:
                 arrays[f"mask_{o.id}"] = np.packbits(o.mask.ravel())
@@ -331,18 +334,34 @@ class Session:
     @classmethod
     def load(cls, path: str | os.PathLike, volume: Volume,
              predictor: VolumePredictor | None = None) -> "Session":
+        import zipfile
+
+        from .io.guards import require_regular
+        from .io.npz import check_npz_members
+        from .io.validate import check_session_meta, loads_json, volume_signature
+
         path = Path(path)
         try:
+            require_regular(path, "session file")
+            check_npz_members(path)
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["session_json"]).decode())
-                packed = {k: z[k] for k in z.files if k.startswith("mask_")}
-        except (OSError, ValueError, KeyError) as exc:
-            raise SamMedError(f"{path}: not a sam-med session file ({exc})") from exc
+                raw = bytes(z["session_json"])
+                packed = {k: z[k] for k in z.files if k != "session_json"}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, SamMedError) as exc:
+            raise SamMedError(f"{path}: not a sam-med session file ({' '.join(str(exc).split())})") from None
+        meta = loads_json(raw, f"{path}: session record", err=SamMedError)
+        check_session_meta(meta, packed, str(path))
         if tuple(meta["shape"]) != volume.shape or not np.allclose(meta["affine"], volume.affine, atol=1e-3):
             raise SamMedError(
                 f"{path}: session was saved for a volume of shape {meta['shape']} with a different "
                 f"geometry than {volume.source or 'the given volume'} {volume.shape}"
             )
+        sig = meta.get("volume_signature")
+        if sig is not None:
+            if sig != volume_signature(volume.array):
+                raise SamMedError(
+                    f"{path}: session was saved for another scan ({meta.get('source') or 'unknown source'}) "
+                    f"on the same grid; its masks do not belong to {volume.source or 'the given volume'}")
         s = cls(volume, predictor, overlap=meta.get("overlap", "last"))
         n = int(np.prod(volume.shape))
         for o in meta["objects"]:
@@ -373,18 +392,7 @@ def versions() -> dict[str, str]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        from .io.writers import default_file_mode
+    """Write ``data`` to ``path`` atomically (see :mod:`sam_med.io.atomic`)."""
+    from .io.atomic import atomic_write_bytes as _write
 
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _write(path, data)

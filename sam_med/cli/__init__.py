@@ -5,9 +5,11 @@ Each sub-command lives in its own module under ``sam_med.cli`` and exposes
 import heavy dependencies (torch, models) inside their run function so that
 ``sam-med --help`` stays fast.
 
-Errors derived from :class:`sam_med.errors.SamMedError` (and missing files)
-print one line ``sam-med: error: <message>`` and exit with status 2; ``--debug``
-shows the traceback instead.
+Every error prints one line ``sam-med: error: <message>`` and exits with status
+2 (errors that are not a :class:`sam_med.errors.SamMedError` are prefixed with
+their type); ``--debug`` shows the traceback instead. Warnings raised by
+libraries (pydicom, nibabel, numpy, torch) during a command are captured and
+summarised in one ``sam-med: warning:`` line (``--debug`` prints them all).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ..errors import SamMedError
 
@@ -45,23 +48,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str, limit: int = 2000) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _error_message(exc: BaseException) -> str:
+    msg = one_line(str(exc))
+    if isinstance(exc, (SamMedError, OSError)):
+        return msg or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {msg}" if msg else exc.__class__.__name__
+
+
+def _report_warnings(caught: list, debug: bool) -> None:
+    if not caught:
+        return
+    if debug:
+        for w in caught:
+            print(f"sam-med: warning: {w.category.__name__}: {one_line(w.message)}", file=sys.stderr)
+        return
+    first = caught[0]
+    more = f" (+{len(caught) - 1} more; --debug shows all)" if len(caught) > 1 else ""
+    print(f"sam-med: warning: {first.category.__name__}: {one_line(first.message, 200)}{more}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    try:
-        rc = args.func(args)
-    except (SamMedError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        if args.debug:
-            raise
-        msg = str(exc) or exc.__class__.__name__
-        print(f"sam-med: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("sam-med: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            rc = args.func(args)
+        except KeyboardInterrupt:
+            print("sam-med: interrupted", file=sys.stderr)
+            return 130
+        except RecursionError as exc:  # before the generic handler: the message is uninformative
+            if args.debug:
+                raise
+            print(f"sam-med: error: input nested too deeply ({exc.__class__.__name__})", file=sys.stderr)
+            return EXIT_USAGE
+        except Exception as exc:  # every error is one line and exit 2; --debug shows the traceback
+            if args.debug:
+                raise
+            print(f"sam-med: error: {_error_message(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            _report_warnings(caught, args.debug)
     return int(rc or 0)
 
 

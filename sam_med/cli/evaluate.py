@@ -97,6 +97,18 @@ def make_factory(model: str, device: str, options: dict):
     return factory
 
 
+def check_report_folder(out, dataset_path, dataset) -> None:
+    """``--out`` must not be (or hold) the dataset's index file, images or labels."""
+    from ..io.outputs import check_output_folder, input_files
+
+    from pathlib import Path
+
+    root = Path(dataset_path)
+    index = [root] if root.is_file() else [p for p in (root / "dataset.json",) if p.is_file()]
+    extra = index + [p for c in dataset.cases for p in (c.image, c.label) if p]
+    check_output_folder(out, input_files(None, extra))  # a results folder inside the dataset stays allowed
+
+
 def run(args) -> int:
     from ..errors import SamMedError
     from ..evaluation.datasets import open_dataset, parse_labels
@@ -119,6 +131,7 @@ def run(args) -> int:
                         nsd_tolerance_mm=args.nsd_tolerance, model=args.model, device=args.device,
                         options=options, prepare=args.prepare)
     dataset = open_dataset(args.dataset, labels=parse_labels(args.labels), limit=args.limit)
+    check_report_folder(args.out, args.dataset, dataset)  # before any model loads or folder is made
     ctx = init_distributed(args.device)
     try:
         device = rank_device(args.device, ctx)

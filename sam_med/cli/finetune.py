@@ -24,6 +24,28 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_exports(cfg: dict, config_path) -> None:
+    """The exported weights / config must not overwrite the fine-tune config, the dataset's
+    files or the base checkpoint, nor each other."""
+    from pathlib import Path
+
+    from ..io.outputs import check_outputs, input_files
+
+    exp = cfg.get("export") or {}
+    if not isinstance(exp, dict) or not cfg.get("name"):
+        return
+    from ..training.export import user_models_dir
+
+    out = user_models_dir(exp.get("models_dir"))
+    data = cfg.get("data") or {}
+    extra = [config_path, data.get("dataset") if isinstance(data, dict) else None]
+    if isinstance(data, dict):
+        extra += [s.get("path") for s in data.get("sources") or [] if isinstance(s, dict)]
+    extra = [str(Path(str(p)).expanduser()) for p in extra if p]
+    check_outputs({"exported weights": out / f"{cfg['name']}.pt", "exported config": out / f"{cfg['name']}.yaml"},
+                  input_files(None, [p for p in extra if Path(p).exists()]))
+
+
 def run(args) -> int:
     from ..training import load_config, train
 
@@ -31,6 +53,7 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(cfg, indent=2, default=str))
         return 0
+    check_exports(cfg, args.config)  # before any training starts
     summary = train(cfg)
     if summary.get("stopped_early"):
         print(f"stopped after step {summary['steps']} (stop_after_steps); rerun to resume from "

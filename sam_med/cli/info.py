@@ -20,6 +20,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _finite(obj):
+    """``obj`` with NaN / inf floats replaced by None (JSON has no NaN)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def run(args) -> int:
     from ..io import load
 
@@ -28,7 +47,7 @@ def run(args) -> int:
     summary = vol.summary()
     summary.pop("source_files", None)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(_finite(summary), indent=2, default=str, allow_nan=False))
         return 0
     sp = " x ".join(f"{s:g}" for s in summary["spacing"])
     lines = [

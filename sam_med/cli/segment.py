@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -60,13 +59,18 @@ def register(sub) -> None:
 
 
 def out_format(path: str, fmt: str | None) -> str:
-    if fmt:
-        return fmt
+    """Output format from ``--format`` and ``--out``'s extension, which must agree."""
     name = path.lower()
-    for ext in sorted(OUT_FORMATS, key=len, reverse=True):
-        if name.endswith(ext):
-            return OUT_FORMATS[ext]
-    raise OutputError(f"{path}: unknown output format; use .nii.gz, .nrrd, .npz or .dcm, or --format")
+    by_name = next((OUT_FORMATS[e] for e in sorted(OUT_FORMATS, key=len, reverse=True) if name.endswith(e)), None)
+    if fmt:
+        if by_name is not None and by_name != fmt or by_name is None and fmt != "dicom-seg":
+            raise OutputError(f"{path}: --format {fmt} contradicts the output name; name it "
+                              + {"nifti": ".nii.gz", "nrrd": ".nrrd or .mha", "npz": ".npz",
+                                 "dicom-seg": ".dcm"}[fmt])
+        return fmt
+    if by_name is None:
+        raise OutputError(f"{path}: unknown output format; use .nii.gz, .nrrd, .npz or .dcm, or --format")
+    return by_name
 
 
 def objects_from_args(args, volume) -> list[dict]:
@@ -75,19 +79,12 @@ def objects_from_args(args, volume) -> list[dict]:
 
     objs: list[dict] = []
     if args.prompts:
-        try:
-            spec = json.loads(Path(args.prompts).read_text())
-        except json.JSONDecodeError as exc:
-            raise PromptError(f"{args.prompts}: not valid JSON ({exc})") from exc
-        if not isinstance(spec, dict) or not isinstance(spec.get("objects"), list):
-            raise PromptError(f"{args.prompts}: expected {{\"coords\": ..., \"objects\": [...]}}")
+        from ..io.validate import read_prompts_file
+
+        spec = read_prompts_file(args.prompts)  # size, UTF-8, nesting, types, ids: all before any object
         coords = check_coords(spec.get("coords", args.coords))
-        seen = set()
         for n, o in enumerate(spec["objects"], 1):
-            oid = int(o.get("id", n))
-            if oid in seen:
-                raise PromptError(f"{args.prompts}: object id {oid} appears twice")
-            seen.add(oid)
+            oid = o.get("id", n)
             try:
                 prompts = ObjectPrompts.from_json(o, volume, coords)
             except PromptError as exc:
@@ -137,10 +134,15 @@ def _progress_bar(disabled: bool):
     return progress
 
 
-def check_output(out: str, volume) -> None:
-    from ..io.writers import check_not_input
+def check_output(out: str, volume, args=None) -> dict[str, str]:
+    """Every output (labels, sidecar, session) against every input file and each other."""
+    from ..io.outputs import check_outputs, input_files
+    from ..io.sidecar import sidecar_path
 
-    check_not_input(out, volume)
+    extra = [getattr(args, "prompts", None), getattr(args, "checkpoint", None)] if args is not None else []
+    outs = {"--out": out, "--out's sidecar": sidecar_path(str(Path(out).expanduser().absolute())),
+            "--session-out": getattr(args, "session_out", None) if args is not None else None}
+    return check_outputs(outs, input_files(volume, extra))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
     if is_challenge_input(args.image):  # CVPR 2025 challenge npz: its own prompts and output
         return run_challenge(args)
     from .. import io
-    from ..models.precision import predictor_precision
     from ..predictors.factory import build_predictor
     from ..session import Session
 
@@ -162,9 +163,8 @@ def run(args: argparse.Namespace) -> int:
         from ..io.dicom_seg import check_dicom_seg_source
 
         check_dicom_seg_source(volume)
-    check_output(args.out, volume)
+    check_output(args.out, volume, args)  # before the model loads; folders are made at commit
     objs = objects_from_args(args, volume)  # validate every prompt before loading the model
-    Path(args.out).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
     from ..predictors.base import parse_option_pairs
 
@@ -188,19 +188,31 @@ def run(args: argparse.Namespace) -> int:
         m = session.mask(o["id"])
         print(f"object {o['id']} ({o['name']}): {int(m.sum())} voxels, "
               f"{float(m.sum() * volume.spacing.prod() / 1000):.2f} ml", file=sys.stderr)
-    labels = session.label_map()
-    written = write_labels(labels, args.out, fmt, volume, session)
-    from ..io import sidecar
-
-    sidecar.write_sidecar(
-        written, volume=volume, prompts_json=session.to_json(), model_name=predictor.model_name,
-        checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None),
-        precision=predictor_precision(predictor),
-    )
-    if args.session_out:
-        session.save(args.session_out)
+    written = write_outputs(session, args.out, fmt, args.session_out)
     print(written)
     return 0
+
+
+def write_outputs(session, out: str, fmt: str, session_out: str | None = None, extra: dict | None = None) -> str:
+    """Labels, session (optional) and sidecar of one run, committed together: all are
+    staged first, then renamed in that order (sidecar last); nothing is left on error."""
+    from ..io import sidecar
+    from ..io.atomic import OutputSet
+    from ..models.precision import predictor_precision
+
+    predictor = session.predictor
+    with OutputSet() as outputs:
+        written = write_labels(session.label_map(), out, fmt, session.volume, session)
+        if session_out:
+            session.save(session_out)
+        sidecar.write_sidecar(
+            written, volume=session.volume, prompts_json=session.to_json(),
+            model_name=getattr(predictor, "model_name", None),
+            checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None), extra=extra,
+            precision=predictor_precision(predictor),
+        )
+        outputs.commit()
+    return written
 
 
 def write_labels(labels, out: str, fmt: str, volume, session) -> str:
@@ -217,6 +229,6 @@ def write_labels(labels, out: str, fmt: str, volume, session) -> str:
         segs = [{"id": o.id, "name": o.name, "color": o.color} for o in session.objects.values()
                 if o.mask is not None and o.mask.any()]
         return write_dicom_seg(labels, volume, out, segs, algorithm={
-            "name": session.predictor.model_name, "version": __version__,
+            "name": getattr(session.predictor, "model_name", None) or "manual", "version": __version__,
             "checkpoint_sha256": getattr(session.predictor, "checkpoint_sha256", None)})
     raise SamMedError(f"unknown output format {fmt!r}")

@@ -51,12 +51,13 @@ def segment_challenge(case, predictor, overlap: str = "last", progress=None) -> 
 
 
 def write_segs(segs: np.ndarray, out: str) -> str:
-    """Write ``segs`` atomically (a temporary file renamed into place)."""
-    path = Path(out).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part.npz")
-    np.savez_compressed(tmp, segs=segs.astype(np.uint8))
-    os.replace(tmp, path)
+    """Write ``segs`` atomically (staged, then renamed into place; nothing left on error)."""
+    from ..io.atomic import atomic_path
+
+    path = Path(out).expanduser().absolute()
+    with atomic_path(path, make_folders=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, segs=segs.astype(np.uint8))
     return str(path)
 
 
@@ -69,9 +70,12 @@ def run_challenge(args) -> int:
     check_no_cli_prompts(args)
     if not str(args.out).lower().endswith(".npz") or (args.format not in (None, "npz")):
         raise OutputError(f"{args.out}: a challenge file's output is an .npz with 'segs'")
-    if os.path.abspath(args.out) == os.path.abspath(args.image):
-        raise OutputError(f"{args.out}: refusing to overwrite the input")
     case = read_challenge(args.image, spacing_order=args.spacing_order)
+    from ..io.outputs import check_outputs, input_files
+
+    # the input (any link or path form of it), the checkpoint: never overwritten; checked
+    # before the model loads
+    check_outputs({"--out": args.out}, input_files(case.image, [args.image, getattr(args, "checkpoint", None)]))
     if case.num_classes > 255:
         raise PromptError(f"{args.image}: {case.num_classes} classes do not fit the uint8 'segs'")
     options = {}

@@ -51,7 +51,26 @@ def sample_path(name: str) -> str:
 
 
 def load(path, *, series_uid: str | None = None, time_index: int | None = None,
-         resample: bool = False) -> Volume:
+         resample: bool = False, nonfinite: str = "refuse") -> Volume:
+    """Read an image (see :func:`_load`) and check its values: NaN / infinite voxels are
+    refused with their count (``nonfinite="replace"`` sets them to the finite minimum)
+    and every axis needs a positive, finite spacing."""
+    from .guards import check_affine, check_finite
+
+    if nonfinite not in ("refuse", "replace"):
+        raise InputFileError(f"nonfinite must be 'refuse' or 'replace', got {nonfinite!r}")
+    vol = _load(path, series_uid=series_uid, time_index=time_index, resample=resample)
+    where = vol.source or path
+    check_affine(vol.affine, where)
+    arr = check_finite(vol.array, where, nonfinite)
+    if arr is not vol.array:
+        vol = vol.with_array(arr)
+        vol.meta["nonfinite_replaced"] = True
+    return vol
+
+
+def _load(path, *, series_uid: str | None = None, time_index: int | None = None,
+          resample: bool = False) -> Volume:
     """Read an image as a :class:`~sam_med.volume.Volume` (format chosen by content).
 
     ``series_uid`` picks a DICOM series when a folder holds several; ``time_index``
@@ -73,7 +92,8 @@ def load(path, *, series_uid: str | None = None, time_index: int | None = None,
     if time_index not in (None, 0):
         raise InputFileError(f"{path}: time_index given but {fmt} images are read as 3D")
     if fmt == "npz":
-        return read_npz(path).image
+        case = read_npz(path)
+        return case.image
     from .itk import read_itk
 
     return read_itk(path, fmt)

@@ -50,6 +50,9 @@ def detect_format(path) -> str:
         raise InputFileError(f"{path}: no such file or folder")
     if os.path.isdir(path):
         return "dicom_dir"
+    from .guards import require_regular
+
+    require_regular(path)  # never open a FIFO / device / socket: it could block forever
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)

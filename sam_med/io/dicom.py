@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DicomSeriesError, InputFileError
+from .guards import check_spacing, is_regular, require_regular
 from ..volume import DicomRef, Volume, lps_to_ras
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -89,20 +90,21 @@ def _collect_files(path) -> list[str]:
         for f in files:
             if not os.path.isfile(f):
                 raise InputFileError(f"{f}: no such file")
+            require_regular(f)
         if not files:
             raise InputFileError("an empty list of DICOM files was given")
         return files
     path = os.path.abspath(os.fspath(path))
     if os.path.isfile(path):
-        return [path]
+        return [require_regular(path)]
     if not os.path.isdir(path):
         raise InputFileError(f"{path}: no such file or folder")
     files = []
     for root, dirs, names in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for n in sorted(names):
-            if n.startswith(".") or n in _SKIP_NAMES:
-                continue
+            if n.startswith(".") or n in _SKIP_NAMES or not is_regular(os.path.join(root, n)):
+                continue  # FIFOs, devices, sockets (and symlinks to them) are never opened
             files.append(os.path.join(root, n))
     return files
 
@@ -161,8 +163,21 @@ def _info(uid, items) -> SeriesInfo:
     )
 
 
+def _malformed(path, exc) -> InputFileError:
+    where = path if not isinstance(path, (list, tuple)) else "the given DICOM files"
+    return InputFileError(f"{where}: malformed DICOM numeric tag ({exc.__class__.__name__}: "
+                          f"{' '.join(str(exc).split())[:200]})")
+
+
 def list_dicom_series(path) -> list[SeriesInfo]:
     """The DICOM series in a folder (recursively), a file list or a file, sorted by series number."""
+    try:
+        return _list_dicom_series(path)
+    except (ValueError, TypeError, OverflowError, AttributeError) as exc:
+        raise _malformed(path, exc) from exc
+
+
+def _list_dicom_series(path) -> list[SeriesInfo]:
     series, _ = _scan(path)
     infos = [_info(uid, items) for uid, items in series.items()]
     return sorted(infos, key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
@@ -179,6 +194,10 @@ def _floats(ds, key, n, path):
         raise InputFileError(f"{path}: invalid {key} {v!r}") from exc
     if out.size != n:
         raise InputFileError(f"{path}: {key} must have {n} values, got {out.size}")
+    if not np.all(np.isfinite(out)):
+        raise InputFileError(f"{path}: {key} {out.tolist()} is not finite")
+    if key == "PixelSpacing":
+        check_spacing(out, path, "PixelSpacing")
     return out
 
 
@@ -214,7 +233,17 @@ def _rescale(ds):
 
 
 def load_dicom(path, *, series_uid=None, time_index=None, resample=False) -> Volume:
-    """Load one DICOM series as a Volume (see the module docstring for the rules)."""
+    """Load one DICOM series as a Volume (see the module docstring for the rules).
+
+    Malformed numeric tags (InstanceNumber "abc", RescaleSlope "x", ...) raise
+    :class:`InputFileError`; spacings must be positive."""
+    try:
+        return _load_dicom(path, series_uid=series_uid, time_index=time_index, resample=resample)
+    except (ValueError, TypeError, OverflowError, AttributeError) as exc:
+        raise _malformed(path, exc) from exc
+
+
+def _load_dicom(path, *, series_uid=None, time_index=None, resample=False) -> Volume:
     series, skipped = _scan(path)
     src = os.path.abspath(os.fspath(path)) if not isinstance(path, (list, tuple)) else None
     where = src or "the given DICOM files"

@@ -37,7 +37,8 @@ def read_itk(path, fmt: str = "itk") -> Volume:
 
     path = os.fspath(path)
     try:
-        img = sitk.ReadImage(path)
+        io_name = {"nrrd": "NrrdImageIO", "metaimage": "MetaImageIO"}.get(fmt)
+        img = sitk.ReadImage(path, imageIO=io_name) if io_name else sitk.ReadImage(path)  # by content, not name
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()
         raise InputFileError(f"{path}: cannot read {fmt} ({msg[-1] if msg else exc})") from exc

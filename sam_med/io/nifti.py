@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from ..errors import InputFileError
+from ..errors import GeometryError, InputFileError
+from .guards import check_claimed_size, require_regular
 from ..volume import Volume
 
 
@@ -21,10 +22,50 @@ def guess_slice_axis(spacing, ratio: float = 1.5) -> int:
     return 2
 
 
+def _check_header(img, path: str) -> None:
+    """Before the voxels are read: the claimed array must fit the file and the memory
+    budget, and a geometry taken from pixdim (no sform) needs positive, finite pixdims."""
+    hdr = img.header
+    shape = hdr.get_data_shape()
+    offset = int(hdr.get("vox_offset", 0) or 0) if "vox_offset" in hdr else 0
+    size = os.path.getsize(path)
+    compressed = path.lower().endswith(".gz") or _is_gzip(path)
+    check_claimed_size(path, shape, hdr.get_data_dtype(), available=max(size - (0 if compressed else offset), 0),
+                       compressed=compressed, what="the NIfTI header")
+    raw = _raw_nifti1_geometry(path, compressed)
+    if raw is not None and raw[0] == 0:  # no sform: the geometry comes from pixdim
+        pix = raw[1][: max(1, min(3, len(shape)))]
+        if not np.all(np.isfinite(pix)) or not np.all(pix > 0):
+            raise GeometryError(f"{path}: pixdim {pix.tolist()} (voxel size) must be positive and finite "
+                                "(nibabel would silently use 1 mm)")
+
+
+def _raw_nifti1_geometry(path: str, compressed: bool):
+    """(sform_code, pixdim[1:4]) as stored in a NIfTI-1 header (nibabel fixes zeros on load), or None."""
+    import gzip
+
+    opener = gzip.open if compressed else open
+    with opener(path, "rb") as fh:
+        head = fh.read(348)
+    if len(head) < 348:
+        return None
+    for endian in "<>":
+        if int.from_bytes(head[:4], "little" if endian == "<" else "big") == 348:
+            pix = np.frombuffer(head[76:108], dtype=endian + "f4").astype(np.float64)
+            sform = int(np.frombuffer(head[254:256], dtype=endian + "i2")[0])
+            return sform, pix[1:4]
+    return None
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
 def read_nifti(path, *, time_index: int | None = None) -> Volume:
     import nibabel as nib
 
-    path = os.fspath(path)
+    path = require_regular(os.fspath(path))
     try:
         low = path.lower()
         if low.endswith((".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")):
@@ -39,9 +80,12 @@ def read_nifti(path, *, time_index: int | None = None) -> Volume:
             cls = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540 else nib.Nifti1Image
             img = cls.from_bytes(raw)
         shape = img.shape
+        _check_header(img, path)
         data = np.asanyarray(img.dataobj)
+    except InputFileError:
+        raise
     except Exception as exc:  # nibabel raises many kinds for corrupt files
-        raise InputFileError(f"{path}: cannot read NIfTI ({exc})") from exc
+        raise InputFileError(f"{path}: cannot read NIfTI ({' '.join(str(exc).split())})") from exc
     if data.ndim == 4 and shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 4:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputFileError
+from .guards import check_claimed_size, check_spacing, memory_budget, require_regular
 from ..volume import Volume, affine_from_geometry, lps_to_ras, ras_to_lps, split_affine
 
 
@@ -34,14 +35,55 @@ def _modality_from_name(path: str) -> str | None:
     return m.group(1) if m else None
 
 
+def check_npz_members(path) -> None:
+    """Read each member's .npy header and refuse, before any allocation, arrays larger
+    than the member's stored bytes can hold or than the memory budget."""
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _fortran, dtype = read_header(fh)
+                if dtype.hasobject:
+                    raise InputFileError(f"{path}: npz member {info.filename!r} holds Python objects; refused")
+                stored = info.compress_size if info.compress_type != zipfile.ZIP_STORED else info.file_size
+                total += check_claimed_size(path, shape, dtype, available=stored,
+                                            compressed=info.compress_type != zipfile.ZIP_STORED,
+                                            what=f"member {info.filename!r}")
+    except InputFileError:
+        raise
+    except (OSError, ValueError, SyntaxError, TypeError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+        raise InputFileError(f"{path}: cannot read npz ({exc.__class__.__name__}: {exc})") from exc
+    if total > memory_budget():
+        raise InputFileError(f"{path}: the npz arrays total {total:,} bytes, over the memory budget")
+
+
+def _floats(data, key, n, path) -> np.ndarray:
+    try:
+        v = np.asarray(data[key], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InputFileError(f"{path}: {key!r} must be {n} numbers, got {data[key]!r:.80}") from exc
+    if v.size != n:
+        raise InputFileError(f"{path}: {key!r} must have {n} values, got {v.size}")
+    if not np.all(np.isfinite(v)):
+        raise InputFileError(f"{path}: {key!r} {v.tolist()} is not finite")
+    return v
+
+
 def read_npz(path) -> NpzCase:
-    path = os.fspath(path)
+    path = require_regular(os.fspath(path))
     from .challenge import is_challenge_npz
 
     if is_challenge_npz(path):  # CVPR 2025 challenge file: pickled prompts, (z, y, x) spacing
         from .challenge import challenge_npz_case
 
         return challenge_npz_case(path)
+    check_npz_members(path)
     try:
         z = np.load(path, allow_pickle=False)
         keys = tuple(z.files)
@@ -58,18 +100,16 @@ def read_npz(path) -> NpzCase:
         )
     if "spacing" not in data:
         raise InputFileError(f"{path}: npz has no 'spacing' key; the voxel size is unknown")
-    spacing = np.asarray(data["spacing"], dtype=np.float64).reshape(-1)
-    if spacing.size != 3:
-        raise InputFileError(f"{path}: 'spacing' must have 3 values (x, y, z), got {spacing.tolist()}")
+    spacing = check_spacing(_floats(data, "spacing", 3, path), path, "'spacing'")
     meta: dict = {"format": "npz"}
     notes = []
     if "direction" in data:
-        direction = np.asarray(data["direction"], dtype=np.float64).reshape(3, 3)
+        direction = _floats(data, "direction", 9, path).reshape(3, 3)
     else:
         direction = np.eye(3)
         notes.append("no 'direction' key: identity assumed")
     if "origin" in data:
-        origin = np.asarray(data["origin"], dtype=np.float64).reshape(3)
+        origin = _floats(data, "origin", 3, path)
     else:
         origin = np.zeros(3)
         notes.append("no 'origin' key: (0, 0, 0) assumed")

@@ -112,6 +112,7 @@ def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | N
     onto an input file.
     """
     from ..session import atomic_write_bytes, versions
+    from .atomic import in_output_set, readable_path
     from .writers import check_not_input
 
     out_abs = os.path.abspath(os.fspath(out_path))
@@ -119,7 +120,7 @@ def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | N
     check_not_input(side, volume)
     if os.path.isdir(side):
         raise OutputError(f"{side}: is a folder")
-    if not os.path.isdir(os.path.dirname(side)):
+    if not os.path.isdir(os.path.dirname(side)) and not in_output_set():
         raise OutputError(f"{side}: the output folder does not exist")
     record = {
         "format": FORMAT,
@@ -127,8 +128,8 @@ def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | N
         "output": {
             "path": out_abs,
             "name": os.path.basename(out_abs),
-            "sha256": _sha256(out_abs),
-            "bytes": os.path.getsize(out_abs) if os.path.isfile(out_abs) else None,
+            "sha256": _sha256(readable_path(out_abs)),
+            "bytes": os.path.getsize(readable_path(out_abs)) if os.path.isfile(readable_path(out_abs)) else None,
         },
         "input": _input_record(volume),
         "model": {"name": model_name, "checkpoint_sha256": checkpoint_sha256,

@@ -8,13 +8,12 @@ refuses to write onto the source it was derived from.
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 
 import numpy as np
 
 from ..errors import GeometryError, OutputError
 from ..volume import Volume
+from .atomic import atomic_path, default_file_mode  # noqa: F401  (re-exported)
 
 LABEL_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha")
 IMAGE_EXTS = LABEL_EXTS + (".npz",)
@@ -50,38 +49,6 @@ def check_not_input(path: str, like: Volume | None) -> None:
     for p in protected:
         if _same_file(path, p):
             raise OutputError(f"{path}: refusing to overwrite the input image {p}")
-
-
-@contextmanager
-def atomic_path(path: str, *, overwrite: bool = True):
-    """Yield a temporary path next to ``path`` (same extension); rename into place on success."""
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        raise OutputError(f"{path}: the output folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise OutputError(f"{path}: is a folder")
-    if os.path.exists(path) and not overwrite:
-        raise OutputError(f"{path}: already exists (pass overwrite=True to replace it)")
-    ext = _ext(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path)[: -len(ext) or None] + "-",
-                               suffix=ext, dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the usual umask mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def default_file_mode() -> int:
-    """0o666 minus the process umask: the mode a plain ``open(path, "w")`` would give."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def label_array(array_or_volume, like: Volume) -> np.ndarray:

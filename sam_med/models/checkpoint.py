@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -126,40 +124,17 @@ def _disk_cache_path() -> Path:
 
 
 def sha256_file(path: str | os.PathLike, use_cache: bool = True) -> str:
-    """sha256 hex digest of a file, cached in-process and on disk by (real path, size, mtime_ns)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if use_cache and key in _SHA_CACHE:
-        return _SHA_CACHE[key]
-    disk_key = f"{key[0]}|{key[1]}|{key[2]}"
-    cache_file = _disk_cache_path()
-    disk: dict[str, str] = {}
-    if use_cache:
-        try:
-            disk = json.loads(cache_file.read_text())
-            if disk_key in disk:
-                _SHA_CACHE[key] = disk[disk_key]
-                return disk[disk_key]
-        except (OSError, ValueError):
-            disk = {}
+    """sha256 hex digest of a file's bytes, computed on every call.
+
+    No cache keyed by (path, size, mtime): bit rot and in-place edits keep all
+    three, so a cached digest would vouch for bytes that changed. ``use_cache``
+    is accepted for compatibility and ignored (hashing 40 MB costs ~0.1 s).
+    """
     h = hashlib.sha256()
-    with open(p, "rb") as f:
+    with open(Path(path).resolve(), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    digest = h.hexdigest()
-    _SHA_CACHE[key] = digest
-    if use_cache:
-        try:  # atomic write: temp file + rename
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            disk[disk_key] = digest
-            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(disk, f)
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass
-    return digest
+    return h.hexdigest()
 
 
 def _is_tensor_mapping(obj: Any) -> bool:

@@ -9,17 +9,20 @@ never share an entry.
 * In memory: LRU, bounded in bytes (default 1 GiB).
 * On disk (optional ``cache_dir``): one file per entry under
   ``cache_dir/<namespace>/``; reopening the same scan with the same model
-  skips the encoder. Entries are saved with ``torch.save`` and read back with
-  ``weights_only=True``.
+  skips the encoder. Entries are saved with ``torch.save`` (atomically) and read
+  back with ``weights_only=True``; each carries its sha256 and shape/dtype, and
+  the namespace's ``format.json`` the shape/dtype every entry must have. An entry
+  failing any check is re-encoded, with one warning per call.
 * Only the requested keys are encoded, in batches, with a progress callback.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Sequence
@@ -41,6 +44,37 @@ def array_signature(array: np.ndarray, *extra) -> str:
     return h.hexdigest()
 
 
+def tensor_sha256(t: torch.Tensor) -> str:
+    """sha256 of a CPU tensor's shape, dtype and bytes."""
+    t = t.detach().to("cpu").contiguous()
+    h = hashlib.sha256(repr((tuple(t.shape), str(t.dtype))).encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _entry_problem(blob, key: str, expected: tuple[tuple[int, ...], str] | None) -> str | None:
+    """Why a loaded disk entry cannot be used (None when it is sound)."""
+    if not isinstance(blob, dict):
+        return "not an entry"
+    if blob.get("key") != key:
+        return "key differs"
+    emb = blob.get("embedding")
+    if not isinstance(emb, torch.Tensor):
+        return "no embedding tensor"
+    shape, dtype = tuple(emb.shape), str(emb.dtype)
+    if "sha256" not in blob:
+        return "older entry format without a checksum"
+    if blob.get("shape") != list(shape) or blob.get("dtype") != dtype:
+        return f"shape/dtype {shape} {dtype} differ from the recorded ones"
+    if expected is not None and (shape, dtype) != expected:
+        return f"shape/dtype {shape} {dtype}, expected {expected[0]} {expected[1]}"
+    if blob.get("sha256") != tensor_sha256(emb):
+        return "checksum mismatch"
+    if emb.is_floating_point() and not bool(torch.isfinite(emb).all()):
+        return "non-finite values"
+    return None
+
+
 class EmbeddingCache:
     """LRU cache of image embeddings with an optional on-disk store."""
 
@@ -54,6 +88,9 @@ class EmbeddingCache:
         self.misses = 0
         self.disk_hits = 0
         self.encoded = 0
+        #: problems found in disk entries (each re-encoded); a warning summarises them per call
+        self.rejected: list[str] = []
+        self._format: dict[str, tuple[tuple[int, ...], str]] = {}
 
     # ------------------------------------------------------------ memory
     def _put(self, key: tuple, value: torch.Tensor) -> None:
@@ -92,15 +129,40 @@ class EmbeddingCache:
         name = hashlib.blake2b(repr(key).encode(), digest_size=12).hexdigest()
         return self.cache_dir / namespace / f"{name}.pt"
 
+    def _expected(self, namespace: str) -> tuple[tuple[int, ...], str] | None:
+        """(shape, dtype) every entry of ``namespace`` must have: from an entry encoded in this
+        process, else from the namespace's ``format.json`` written with its first entry."""
+        if namespace in self._format:
+            return self._format[namespace]
+        if self.cache_dir is None:
+            return None
+        f = self.cache_dir / namespace / "format.json"
+        try:
+            if not f.is_file():
+                return None
+            rec = json.loads(f.read_text())
+            fmt = (tuple(int(x) for x in rec["shape"]), str(rec["dtype"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self._format[namespace] = fmt
+        return fmt
+
     def _load_disk(self, namespace: str, key: Hashable) -> torch.Tensor | None:
+        """A verified disk entry, or None (missing). A corrupt entry (unreadable, wrong key,
+        checksum, shape, dtype or non-finite values) is counted in ``self.rejected``
+        and returns None, so the caller re-encodes it."""
         p = self._path(namespace, key)
         if p is None or not p.is_file():
             return None
+        why = None
         try:
             blob = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception:  # a corrupt entry is re-encoded, never trusted
-            return None
-        if not isinstance(blob, dict) or blob.get("key") != repr(key):
+        except Exception as exc:
+            blob, why = None, f"unreadable ({exc.__class__.__name__})"
+        if why is None:
+            why = _entry_problem(blob, repr(key), self._expected(namespace))
+        if why is not None:
+            self.rejected.append(f"{p.name}: {why}")
             return None
         return blob["embedding"]
 
@@ -108,15 +170,15 @@ class EmbeddingCache:
         p = self._path(namespace, key)
         if p is None:
             return
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"key": repr(key), "embedding": value.contiguous()}, tmp)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from ..io.atomic import atomic_torch_save, atomic_write_text
+
+        value = value.contiguous()
+        fmt = (tuple(value.shape), str(value.dtype))
+        if namespace not in self._format:
+            self._format[namespace] = fmt
+            atomic_write_text(p.parent / "format.json", json.dumps({"shape": list(fmt[0]), "dtype": fmt[1]}))
+        atomic_torch_save({"key": repr(key), "embedding": value, "shape": list(fmt[0]), "dtype": fmt[1],
+                           "sha256": tensor_sha256(value)}, p)
 
     # ------------------------------------------------------------ main API
     def contains(self, namespace: str, key: Hashable) -> bool:
@@ -139,6 +201,7 @@ class EmbeddingCache:
         """
         out: dict[Hashable, torch.Tensor] = {}
         todo: list[Hashable] = []
+        n_rejected = len(self.rejected)
         for key in dict.fromkeys(keys):  # unique, order kept
             v = self._get((namespace, key))
             if v is None:
@@ -152,6 +215,10 @@ class EmbeddingCache:
                 self.hits += 1
                 out[key] = v
         self.misses += len(todo)
+        if len(self.rejected) > n_rejected:
+            bad = self.rejected[n_rejected:]
+            warnings.warn(f"embedding cache: {len(bad)} corrupt or unverifiable entr{'y' if len(bad) == 1 else 'ies'} "
+                          f"re-encoded (first: {bad[0]})", RuntimeWarning, stacklevel=2)
         total = len(todo)
         if progress and total:
             progress(0, total, "encode")

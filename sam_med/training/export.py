@@ -58,6 +58,7 @@ def export_finetuned(trainer, summary: dict) -> dict:
     """Write weights + config for ``trainer``'s (best) model; returns paths and sha256."""
     import yaml
 
+    from ..io.atomic import atomic_torch_save, atomic_write_text
     from ..models.checkpoint import sha256_file
     from ..models.registry import clear_model_cache, find_model_config, register_model_config
 
@@ -67,9 +68,7 @@ def export_finetuned(trainer, summary: dict) -> dict:
     out = user_models_dir(cfg["export"].get("models_dir"))
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.pt"
-    tmp = weights.with_suffix(".pt.tmp")
-    torch.save(delta_state_dict(trainer.model, mode, bool(cfg["train_prompt_encoder"])), tmp)
-    os.replace(tmp, weights)
+    atomic_torch_save(delta_state_dict(trainer.model, mode, bool(cfg["train_prompt_encoder"])), weights)
     digest = sha256_file(weights)
 
     base_path = find_model_config(cfg["base_model"])
@@ -105,10 +104,8 @@ def export_finetuned(trainer, summary: dict) -> dict:
         "wall_s": round(float(summary.get("wall_s", 0.0)), 1),
     }
     cfg_path = out / f"{name}.yaml"
-    tmp = cfg_path.with_suffix(".yaml.tmp")
-    tmp.write_text(f"# written by sam-med finetune ({mode}) from {cfg.get('config_path', 'a config dict')}\n"
-                   + yaml.safe_dump(model_cfg, sort_keys=False))
-    os.replace(tmp, cfg_path)
+    atomic_write_text(cfg_path, f"# written by sam-med finetune ({mode}) from {cfg.get('config_path', 'a config dict')}\n"
+                      + yaml.safe_dump(model_cfg, sort_keys=False))
     if cfg["export"].get("register", True):
         register_model_config(cfg_path, name)
     clear_model_cache()

@@ -1,0 +1,346 @@
+"""The package's one atomic writer, and output sets committed together.
+
+Every file sam-med writes goes through :func:`atomic_path` (a writer fills a
+temporary path, renamed onto the destination on success) or
+:func:`atomic_write_bytes`. Temporaries are *staged* in a private scratch folder
+(``<tempdir>/sam-med-stage-<pid>-*``) on the destination's file system, never
+beside the destination, so a killed process leaves nothing next to the output;
+stale scratch folders of dead processes are removed the next time a writer
+starts. Where the scratch folder cannot be on the same file system the temporary
+goes beside the destination as ``.tmp-<name>-*``.
+
+An :class:`OutputSet` groups the outputs of one run: inside ``with OutputSet()
+as outs:`` every atomic write is staged and nothing reaches its destination
+until ``outs.commit()``, which creates missing output folders and renames the
+files in the order they were written (write the sidecar last). Leaving the block
+without commit (error, SIGTERM, SIGINT, SIGHUP) deletes every temporary. The
+staged files are fsynced first, so the renames take microseconds; they run with
+those signals blocked, and only SIGKILL inside that window can split a set.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
+
+from ..errors import OutputError
+
+_STAGE_PREFIX = "sam-med-stage-"
+_ACTIVE: contextvars.ContextVar["OutputSet | None"] = contextvars.ContextVar("sam_med_output_set", default=None)
+_CATCH = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM/SIGHUP turned into an exception so that temporaries are cleaned up."""
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode a plain ``open(path, "w")`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _ext(name: str) -> str:
+    low = name.lower()
+    for ext in (".nii.gz", ".tar.gz", ".hdr.gz"):
+        if low.endswith(ext):
+            return name[-len(ext):]
+    return os.path.splitext(name)[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(root: str | None = None) -> None:
+    """Remove scratch folders left by killed sam-med processes."""
+    root = root or tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(_STAGE_PREFIX):
+            continue
+        try:
+            pid = int(name[len(_STAGE_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _existing_ancestor(folder: str) -> str:
+    while not os.path.exists(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return folder
+
+
+def check_destination(path: str) -> str:
+    """Absolute ``path`` after checking it can be written: not a folder, and its nearest
+    existing ancestor folder is a folder (``FILE/x.nii.gz`` is refused) and writable."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a folder")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise OutputError(f"{path}: exists and is not a regular file")
+    anc = _existing_ancestor(os.path.dirname(path))
+    if not os.path.isdir(anc):
+        raise OutputError(f"{path}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: the folder {anc} is not writable")
+    return path
+
+
+class _Stage:
+    """A private scratch folder holding temporaries (same file system as the destination when possible)."""
+
+    def __init__(self) -> None:
+        self.root: str | None = None
+
+    def new_path(self, dest: str) -> str:
+        folder = os.path.dirname(dest)
+        anc = _existing_ancestor(folder)
+        tmpdir = tempfile.gettempdir()
+        try:
+            same_fs = os.stat(tmpdir).st_dev == os.stat(anc).st_dev
+        except OSError:
+            same_fs = False
+        name = os.path.basename(dest)
+        ext = _ext(name)
+        if not same_fs:
+            if not os.path.isdir(folder):
+                raise OutputError(f"{dest}: the output folder {folder} does not exist")
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-" + name[: len(name) - len(ext)] + "-", suffix=ext, dir=folder)
+            os.close(fd)
+            return tmp
+        if self.root is None:
+            sweep_stale(tmpdir)
+            self.root = tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=tmpdir)
+        sub = tempfile.mkdtemp(dir=self.root)
+        return os.path.join(sub, name)  # same base name: writers that derive names from it keep working
+
+    def cleanup(self) -> None:
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _install(src: str, dest: str) -> None:
+    """Move a finished temporary onto ``dest`` (creating missing folders)."""
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.chmod(src, default_file_mode())
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != 18:  # EXDEV: copy beside the destination, then rename
+            raise
+        fd, near = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(dest) + "-", dir=os.path.dirname(dest))
+        os.close(fd)
+        try:
+            shutil.copyfile(src, near)
+            os.chmod(near, default_file_mode())
+            os.replace(near, dest)
+        finally:
+            if os.path.exists(near):
+                os.unlink(near)
+        os.unlink(src)
+
+
+@contextmanager
+def signals_as_exceptions():
+    """While active (main thread only), SIGTERM/SIGHUP raise :class:`Interrupted` so that
+    ``finally`` blocks delete temporaries; SIGINT already raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    old = {}
+    for s in _CATCH:
+        try:
+            old[s] = signal.signal(s, handler)
+        except (ValueError, OSError):
+            pass
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def _signals_blocked():
+    sigs = {signal.SIGINT, *_CATCH}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, OSError, ValueError):
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class OutputSet:
+    """Outputs of one run, written to temporaries and renamed together by :meth:`commit`."""
+
+    def __init__(self) -> None:
+        self._stage = _Stage()
+        self._files: list[tuple[str, str]] = []  # (temporary, destination) in write order
+        self._token = None
+        self._sig = None
+        self.committed: list[str] = []
+
+    def __enter__(self) -> "OutputSet":
+        self._token = _ACTIVE.set(self)
+        self._sig = signals_as_exceptions()
+        self._sig.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.discard()
+        finally:
+            _ACTIVE.reset(self._token)
+            self._sig.__exit__(None, None, None)
+
+    def _add(self, tmp: str, dest: str) -> None:
+        for i, (_, d) in enumerate(self._files):
+            if d == dest:  # rewritten in the same run: the later content wins
+                if os.path.exists(self._files[i][0]):
+                    os.unlink(self._files[i][0])
+                del self._files[i]
+                break
+        self._files.append((tmp, dest))
+
+    def staged(self, dest: str) -> str | None:
+        """Temporary holding ``dest``'s pending content (None when nothing is staged for it)."""
+        dest = os.path.abspath(os.fspath(dest))
+        for tmp, d in self._files:
+            if d == dest:
+                return tmp
+        return None
+
+    def commit(self) -> list[str]:
+        """Rename every staged file onto its destination, in write order; returns the destinations."""
+        for tmp, dest in self._files:  # data on disk first: the renames below then take microseconds
+            _fsync(tmp)              # (ext4 otherwise flushes during rename-over-existing)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.chmod(tmp, default_file_mode())
+        with _signals_blocked():
+            for tmp, dest in self._files:
+                _install(tmp, dest)
+                self.committed.append(dest)
+            self._files = []
+        self._stage.cleanup()
+        return list(self.committed)
+
+    def discard(self) -> None:
+        for tmp, _ in self._files:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._files = []
+        self._stage.cleanup()
+
+
+def in_output_set() -> bool:
+    """True inside ``with OutputSet():`` (outputs are staged; their folders are made at commit)."""
+    return _ACTIVE.get() is not None
+
+
+def readable_path(path) -> str:
+    """Where ``path``'s current content is: its staged temporary inside an uncommitted
+    :class:`OutputSet`, else ``path`` itself (used to hash an output before commit)."""
+    outs = _ACTIVE.get()
+    p = os.path.abspath(os.fspath(path))
+    if outs is not None:
+        tmp = outs.staged(p)
+        if tmp is not None:
+            return tmp
+    return p
+
+
+@contextmanager
+def atomic_path(path, *, overwrite: bool = True, make_folders: bool = False):
+    """Yield a temporary path (same base name / extension as ``path``); on success it is
+    renamed onto ``path`` — or, inside an :class:`OutputSet`, kept until the set commits.
+    On any error (or SIGTERM/SIGHUP/SIGINT) the temporary is deleted. Outside a set, a
+    missing output folder is an error unless ``make_folders`` (a set makes them at commit)."""
+    dest = check_destination(path)
+    outs = _ACTIVE.get()
+    if outs is None and not make_folders and not os.path.isdir(os.path.dirname(dest)):
+        raise OutputError(f"{dest}: the output folder {os.path.dirname(dest)} does not exist")
+    if os.path.exists(dest) and not overwrite:
+        raise OutputError(f"{dest}: already exists (pass overwrite=True to replace it)")
+    stage = outs._stage if outs is not None else _Stage()
+    tmp = stage.new_path(dest)
+    try:
+        with signals_as_exceptions():
+            yield tmp
+            if not os.path.isfile(tmp):
+                raise OutputError(f"{dest}: the writer produced no file")
+            if outs is not None:
+                outs._add(tmp, dest)
+            else:
+                with _signals_blocked():
+                    _install(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        if outs is None:
+            stage.cleanup()
+
+
+def atomic_write_bytes(path, data: bytes, *, make_folders: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path, make_folders=make_folders) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_path`."""
+    import torch
+
+    with atomic_path(path, make_folders=True) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+__all__ = ["OutputSet", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save",
+           "check_destination", "default_file_mode", "in_output_set", "readable_path", "signals_as_exceptions", "sweep_stale",
+           "Interrupted"]
