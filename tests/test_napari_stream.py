@@ -109,3 +109,11 @@ def test_a_predictor_without_the_streaming_api_yields_the_whole_mask_once(blob):
     ups = list(s.stream(oid, ObjectPrompts(box=make_box([2, 3, 1, 10, 12, 4], vol.shape))))
     assert len(ups) == 1 and ups[0][0] is None and ups[0][2].shape == vol.shape
     assert np.array_equal(ups[0][2], s.get(oid).mask) and s.get(oid).mask.sum() == 9 * 10 * 4
+
+
+def test_neighbourhood_order_window_then_ahead_in_the_scrolling_direction():
+    from sam_med_napari._workers import neighbourhood
+
+    assert neighbourhood(5, 20, 2) == [5, 6, 4, 7, 3]
+    assert neighbourhood(5, 20, 1, ahead=2, direction=-1) == [5, 4, 6, 3, 2, 7, 8]
+    assert neighbourhood(0, 3, 2, ahead=5) == [0, 1, 2]  # clipped to the scan, each slice once

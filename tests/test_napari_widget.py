@@ -357,13 +357,16 @@ def _one_click_spleen(c, gt_spleen):
     c.on_redo()
 
 
-def _screenshot(viewer, c, vol):
+def _screenshot(viewer, c, vol, k=None):
+    """The whole window on slice ``k`` (default: the slice with the most labels), written to
+    $SAM_MED_SCREENSHOT when set (docs/napari_widget.png)."""
     from pathlib import Path
 
     c.ui.positive_chk.setChecked(True)
-    k = int(np.argmax((np.asarray(c.labels_layer.data) > 0).sum(axis=(0, 1))))
+    if k is None:
+        k = int(np.argmax((np.asarray(c.labels_layer.data) > 0).sum(axis=(0, 1))))
     viewer.dims.set_point(2, float(vol.voxel_to_world([0, 0, k])[2]))
-    viewer.layers.selection.active = c.points_layer
+    viewer.layers.selection.active = c.shapes_layer
     viewer.reset_view()
     wait_until(lambda: True)
     img = viewer.screenshot(canvas_only=False, flash=False)
@@ -404,7 +407,6 @@ def test_real_model_liver_box_click_spleen_save(viewer, ct_path, gt_labels, requ
     img = nib.load(out)
     assert img.shape == vol.shape and np.allclose(img.affine, vol.affine, atol=1e-4)
     assert np.array_equal(np.asarray(img.dataobj), np.asarray(c.labels_layer.data))
-    _screenshot(viewer, c, vol)
 
 
 # ---------------------------------------------------------------- slices as they come, encoding on demand
@@ -557,6 +559,7 @@ def test_real_model_key_slice_rectangle_on_the_spleen_and_a_click_on_a_missed_sl
     d = dice(pred, gt)
     print(f"\nspleen key-slice rectangle on slice {mid}, range {kb.range}: Dice {d:.4f} ({t:.1f} s)")
     assert d >= 0.90
+    _screenshot(viewer, c, vol, mid)  # docs/napari_widget.png: the key-slice rectangle and its result
     # a slice the mask missed: none with ± slices covering it? shrink the range, then click outside it
     missed = [int(k) for k in zs if not pred[:, :, k].any()]
     if not missed:
