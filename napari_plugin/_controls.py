@@ -6,8 +6,11 @@ call as a ``napari.qt.threading.create_worker`` generator worker from
 ``_workers``: its ``yielded`` reports drive the progress bar, ``returned``
 applies the result to the layers, ``errored`` shows one line in the status
 label (and a napari notification), ``finished`` unlocks the controls. Only
-one worker runs at a time; while it runs the controls are locked and the
-prompt layers ignore new clicks.
+one such foreground worker runs at a time; while it runs the controls are
+locked and the prompt layers ignore new clicks. Segmentation streams: its
+``(axis, k, plane)`` yields are painted into the Labels layer as they come.
+Besides it, :class:`~._prefetch.Prefetcher` encodes the slices around the
+displayed one in the background (cancelled whenever a foreground job starts).
 """
 
 from __future__ import annotations
