@@ -117,3 +117,40 @@ def test_neighbourhood_order_window_then_ahead_in_the_scrolling_direction():
     assert neighbourhood(5, 20, 2) == [5, 6, 4, 7, 3]
     assert neighbourhood(5, 20, 1, ahead=2, direction=-1) == [5, 4, 6, 3, 2, 7, 8]
     assert neighbourhood(0, 3, 2, ahead=5) == [0, 1, 2]  # clipped to the scan, each slice once
+
+
+def test_prefetch_encodes_the_neighbourhood_once_and_stops_at_the_cache_budget(tiny, blob):
+    from sam_med.predictors.slicewise import SliceWisePredictor
+    from sam_med_napari._workers import CancelToken, Cancelled, prefetch_job
+
+    vol, _ = blob
+
+    class One:  # the widget's PredictorCache, reduced to what the job uses
+        def __init__(self, pred):
+            self.pred = pred
+
+        def get(self, key, progress=None):
+            return self.pred
+
+    def run(job):
+        reports = []
+        while True:
+            try:
+                reports.append(next(job))
+            except StopIteration as stop:
+                return stop.value, reports
+
+    pred = SliceWisePredictor(loaded=tiny, cache=EmbeddingCache())
+    (enc, n), reports = run(prefetch_job(One(pred), None, vol, 6, 2, 0, 1, CancelToken()))
+    ns = pred.embedding_namespace(2)
+    assert (enc, n) == (5, 5) and sorted(k[1] for k in pred.cache.keys(ns)) == [4, 5, 6, 7, 8]
+    assert [r.done for r in reports if r.what == "encode"] == [1, 2, 3, 4, 5]
+    assert run(prefetch_job(One(pred), None, vol, 6, 2, 0, 1, CancelToken()))[0] == (0, 5)  # all cached
+    entry = pred.cache.nbytes // 5
+    small = SliceWisePredictor(loaded=tiny, cache=EmbeddingCache(max_bytes=int(3.5 * entry)))
+    (enc, n), _ = run(prefetch_job(One(small), None, vol, 6, 4, 20, 1, CancelToken()))
+    assert (enc, n) == (3, 3) and len(small.cache) == 3  # stopped before evicting: 6, 7, 5 kept
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        run(prefetch_job(One(SliceWisePredictor(loaded=tiny, cache=EmbeddingCache())), None, vol, 6, 2, 0, 1, token))
