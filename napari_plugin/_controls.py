@@ -6,8 +6,11 @@ call as a ``napari.qt.threading.create_worker`` generator worker from
 ``_workers``: its ``yielded`` reports drive the progress bar, ``returned``
 applies the result to the layers, ``errored`` shows one line in the status
 label (and a napari notification), ``finished`` unlocks the controls. Only
-one worker runs at a time; while it runs the controls are locked and the
-prompt layers ignore new clicks.
+one such foreground worker runs at a time; while it runs the controls are
+locked and the prompt layers ignore new clicks. Segmentation streams: its
+``(axis, k, plane)`` yields are painted into the Labels layer as they come.
+Besides it, :class:`~._prefetch.Prefetcher` encodes the slices around the
+displayed one in the background (cancelled whenever a foreground job starts).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import numpy as np
 from . import _display as D
 from . import _layers as L
 from ._predictors import PredictorCache
-from ._workers import Cancelled, CancelToken, Progress, prepare_job, refine_job, segment_job
+from ._object_controls import ObjectControls
+from ._prefetch import Prefetcher
+from ._workers import Cancelled, CancelToken, Progress, load_job, prepare_job, refine_job, segment_job
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class Controls:
+class Controls(ObjectControls):
     """Handlers of :class:`~._widget.SamMedWidget` (``ui``); the state of one scan's Session."""
 
     def __init__(self, ui) -> None:
@@ -60,11 +65,15 @@ class Controls:
         self.token = CancelToken()
         self.what = ""
         self.t0 = 0.0
+        #: the current job painted streamed slices into the Labels layer (restore them on failure)
+        self.painted = False
+        self.prefetch = Prefetcher(self)
 
     def start(self) -> None:
         """Follow the viewer's layer list and bind undo/redo keys (called once by the widget)."""
         self.viewer.layers.events.inserted.connect(self.on_layers_changed)
         self.viewer.layers.events.removed.connect(self.on_layers_changed)
+        self.viewer.dims.events.current_step.connect(self.prefetch.schedule)
         self.on_layers_changed()
         self.bind_keys(self.viewer)
         self.refresh_enabled()
@@ -117,6 +126,7 @@ class Controls:
         self.current_id = None
         self.labels_layer, self.shapes_layer, self.points_layer = D.make_layers(self.viewer, vol)
         self.points_layer.events.data.connect(self.on_points_changed)
+        self.shapes_layer.events.data.connect(self.prefetch.schedule)
         self.points_layer.bind_key("t", lambda _=None: self.ui.positive_chk.toggle(), overwrite=True)
         for layer in (self.points_layer, self.shapes_layer, self.labels_layer):
             self.bind_keys(layer)
@@ -151,7 +161,9 @@ class Controls:
         if self.busy:
             self.set_status("busy: wait for the current step or press Cancel")
             return None
+        self.prefetch.cancel()  # the foreground job gets the CPU; prefetch resumes when it ends
         self.busy, self.last_error, self.what, self.t0 = True, None, what, time.perf_counter()
+        self.painted = False
         self.token = CancelToken()
         self.ui.progress.setValue(0)
         self.set_status(f"{what}…")
@@ -166,7 +178,12 @@ class Controls:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def on_worker_progress(self, p: Progress) -> None:
+    def on_worker_progress(self, p) -> None:
+        """A :class:`Progress` report → bar + status; a streamed slice → the Labels layer."""
+        if not isinstance(p, Progress):
+            self.painted = True
+            D.paint_update(self.labels_layer, p, self.current_id)
+            return
         if p.total > 0:
             self.ui.progress.setValue(int(100 * p.fraction))
         self.set_status(f"{self.what}: {p.what} {p.done}/{p.total}")
@@ -175,6 +192,8 @@ class Controls:
         from napari.utils.notifications import show_error, show_info
 
         self.last_error = exc
+        if self.painted:  # streamed slices of a result the Session did not take
+            self.show_labels()
         if isinstance(exc, Cancelled):
             self.set_status(f"{self.what}: cancelled")
             show_info(f"sam-med: {self.what} cancelled")
@@ -191,6 +210,7 @@ class Controls:
         self.busy = False
         self.worker = None
         self.refresh_enabled()
+        self.prefetch.schedule()  # idle again: encode around the displayed slice
 
     def on_cancel(self) -> None:
         if self.busy:
@@ -199,81 +219,25 @@ class Controls:
 
     # ================================================================ prepare
     def on_prepare(self) -> None:
-        """Button "Prepare": load the model and encode every slice in a worker."""
+        """Button "Prepare": load the model in a worker; then the displayed slice's
+        neighbourhood is encoded in the background (:class:`~._prefetch.Prefetcher`)."""
         s = self.scan_session()
-        if s is None:
-            return
-        self.run(prepare_job, self.predictors, self.model_key(), self.volume, s,
-                 on_done=self.on_prepared, what="Prepare")
+        if s is not None:
+            self.run(load_job, self.predictors, self.model_key(), s, on_done=self.on_prepared, what="Prepare")
+
+    def on_prepare_all(self) -> None:
+        """Button "Prepare all": load the model and encode every slice in a worker."""
+        s = self.scan_session()
+        if s is not None:
+            self.run(prepare_job, self.predictors, self.model_key(), self.volume, s,
+                     on_done=self.on_prepared, what="Prepare all")
 
     def on_prepared(self, pred) -> None:
         self.ui.progress.setValue(100)
-        self.set_status(f"Prepared {pred.model_name} in {self.elapsed():.1f} s; draw a box or click to segment.")
+        self.set_status(f"{self.what}: {pred.model_name} ready in {self.elapsed():.1f} s; "
+                        "draw a box or click to segment.")
         if self.session is not None and not self.session.objects:
             self.on_add_object()
-
-    # ================================================================ objects
-    def on_add_object(self, name: str | None = None) -> int:
-        obj = self.ensure_session().add_object(name or None)
-        self.current_id = obj.id
-        self.sync()
-        return obj.id
-
-    def on_delete_object(self) -> None:
-        if self.obj() is not None:
-            self.session.remove_object(self.current_id)
-            self.current_id = max(self.session.objects, default=None)
-            self.sync()
-
-    def on_rename(self, name: str | None = None) -> None:
-        if self.obj() is None:
-            return
-        name = name if name is not None else self.ui.name_edit.text().strip()
-        if name:
-            self.session.rename(self.current_id, name)
-            self.sync()
-
-    def on_color(self, color=None) -> None:
-        obj = self.obj()
-        if obj is None:
-            return
-        if color is None:
-            from qtpy.QtGui import QColor
-            from qtpy.QtWidgets import QColorDialog
-
-            c = QColorDialog.getColor(QColor.fromRgbF(*obj.color), self.ui, "Object colour")
-            if not c.isValid():
-                return
-            color = (c.redF(), c.greenF(), c.blueF())
-        self.session.set_color(self.current_id, tuple(color)[:3])
-        self.sync()
-
-    def on_lock(self, locked: bool) -> None:
-        obj = self.obj()
-        if obj is not None and obj.locked != bool(locked):
-            self.session.set_locked(self.current_id, bool(locked))
-            self.sync()
-
-    def on_accept(self) -> None:
-        """Accept the current object: lock it so further clicks cannot change it."""
-        obj = self.obj()
-        if obj is not None and not obj.locked:
-            self.session.set_locked(obj.id, True)
-            self.sync()
-            self.set_status(f"accepted {obj.name!r} (locked)")
-
-    def on_overlap(self, rule: str) -> None:
-        if self.session is not None:
-            self.session.overlap = rule
-            self.show_labels()
-
-    def on_object_selected(self, row: int) -> None:
-        if self.session is None or row < 0:
-            return
-        ids = list(self.session.objects)
-        if row < len(ids):
-            self.current_id = ids[row]
-            self.sync()
 
     # ================================================================ prompts
     def on_positive_toggled(self, positive: bool) -> None:
@@ -300,20 +264,34 @@ class Controls:
         if self.mark_a is not None and self.mark_b is not None:
             self.ui.use_marks_chk.setChecked(True)
 
-    def box_from_layers(self) -> list[float] | None:
-        """The 3D voxel box from the last rectangle in the box layer and the z-range controls.
-
-        Raises :class:`~sam_med.errors.PromptError` (the CLI's check) for a box outside the scan."""
+    def _rectangle(self):
+        """(voxel vertices (4, 3) of the last rectangle, marked z-range or None), or None."""
         if self.shapes_layer is None or len(self.shapes_layer.data) == 0:
             return None
         verts = L.data_to_voxel(self.shapes_layer.data[-1], self.shapes_layer.affine.affine_matrix, self.volume)
+        marks = self.ui.use_marks_chk.isChecked() and self.mark_a is not None and self.mark_b is not None
+        return verts, ((self.mark_a, self.mark_b) if marks else None)
+
+    def box_from_layers(self) -> list[float] | None:
+        """The tight 3D voxel box from the last rectangle in the box layer and the z-range controls.
+
+        Raises :class:`~sam_med.errors.PromptError` (the CLI's check) for a box outside the scan."""
+        rect = self._rectangle()
+        if rect is None:
+            return None
+        verts, zr = rect
         axis = self.volume.slice_axis
-        if self.ui.use_marks_chk.isChecked() and self.mark_a is not None and self.mark_b is not None:
-            zr = (self.mark_a, self.mark_b)
-        else:
+        if zr is None:
             k = int(np.rint(verts[:, axis].mean()))
             zr = L.slice_range(k, self.ui.half_spin.value(), self.volume.shape[axis])
         return L.rectangle_to_box(verts, zr, self.volume, axis)
+
+    def key_box_from_layers(self):
+        """The :class:`~sam_med.prompts.KeySliceBox` of the last rectangle (its slice, the
+        z-range controls), or None; a box outside the scan raises ``PromptError``."""
+        rect = self._rectangle()
+        return None if rect is None else L.rectangle_to_key_box(rect[0], rect[1], self.ui.half_spin.value(),
+                                                                self.volume)
 
     def on_segment(self) -> None:
         """Button "Segment / propagate": the box (if drawn) + clicks → mask, in a worker."""
@@ -322,18 +300,24 @@ class Controls:
         s = self.scan_session()
         if s is None:
             return
+        from sam_med.prompts import make_box
+
         try:
-            box3d = self.box_from_layers()
+            tight = self.ui.tight_chk.isChecked()
+            box = self.box_from_layers() if tight else self.key_box_from_layers()
         except PromptError as exc:
             self.last_error = exc
             self.set_status(f"Segment refused: {one_line(exc)}")
             return
         if self.obj() is None:
             self.on_add_object()
-        if box3d is None and self.obj().prompts.is_empty():
+        prompts = self.obj().prompts.copy()
+        if box is not None:  # a tight 3D box and a key-slice box replace each other
+            prompts.box, prompts.key_box = (make_box(box, self.volume.shape), None) if tight else (None, box)
+        if prompts.is_empty():
             self.set_status("draw a box (sam-med box layer) or click on the object first")
             return
-        self.run(segment_job, self.predictors, self.model_key(), s, self.current_id, box3d,
+        self.run(segment_job, self.predictors, self.model_key(), s, self.current_id, prompts,
                  on_done=self.on_segmented, what="Segment")
 
     def on_points_changed(self, event) -> None:

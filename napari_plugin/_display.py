@@ -144,6 +144,19 @@ def show_labels(labels_layer, session, volume, model_name: str) -> None:
     labels_layer.refresh()
 
 
+def paint_update(labels_layer, update, oid: int) -> None:
+    """Paint one streamed slice ``(axis, k, plane)`` of object ``oid`` (or ``(None, None,
+    mask3d)``, the whole mask) into the Labels layer at once, before the Session has the
+    result (:func:`sam_med.predictors.streaming.paint`; the final :func:`show_labels`
+    applies the overlap rule)."""
+    from sam_med.predictors.streaming import paint
+
+    if labels_layer is None:
+        return
+    paint(labels_layer.data, update, value=int(oid), background=0)
+    labels_layer.refresh()
+
+
 def set_enabled(ui, busy: bool, session, has_object: bool, prompt_layers) -> None:
     """Lock every control while ``busy`` (Cancel only); else enable what the state allows."""
     for w in ui.lockable:

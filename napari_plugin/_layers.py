@@ -172,6 +172,27 @@ def rectangle_to_box(vertices: np.ndarray, z_range: tuple[int, int], volume: Vol
     return make_box([*lo, *hi], volume.shape).to_json()
 
 
+def rectangle_to_key_box(vertices: np.ndarray, z_range: tuple[int, int] | None, half: int, volume: Volume,
+                         axis: int | None = None):
+    """A Shapes rectangle (vertices in voxel coords (i, j, k)) drawn on one slice → a
+    :class:`~sam_med.prompts.KeySliceBox`: the rectangle bounds that slice only (the slice
+    the vertices lie on, rounded); the slice range is ``z_range`` (inclusive, any order),
+    or that slice ± ``half`` clipped to the scan when ``z_range`` is None. ``rect`` is the
+    rectangle's extent on the two other axes in increasing order. Validated as the CLI
+    validates key-slice boxes (:func:`sam_med.prompts.make_key_slice_box`): a rectangle
+    outside the volume, or a key slice outside the range, raises
+    :class:`~sam_med.errors.PromptError`."""
+    from sam_med.prompts import make_key_slice_box
+
+    axis = volume.slice_axis if axis is None else int(axis)
+    v = np.atleast_2d(np.asarray(vertices, dtype=np.float64))[:, -3:]
+    k = int(np.rint(v[:, axis].mean()))
+    zr = slice_range(k, half, volume.shape[axis]) if z_range is None else tuple(sorted(int(z) for z in z_range))
+    u, w = [d for d in range(3) if d != axis]
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    return make_key_slice_box(axis, k, zr, (lo[u], lo[w], hi[u], hi[w]), volume.shape)
+
+
 def box_to_rectangle(box: Sequence[float], k: int, axis: int = 2) -> np.ndarray:
     """The inverse for display: a 3D voxel box → the 4 rectangle vertices (4, 3) on slice ``k``."""
     b = np.asarray(box, dtype=np.float64)

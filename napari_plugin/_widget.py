@@ -11,11 +11,19 @@ display in ``_display``.
 
 Prompting
 ---------
-* **Box**: draw a rectangle in the "sam-med box" Shapes layer on an axial slice;
-  its slice range is the rectangle's slice ± "± slices", or the two slices marked
-  with "Mark A"/"Mark B" when "use marks" is ticked. "Segment" runs the 3D box
-  (slice-wise propagation for 2D models). A box outside the scan is refused with
-  the CLI's message, never clipped.
+* **Box**: draw a rectangle in the "sam-med box" Shapes layer on the axial slice
+  you look at; its slice range is that slice ± "± slices", or the two slices marked
+  with "Mark A"/"Mark B" when "use marks" is ticked. By default it is a *key-slice
+  box* (``KeySliceBox``): the rectangle bounds that slice only, the other slices of
+  the range follow the propagation (organs are wider off their middle slice).
+  "tight 3D box" makes it the old 3D box (rectangle × range, every slice clipped
+  to the rectangle). "Segment" runs it; the Labels layer shows each slice as it is
+  decoded, the key slice first (``Session.stream``). A box outside the scan is
+  refused with the CLI's message, never clipped.
+* **Encoding**: slices are encoded on demand: the slider's neighbourhood ("encode
+  ±" slices each side) in the background, then "ahead" more while idle, within the
+  embedding cache's memory budget (``_prefetch``). "Prepare" loads the model and
+  starts that; "Prepare all" encodes every slice up front.
 * **Clicks**: points added to the "sam-med clicks" Points layer refine the
   current object at once (``Session.add_point``); the "positive" box (key
   ``T`` on the Points layer toggles it) decides foreground/background.
@@ -73,13 +81,14 @@ class SamMedWidget(QWidget):
         lay.addWidget(self._objects_box())
         lay.addWidget(self._prompts_box())
         lay.addWidget(self._results_box())
-        self.status = QLabel("Open a scan, then Prepare.")
+        self.status = QLabel("Open a scan, then Prepare (or draw a box).")
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
         lay.addStretch(1)
         #: widgets disabled while a worker runs (Cancel is the only control left)
         self.lockable = [
             self.image_combo, self.model_combo, self.device_combo, self.modality_combo, self.prepare_btn,
+            self.prepare_all_btn, self.window_spin, self.ahead_spin, self.tight_chk,
             self.add_btn, self.delete_btn, self.color_btn, self.lock_chk, self.name_edit, self.rename_btn,
             self.overlap_combo, self.half_spin, self.mark_a_btn, self.mark_b_btn, self.use_marks_chk,
             self.segment_btn, self.undo_btn, self.redo_btn, self.accept_btn, self.save_labels_btn,
@@ -115,9 +124,23 @@ class SamMedWidget(QWidget):
         self.modality_combo.setToolTip("auto: the scan's modality, or CT when a file without one "
                                        "holds HU values (air <= -500)")
         form.addRow("Modality", self.modality_combo)
-        self.prepare_btn = _button("Prepare", "Compute image embeddings for every slice (once per scan)")
+        self.prepare_btn = _button("Prepare", "Load the model; the slices near the one you look at "
+                                   "are then encoded in the background as you go")
+        self.prepare_all_btn = _button("Prepare all", "Encode every slice of the scan now (cancellable)")
         self.cancel_btn = _button("Cancel")
-        form.addRow(_row(self.prepare_btn, self.cancel_btn))
+        form.addRow(_row(self.prepare_btn, self.prepare_all_btn, self.cancel_btn))
+        self.window_spin = QSpinBox()
+        self.window_spin.setRange(0, 2000)
+        self.window_spin.setValue(8)
+        self.window_spin.setToolTip("slices encoded on each side of the displayed one")
+        self.ahead_spin = QSpinBox()
+        self.ahead_spin.setRange(0, 4000)
+        self.ahead_spin.setValue(64)
+        self.ahead_spin.setToolTip("while idle, this many more slices in the scrolling direction "
+                                   "(then behind), within the embedding cache's memory budget")
+        form.addRow("Encode ±", _row(self.window_spin, QLabel("ahead"), self.ahead_spin))
+        self.encode_label = QLabel("encoded: -")
+        form.addRow(self.encode_label)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
@@ -161,6 +184,10 @@ class SamMedWidget(QWidget):
         self.mark_b_btn = _button("Mark B")
         self.use_marks_chk = QCheckBox("use marks")
         form.addRow(_row(self.mark_a_btn, self.mark_b_btn, self.use_marks_chk))
+        self.tight_chk = QCheckBox("tight 3D box")
+        self.tight_chk.setToolTip("off (default): the rectangle bounds its own slice only (key-slice box); "
+                                  "on: every slice of the range is clipped to it")
+        form.addRow(self.tight_chk)
         self.marks_label = QLabel("z-range: slice ± N")
         form.addRow(self.marks_label)
         self.segment_btn = _button("Segment / propagate")
@@ -184,6 +211,7 @@ class SamMedWidget(QWidget):
     # ---------------------------------------------------------------- signals → handlers
     def _wire(self, c: Controls, f: FileControls) -> None:
         self.prepare_btn.clicked.connect(c.on_prepare)
+        self.prepare_all_btn.clicked.connect(c.on_prepare_all)
         self.cancel_btn.clicked.connect(c.on_cancel)
         self.objects_list.currentRowChanged.connect(c.on_object_selected)
         self.add_btn.clicked.connect(lambda: c.on_add_object())

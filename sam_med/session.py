@@ -229,6 +229,30 @@ class Session:
         self.objects[obj.id] = new
         return new
 
+    def stream(self, id: int, prompts: ObjectPrompts | None = None, *, progress: ProgressFn | None = None):
+        """Segment object ``id`` from ``prompts`` (default: its own), yielding each slice's mask
+        as it is decoded, the prompted slice first: ``(axis, k, plane)`` as in
+        :mod:`sam_med.predictors.streaming` (``(None, None, mask3d)`` once for a predictor
+        without the streaming API). When the generator ends, the object's new prompts and
+        result are committed as one undo step, and the object is returned (``StopIteration.value``,
+        ``yield from``); closed early (cancel), nothing is committed."""
+        from .predictors.streaming import stream_prediction
+
+        obj = self.get(id)
+        self._check_editable(obj)
+        prompts = (obj.prompts if prompts is None else prompts).copy()
+        if prompts.is_empty():
+            raise PromptError(f"object {obj.id} ({obj.name!r}) has no prompts to segment from")
+        if self.predictor is None:
+            raise SamMedError("this session has no predictor; create it with one to segment")
+        result = yield from stream_prediction(self.predictor, self.volume, prompts, obj.result, progress)
+        if result.mask.shape != self.volume.shape:
+            raise SamMedError(f"predictor returned a mask of shape {result.mask.shape}, volume is {self.volume.shape}")
+        self._push_undo()
+        new = dataclasses.replace(obj, prompts=prompts, mask=result.mask.astype(bool, copy=False), result=result)
+        self.objects[obj.id] = new
+        return new
+
     def _predict(self, prompts: ObjectPrompts, previous: PredictionResult | None,
                  progress: ProgressFn | None) -> PredictionResult:
         if self.predictor is None:

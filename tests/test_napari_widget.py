@@ -126,7 +126,7 @@ class SlowFakePredictor:
         from sam_med.session import PredictionResult
 
         m = np.zeros(volume.shape, bool)
-        lo, hi = prompts.box.int_bounds()
+        lo, hi = (prompts.box or prompts.key_box.to_box3d()).int_bounds()
         m[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
         return PredictionResult(mask=m)
 
@@ -164,7 +164,7 @@ def test_prepare_keeps_gui_responsive_reports_progress_and_cancels(viewer, ct_pa
     timer.setInterval(20)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
-    c.on_prepare()
+    c.on_prepare_all()
     assert c.busy and not w.prepare_btn.isEnabled() and w.cancel_btn.isEnabled()
     assert not w.segment_btn.isEnabled() and not c.shapes_layer.editable  # locked while it runs
     c.worker.yielded.connect(reports.append)  # the worker's own signal drives the progress bar
@@ -184,13 +184,13 @@ def test_prepare_keeps_gui_responsive_reports_progress_and_cancels(viewer, ct_pa
 
     # Cancel: the next progress callback raises, the worker ends, controls come back
     fake.done = 0
-    c.on_prepare()
+    c.on_prepare_all()
     wait_until(lambda: fake.done >= 5, 10, "some progress")
     c.on_cancel()
     wait_until(lambda: not c.busy, 10, "cancel")
     assert fake.done < fake.steps
     assert isinstance(c.last_error, Cancelled)
-    assert w.status.text() == "Prepare: cancelled" and w.prepare_btn.isEnabled()
+    assert w.status.text() == "Prepare all: cancelled" and w.prepare_btn.isEnabled()
 
 
 def test_worker_error_is_one_line_in_the_widget(viewer, ct_path):
@@ -228,8 +228,12 @@ def test_box_outside_the_scan_is_refused_not_clipped(viewer, ct_path):
     c.on_segment()
     assert not c.busy and c.worker is None  # nothing ran
     assert isinstance(c.last_error, PromptError)
-    assert w.status.text().startswith("Segment refused: box ") and "extends outside the volume" in w.status.text()
-    assert c.session.get(oid).prompts.box is None and not np.asarray(c.labels_layer.data).any()
+    assert w.status.text().startswith("Segment refused: key-slice box ")  # the default prompt
+    w.tight_chk.setChecked(True)  # the tight 3D box: the same check as the CLI's --box
+    c.on_segment()
+    assert not c.busy and w.status.text().startswith("Segment refused: box ")
+    assert "extends outside the volume" in w.status.text()
+    assert c.session.get(oid).prompts.is_empty() and not np.asarray(c.labels_layer.data).any()
 
 
 def test_objects_overlap_undo_redo_and_session_roundtrip(viewer, ct_path, tmp_path):
@@ -242,7 +246,8 @@ def test_objects_overlap_undo_redo_and_session_roundtrip(viewer, ct_path, tmp_pa
     c.on_segment()
     wait_until(lambda: not c.busy, 20)
     assert c.last_error is None, c.last_error
-    assert c.session.get(a).prompts.box.to_json() == [10, 10, 3, 40, 40, 7]
+    kb = c.session.get(a).prompts.key_box  # a rectangle on slice 5 with ± 2: a key-slice box
+    assert (kb.axis, kb.slice, kb.range, kb.rect) == (2, 5, (3, 7), (10.0, 10.0, 40.0, 40.0))
     b = c.on_add_object("b")
     c.shapes_layer.add_rectangles(np.array([[30, 30, 6], [30, 60, 6], [60, 60, 6], [60, 30, 6]], float))
     c.on_segment()
@@ -285,6 +290,7 @@ def _segment_liver(viewer, c, vol, gt_liver):
     c.on_mark_b()
     viewer.dims.set_point(2, float(vol.voxel_to_world([0, 0, mid])[2]))
     c.shapes_layer.add_rectangles(box_to_rectangle([*lo, *hi], mid, axis=2))
+    c.ui.tight_chk.setChecked(True)  # this rectangle is the liver's tight extent over A..B
     assert c.box_from_layers() == [float(x) for x in (*lo, *hi)]
     c.on_segment()
     t = wait_until(lambda: not c.busy, 600, "segment")
@@ -349,29 +355,9 @@ def _one_click_spleen(c, gt_spleen):
     c.on_redo()
 
 
-def _screenshot(viewer, c, vol):
-    from pathlib import Path
-
-    c.ui.positive_chk.setChecked(True)
-    k = int(np.argmax((np.asarray(c.labels_layer.data) > 0).sum(axis=(0, 1))))
-    viewer.dims.set_point(2, float(vol.voxel_to_world([0, 0, k])[2]))
-    viewer.layers.selection.active = c.points_layer
-    viewer.reset_view()
-    wait_until(lambda: True)
-    img = viewer.screenshot(canvas_only=False, flash=False)
-    assert img.ndim == 3 and img.shape[0] > 300
-    assert img[..., :3].std() > 10  # not a blank window
-    if os.environ.get("SAM_MED_SCREENSHOT"):
-        import imageio.v3 as iio
-
-        out = Path(os.environ["SAM_MED_SCREENSHOT"])
-        iio.imwrite(out, img)
-        print(f"\nscreenshot {img.shape} -> {out}")
-
-
 def test_real_model_liver_box_click_spleen_save(viewer, ct_path, gt_labels, request, tmp_path):
     """Real LiteMedSAM on the CT: reader → widget → Prepare → liver box (Dice) → negative
-    click (fewer false positives; undo exact) → one-click spleen → save → screenshot."""
+    click (fewer false positives; undo exact) → one-click spleen → save."""
     import nibabel as nib
 
     gt_liver, gt_spleen = gt_labels == 5, gt_labels == 1
@@ -396,4 +382,3 @@ def test_real_model_liver_box_click_spleen_save(viewer, ct_path, gt_labels, requ
     img = nib.load(out)
     assert img.shape == vol.shape and np.allclose(img.affine, vol.affine, atol=1e-4)
     assert np.array_equal(np.asarray(img.dataobj), np.asarray(c.labels_layer.data))
-    _screenshot(viewer, c, vol)

@@ -1,0 +1,75 @@
+"""Object handlers of the widget (``on_add_object`` ... ``on_object_selected``), GUI thread.
+
+A mixin of :class:`~._controls.Controls`: it uses the Controls' ``session``,
+``current_id``, ``ui``, :meth:`~._controls.Controls.ensure_session`,
+:meth:`~._controls.Controls.obj`, ``sync``, ``show_labels`` and ``set_status``.
+Each handler is one undoable Session step, then the Session is shown again.
+"""
+
+from __future__ import annotations
+
+
+class ObjectControls:
+    """Add, delete, rename, colour, lock/accept, overlap rule and selection of objects."""
+
+    def on_add_object(self, name: str | None = None) -> int:
+        obj = self.ensure_session().add_object(name or None)
+        self.current_id = obj.id
+        self.sync()
+        return obj.id
+
+    def on_delete_object(self) -> None:
+        if self.obj() is not None:
+            self.session.remove_object(self.current_id)
+            self.current_id = max(self.session.objects, default=None)
+            self.sync()
+
+    def on_rename(self, name: str | None = None) -> None:
+        if self.obj() is None:
+            return
+        name = name if name is not None else self.ui.name_edit.text().strip()
+        if name:
+            self.session.rename(self.current_id, name)
+            self.sync()
+
+    def on_color(self, color=None) -> None:
+        obj = self.obj()
+        if obj is None:
+            return
+        if color is None:
+            from qtpy.QtGui import QColor
+            from qtpy.QtWidgets import QColorDialog
+
+            c = QColorDialog.getColor(QColor.fromRgbF(*obj.color), self.ui, "Object colour")
+            if not c.isValid():
+                return
+            color = (c.redF(), c.greenF(), c.blueF())
+        self.session.set_color(self.current_id, tuple(color)[:3])
+        self.sync()
+
+    def on_lock(self, locked: bool) -> None:
+        obj = self.obj()
+        if obj is not None and obj.locked != bool(locked):
+            self.session.set_locked(self.current_id, bool(locked))
+            self.sync()
+
+    def on_accept(self) -> None:
+        """Accept the current object: lock it so further clicks cannot change it."""
+        obj = self.obj()
+        if obj is not None and not obj.locked:
+            self.session.set_locked(obj.id, True)
+            self.sync()
+            self.set_status(f"accepted {obj.name!r} (locked)")
+
+    def on_overlap(self, rule: str) -> None:
+        if self.session is not None:
+            self.session.overlap = rule
+            self.show_labels()
+
+    def on_object_selected(self, row: int) -> None:
+        if self.session is None or row < 0:
+            return
+        ids = list(self.session.objects)
+        if row < len(ids):
+            self.current_id = ids[row]
+            self.sync()
