@@ -49,6 +49,12 @@ class SliceWiseOptions:
     # box-trained LiteMedSAM the edit won 20 of 20 clicks of the CT-lesion click protocol
     # under "model", so "edit" gives the same masks without four decoder calls.
     click_mode: str = _choice("edit", "edit", "model")
+    # a refinement click: "carry" = the model's correction of the clicked slice, only the
+    # change containing the click, carried to the neighbouring slices while it overlaps and
+    # fades (slicewise/corrections.py); "repropagate" = the disk edit + re-propagation of
+    # the slices downstream (the earlier rule). Measured under the CVPR25 protocol: see README.
+    click_rule: str = _choice("carry", "carry", "repropagate")
+    carry_growth: float = 1.5  # carry: stop where the change grows past this x the previous slice's
     batch_size: int | None = None  # None: encode_workers on CPU (batching measured no faster), 8 on CUDA
     # CPU: encode this many slices at once, one per worker thread running one intra-op thread
     # (None: 2 when torch has >= 2 threads). At small inputs one slice does not keep two
