@@ -26,7 +26,7 @@ slices downstream while they change), kept for comparison.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -42,10 +42,12 @@ _EIGHT = np.ones((3, 3), bool)
 
 
 def correct_slice(decode: Callable, mask: np.ndarray, box, x: int, y: int, positive: bool,
-                  margin: int) -> tuple[np.ndarray, bool] | None:
+                  margin: int, max_change: float = 0.5) -> tuple[np.ndarray, bool] | None:
     """``(change, by_model)``: the ``(H, W)`` bool region that makes pixel ``(x, y)`` of
     ``mask`` agree with the click (pixels to add when ``positive``, else to remove), and
     whether the model made it (False: the disk edit); None when the pixel already agrees.
+    A model change larger than ``max_change`` x the slice's mask area is refused (the disk
+    edit is used instead): a click corrects a part of the object, it does not re-draw it.
     ``decode(box) -> SliceOut`` decodes this slice; ``box`` the slice's current box (None:
     the object has no box near here; the box is then searched around the click)."""
     if bool(mask[y, x]) == positive:
@@ -53,6 +55,7 @@ def correct_slice(decode: Callable, mask: np.ndarray, box, x: int, y: int, posit
     hw = mask.shape
     m = max(margin, 2)
     delta = None
+    area = int(mask.sum())
     if positive:
         click_box = np.array([x - m, y - m, x + m, y + m])
         if box is None:
@@ -62,10 +65,14 @@ def correct_slice(decode: Callable, mask: np.ndarray, box, x: int, y: int, posit
         if box is not None:
             out = decode(clip_box(box, hw)).mask
             delta = component_at(out & ~mask, x, y)
+            if delta is not None and area and delta.sum() > max_change * area:
+                delta = None  # the model re-drew far more than the slice's object: not a correction
     elif box is not None:
         shrunk = shrink_past(np.asarray(box), x, y)
         kept = decode(shrunk).mask & mask if shrunk is not None else np.zeros_like(mask)
         delta = component_at(mask & ~kept, x, y)
+        if delta is not None and delta.sum() > max_change * area:
+            delta = None  # the model dropped the object, not the part under the click
     if delta is not None:
         return delta, True
     # the model does not honour the click: the smallest edit that does (not carried: only
@@ -88,19 +95,19 @@ def _anchor(delta: np.ndarray, mask: np.ndarray, positive: bool) -> tuple[int, i
 
 
 def carry_correction(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool,
-                     clicked: set[int]) -> Iterator[int]:
+                     clicked: set[int], carry: bool = True) -> list[int]:
     """Apply a click at plane ``(x, y)`` of slice ``k`` (see the module docstring), then
-    carry it outwards; yields each slice it changes (``st.slices`` updated as it goes).
+    carry it outwards (unless not ``carry``); returns the slices it changed, in order.
     ``clicked``: slices with clicks of their own (the carry stops before them).
     ``pred``: the :class:`~.predictor.SliceWisePredictor` (public methods and options)."""
     o = pred.options
     n = geo.n_slices
     first = _apply(pred, st, geo, k, x, y, positive)
     if first is None:
-        return
-    yield k
-    if not first[1]:
-        return  # a disk edit stays on its slice
+        return []
+    changed = [k]
+    if not first[1] or not carry:
+        return changed  # a disk edit stays on its slice
     for step in (+1, -1):
         prev = first[0]
         z = k + step
@@ -116,9 +123,10 @@ def carry_correction(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, posit
                     or delta.sum() > o.carry_growth * prev.sum() + 4):
                 break
             _commit(st, z, m, delta, positive)
-            yield z
+            changed.append(z)
             prev = delta
             z += step
+    return changed
 
 
 def _apply(pred, st, geo: PlaneGeometry, z: int, x: int, y: int, positive: bool, dry: bool = False):
@@ -136,7 +144,7 @@ def _apply(pred, st, geo: PlaneGeometry, z: int, x: int, y: int, positive: bool,
     def decode(b):
         return pred.decode_slice(geo, z, st.view, emb, b)
 
-    got = correct_slice(decode, m, box, x, y, positive, pred.options.margin)
+    got = correct_slice(decode, m, box, x, y, positive, pred.options.margin, pred.options.carry_max_change)
     if got is None or dry:
         return got
     _commit(st, z, m, got[0], positive)

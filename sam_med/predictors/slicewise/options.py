@@ -53,8 +53,9 @@ class SliceWiseOptions:
     # change containing the click, carried to the neighbouring slices while it overlaps and
     # fades (slicewise/corrections.py); "repropagate" = the disk edit + re-propagation of
     # the slices downstream (the earlier rule). Measured under the CVPR25 protocol: see README.
-    click_rule: str = _choice("carry", "carry", "repropagate")
+    click_rule: str = _choice("carry", "carry", "edit", "repropagate")
     carry_growth: float = 1.5  # carry: stop where the change grows past this x the previous slice's
+    carry_max_change: float = 0.5  # carry: a model change over this x the slice's mask area is refused
     batch_size: int | None = None  # None: encode_workers on CPU (batching measured no faster), 8 on CUDA
     # CPU: encode this many slices at once, one per worker thread running one intra-op thread
     # (None: 2 when torch has >= 2 threads). At small inputs one slice does not keep two
