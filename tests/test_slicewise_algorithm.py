@@ -101,7 +101,7 @@ def test_break_cancels_propagation(tiny, blob, cache):
 
 def test_negative_click_edits_the_slice_and_repropagates_locally(tiny, blob, cache):
     vol, ref = blob
-    pred = oracle_predictor(ref, tiny, cache)
+    pred = oracle_predictor(ref, tiny, cache, click_rule="repropagate")
     prompts = ObjectPrompts(box=box_from_mask(ref))
     first = pred.predict(vol, prompts)
     click = Point((24.0, 20.0, 12.0), False)  # inside the object on slice 12
@@ -202,3 +202,24 @@ def test_key_slice_box_bounds_only_its_slice(tiny, blob, cache):
     assert s.get(o.id).prompts.key_box == kb
     with pytest.raises(PromptError):
         s.set_key_slice_box(o.id, KeySliceBox(axis=2, slice=7, range=(6, 25), rect=kb.rect))
+
+
+def test_a_rerun_replays_the_clicks_in_order(tiny, blob, cache):
+    """Box + clicks in one prompt set (a reloaded session, one `segment` per CVPR25 step)
+    give exactly the masks of the interactive session that made them."""
+    from sam_med.prompts import KeySliceBox
+
+    vol, ref = blob
+    lo, hi = box_from_mask(ref[:, :, 9:10]).int_bounds()
+    kb = KeySliceBox(axis=2, slice=9, range=(6, 14), rect=(lo[0], lo[1], hi[0], hi[1]))
+    clicks = [Point((24.0, 20.0, 12.0), False), Point((24.0, 20.0, 10.0), True), Point((20.0, 20.0, 8.0), False)]
+    s = Session(vol, oracle_predictor(ref, tiny, cache))
+    o = s.add_object("blob")
+    s.set_key_slice_box(o.id, kb)
+    for c in clicks:
+        s.add_point(o.id, c.ijk, positive=c.positive)
+    interactive = s.mask(o.id)
+    rerun = oracle_predictor(ref, tiny, cache).predict(vol, ObjectPrompts(key_box=kb, points=clicks))
+    assert rerun.info["mode"] == "full"
+    np.testing.assert_array_equal(rerun.mask, interactive)
+    assert not interactive[24, 20, 12] and interactive[24, 20, 10] and not interactive[20, 20, 8]

@@ -27,8 +27,9 @@ from ...prompts import Box, ObjectPrompts, Point
 from ...volume import Volume
 from ..base import PredictionResult, ProgressFn, build_options
 from ..embedding_cache import EmbeddingCache
-from ..planes import PlaneGeometry
-from .clicks import clicks_on, nearest_box
+from ..planes import PlaneGeometry, mask_bbox
+from .clicks import clicks_on, local_edit, nearest_box
+from .corrections import carry_correction
 from .clicks import slice_with_clicks as decode_with_clicks
 from .decoding import SliceDecoder
 from .encoding import SliceEncoder
@@ -282,8 +283,16 @@ class SliceWisePredictor:
             self.add_prompts(st, prompts.points[len(prev.prompts.points):], progress=progress)
             mode = "refine"
         else:
-            st = self.init_state(volume, prompts)
+            # a box with clicks is replayed in order: the box's run, then each click as a
+            # refinement, so a re-run (a reloaded session, one `sam-med segment` per CVPR25
+            # step) gives exactly the masks of the interactive session that made the prompts
+            boxed = prompts.box is not None or prompts.key_box is not None
+            first = ObjectPrompts(box=prompts.box, key_box=prompts.key_box) if boxed else prompts
+            st = self.init_state(volume, first)
             self.add_prompts(st, progress=progress)
+            if boxed and prompts.points:
+                self._drain(st, progress)
+                self.add_prompts(st, prompts.points, progress=progress)
             mode = "full"
         self._drain(st, progress)
         info = {
@@ -370,6 +379,31 @@ class SliceWisePredictor:
         """Re-decode the slice of refinement click ``p`` (already in ``st.prompts``); leave
         the directions downstream of it pending."""
         k = int(round(geo.to_plane(p.ijk)[0]))
+        if self.options.click_rule == "edit":  # the disk edit on the clicked slice only
+            cur = st.slices.get(k)
+            t0 = time.perf_counter()
+            _, x, y = geo.to_plane(p.ijk)
+            if cur is not None and cur.mask.any():
+                new = local_edit(cur.mask, [(int(round(x)), int(round(y)), p.positive)])
+                st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+            elif p.positive:  # a slice the object has not reached: seeded there, not carried
+                carry_correction(self, st, geo, k, int(round(x)), int(round(y)), True, set(), carry=False)
+            if k not in st.slices:
+                st.slices[k] = SliceOut(np.zeros(geo.hw, bool), None, None)
+            self.timings["click_slice"] = time.perf_counter() - t0
+            st.pending = []
+            return k
+        if self.options.click_rule == "carry":
+            _, x, y = geo.to_plane(p.ijk)
+            i = max(j for j, q in enumerate(st.prompts.points) if q is p)
+            others = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points[:i]}  # earlier clicks' slices
+            t0 = time.perf_counter()
+            carry_correction(self, st, geo, k, int(round(x)), int(round(y)), p.positive, others)
+            self.timings["click_slice"] = time.perf_counter() - t0  # (incl. the carried slices)
+            st.pending = []
+            if k not in st.slices:  # the click agreed with the mask (empty there): nothing to change
+                st.slices[k] = SliceOut(np.zeros(geo.hw, bool), None, None)
+            return k
         if p.positive:
             st.srange = (min(st.srange[0], k), max(st.srange[1], k))
         old = dict(st.slices)
