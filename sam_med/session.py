@@ -24,11 +24,7 @@ objects win over unlocked ones, then ``"last"``).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import io
-import json
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,104 +315,29 @@ class Session:
 
     # ------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": "sam-med-session/1",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "source": self.volume.source,
-            "shape": list(self.volume.shape),
-            "affine": self.volume.affine.tolist(),
-            "model": getattr(self.predictor, "model_name", None),
-            "checkpoint_sha256": getattr(self.predictor, "checkpoint_sha256", None),
-            "overlap": self.overlap,
-            "versions": versions(),
-            "coords": "voxel",
-            "objects": [
-                {"id": o.id, "name": o.name, "color": list(o.color), "locked": o.locked,
-                 **o.prompts.to_json()}
-                for o in self.objects.values()
-            ],
-        }
+        """The session's record: source, geometry, model, versions, objects with their prompts."""
+        from .session_store import session_record
+
+        return session_record(self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save prompts, object list, masks, model id and versions to one ``.npz`` file."""
-        from .io.outputs import check_outputs, input_files
+        """Save prompts, object list, masks, model id and versions to one ``.npz`` file
+        (checked against the scan's files first; written atomically)."""
+        from .session_store import save_session
 
-        path = Path(check_outputs({"session": path}, input_files(self.volume))["session"])
-        from .io.validate import volume_signature
-
-        meta = self.to_json()
-        meta["volume_signature"] = volume_signature(self.volume.array)  # which scan, not only which grid
-        arrays = {"session_json": np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)}
-        for o in self.objects.values():
-            if o.mask is not None:
-                arrays[f"mask_{o.id}"] = np.packbits(o.mask.ravel())
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
-        return path
+        return save_session(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, volume: Volume,
              predictor: VolumePredictor | None = None) -> "Session":
-        import zipfile
+        """A session saved by :meth:`save`, for ``volume`` (refused for another scan)."""
+        from .session_store import load_session
 
-        from .io.guards import require_regular
-        from .io.npz import check_npz_members
-        from .io.validate import check_session_meta, loads_json, volume_signature
-
-        path = Path(path)
-        try:
-            require_regular(path, "session file")
-            check_npz_members(path)
-            with np.load(path, allow_pickle=False) as z:
-                raw = bytes(z["session_json"])
-                packed = {k: z[k] for k in z.files if k != "session_json"}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, SamMedError) as exc:
-            raise SamMedError(f"{path}: not a sam-med session file ({' '.join(str(exc).split())})") from None
-        meta = loads_json(raw, f"{path}: session record", err=SamMedError)
-        check_session_meta(meta, packed, str(path))
-        if tuple(meta["shape"]) != volume.shape or not np.allclose(meta["affine"], volume.affine, atol=1e-3):
-            raise SamMedError(
-                f"{path}: session was saved for a volume of shape {meta['shape']} with a different "
-                f"geometry than {volume.source or 'the given volume'} {volume.shape}"
-            )
-        sig = meta.get("volume_signature")
-        if sig is not None:
-            if sig != volume_signature(volume.array):
-                raise SamMedError(
-                    f"{path}: session was saved for another scan ({meta.get('source') or 'unknown source'}) "
-                    f"on the same grid; its masks do not belong to {volume.source or 'the given volume'}")
-        s = cls(volume, predictor, overlap=meta.get("overlap", "last"))
-        n = int(np.prod(volume.shape))
-        for o in meta["objects"]:
-            prompts = ObjectPrompts.from_json(o, volume, "voxel") if ("box" in o or "points" in o) \
-                else ObjectPrompts()
-            key = f"mask_{o['id']}"
-            mask = (np.unpackbits(packed[key])[:n].reshape(volume.shape).astype(bool)
-                    if key in packed else None)
-            s.objects[int(o["id"])] = SegObject(
-                id=int(o["id"]), name=o["name"], color=tuple(o["color"]), prompts=prompts,
-                mask=mask, locked=bool(o.get("locked", False)),
-            )
-        s.saved_meta = meta
-        return s
+        return load_session(cls, path, volume, predictor)
 
 
 def versions() -> dict[str, str]:
     """Versions of sam-med and the packages that decide a result (recorded with outputs)."""
-    from importlib import metadata
+    from .session_store import versions as _versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("sam-med", "torch", "monai", "numpy", "nibabel", "pydicom", "SimpleITK"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :mod:`sam_med.io.atomic`)."""
-    from .io.atomic import atomic_write_bytes as _write
-
-    _write(path, data)
+    return _versions()

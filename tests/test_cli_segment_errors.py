@@ -34,7 +34,7 @@ def test_bad_prompt_file(data_dir, tmp_path, capsys):
     pf = tmp_path / "p.json"
     pf.write_text(json.dumps({"coords": "voxel", "objects": [{"id": 1, "name": "x"}]}))
     rc = main(["segment", str(data_dir / CT), "--prompts", str(pf), "--out", str(tmp_path / "o.nii.gz")])
-    assert rc == 2 and "neither a box nor points" in capsys.readouterr().err
+    assert rc == 2 and "neither a box, a key-slice box nor points" in capsys.readouterr().err
     pf.write_text("{not json")
     rc = main(["segment", str(data_dir / CT), "--prompts", str(pf), "--out", str(tmp_path / "o.nii.gz")])
     assert rc == 2 and "not valid JSON" in capsys.readouterr().err

@@ -120,3 +120,21 @@ def test_save_load(tmp_path, vol):
     other = Volume(np.zeros((5, 5, 5)), np.eye(4))
     with pytest.raises(SamMedError, match="different"):
         Session.load(f, other)
+
+
+def test_key_slice_box_survives_save_and_load(tmp_path):
+    """A key-slice box object is saved with its prompt and reloaded as one (no model needed)."""
+    import numpy as np
+
+    from sam_med.prompts import KeySliceBox
+    from sam_med.session import Session
+    from sam_med.volume import Volume
+
+    vol = Volume(np.zeros((12, 10, 6), np.int16), np.eye(4), modality="CT")
+    s = Session(vol, None)
+    o = s.add_object("x")
+    kb = KeySliceBox(axis=2, slice=3, range=(1, 4), rect=(2.0, 2.0, 8.0, 7.0))
+    s.set_key_slice_box(o.id, kb, run=False)
+    path = s.save(tmp_path / "s.npz")
+    back = Session.load(path, vol)
+    assert back.get(o.id).prompts.key_box == kb and back.get(o.id).prompts.box is None

@@ -32,7 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..session import atomic_write_bytes, versions
+from ..io.atomic import atomic_write_bytes
+from ..session_store import versions
 
 LEAD_COLUMNS = ["case_id", "label", "name", "protocol", "status", "step", "prompt", "click", "box",
                 "carried", "dice", "nsd", "hd95", "pred_voxels", "ref_voxels", "load_s", "prepare_s",

@@ -81,8 +81,17 @@ def check_prompt_object(o, n: int, where: str) -> int:
             _check_numbers(p[:3], 3, f"{w}: point {i + 1}")
             if len(p) == 4 and (p[3] not in (0, 1) or isinstance(p[3], float)):
                 raise PromptError(f"{w}: point {i + 1}: label must be 0 or 1, got {p[3]}")
-    if o.get("box") is None and not pts:
-        raise PromptError(f"{w}: has neither a box nor points")
+    kb = o.get("key_slice_box")
+    if kb is not None:
+        if not isinstance(kb, dict) or not {"slice", "range", "rect"} <= set(kb) or set(kb) - {"axis", "slice", "range", "rect"}:
+            raise PromptError(f"{w}: 'key_slice_box' must be {{\"axis\", \"slice\", \"range\", \"rect\"}}")
+        if kb.get("axis", 2) not in (0, 1, 2) or isinstance(kb.get("axis", 2), bool):
+            raise PromptError(f"{w}: 'key_slice_box' axis must be 0, 1 or 2")
+        _check_numbers([kb["slice"]], 1, f"{w}: 'key_slice_box' slice")
+        _check_numbers(kb["range"], 2, f"{w}: 'key_slice_box' range")
+        _check_numbers(kb["rect"], 4, f"{w}: 'key_slice_box' rect")
+    if o.get("box") is None and not pts and kb is None:
+        raise PromptError(f"{w}: has neither a box, a key-slice box nor points")
     return oid
 
 
@@ -162,7 +171,7 @@ def check_session_meta(meta, packed: dict, where: str) -> None:
             bad(f"object {oid}: 'color' must be 3 or 4 numbers in 0..1")
         if not isinstance(o.get("locked", False), bool):
             bad(f"object {oid}: 'locked' must be true or false")
-        if "box" in o or "points" in o:
+        if "box" in o or "points" in o or "key_slice_box" in o:
             try:
                 check_prompt_object(o, oid, "session")
             except PromptError as exc:
