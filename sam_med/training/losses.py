@@ -38,16 +38,36 @@ class SampleLossMixin:
             return self.items[idx]["embedding"].to(self.device)[None]
         return self.model.image_encoder(d["image"][None].to(self.device))
 
-    def _sample_loss(self, idx: int, epoch: int) -> torch.Tensor:
-        pc = self.cfg["prompts"]
-        if pc.get("iterative"):
-            return self._iterative_loss(idx, epoch)[0]
+    def _sample_start(self, idx: int, epoch: int):
+        """``(sample, rng, box prompt (1, 4) on the model grid, embedding, label (1, 1, H, W))``
+        of sample ``idx`` in ``epoch``; the rng is seeded per (seed, epoch, index)."""
         d = self.data[idx]
         rng = np.random.default_rng(sample_seed(self.cfg["seed"] + 7919, epoch, idx))
         box_m = self._box_prompt(d, rng)
         with self._autocast():
             emb = self._embed(idx, d)
-        target = d["label"][None].to(self.device)
+        return d, rng, box_m, emb, d["label"][None].to(self.device)
+
+    def _click_kwargs(self, clicks: list[tuple[int, int, bool]]) -> dict:
+        """``points`` (1, N, 2) / ``point_labels`` (1, N) decoder arguments for ``(x, y, positive)``
+        clicks in model-grid pixels; empty without clicks."""
+        if not clicks:
+            return {}
+        return {"points": torch.tensor([[c[:2] for c in clicks]], dtype=torch.float32, device=self.device),
+                "point_labels": torch.tensor([[int(c[2]) for c in clicks]], device=self.device)}
+
+    @staticmethod
+    def _on_grid(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``target`` (1, 1, H, W) resized (nearest) to the logits' grid when its width differs."""
+        if target.shape[-1] == logits.shape[-1]:
+            return target
+        return torch.nn.functional.interpolate(target, size=logits.shape[-2:], mode="nearest")
+
+    def _sample_loss(self, idx: int, epoch: int) -> torch.Tensor:
+        pc = self.cfg["prompts"]
+        if pc.get("iterative"):
+            return self._iterative_loss(idx, epoch)[0]
+        d, rng, box_m, emb, target = self._sample_start(idx, epoch)
         pts, labs = None, None
         mask_in = None
         if float(pc.get("mask_prompt_prob", 0)) > 0 and rng.random() < float(pc["mask_prompt_prob"]):
@@ -66,15 +86,10 @@ class SampleLossMixin:
             clicks: list[tuple[int, int, bool]] = []
             for _ in range(n):
                 with torch.no_grad(), self._autocast():
-                    kw = {}
-                    if clicks:
-                        kw = {"points": torch.tensor([[c[:2] for c in clicks]], dtype=torch.float32, device=self.device),
-                              "point_labels": torch.tensor([[int(c[2]) for c in clicks]], device=self.device)}
-                    lo, _ = self.model.decode(emb.detach(), boxes=box_m, mask_input=mask_in, **kw)
+                    lo, _ = self.model.decode(emb.detach(), boxes=box_m, mask_input=mask_in,
+                                              **self._click_kwargs(clicks))
                 if ref is None:
-                    tt = target if target.shape[-1] == lo.shape[-1] else torch.nn.functional.interpolate(
-                        target, size=lo.shape[-2:], mode="nearest")
-                    ref = tt[0, 0].cpu().numpy() > 0.5
+                    ref = self._on_grid(target, lo)[0, 0].cpu().numpy() > 0.5
                 c = corrective_click_2d(lo[0, 0].float().cpu().numpy() > 0, ref, rng, center=False)
                 if c is None:
                     break
@@ -87,9 +102,7 @@ class SampleLossMixin:
         with self._autocast():
             logits, _iou = self.model.decode(emb, boxes=box_m, points=pts, point_labels=labs, mask_input=mask_in)
         logits = logits[:, :1].float()
-        if target.shape[-1] != logits.shape[-1]:
-            target = torch.nn.functional.interpolate(target, size=logits.shape[-2:], mode="nearest")
-        return self.loss_fn(logits, target)
+        return self.loss_fn(logits, self._on_grid(target, logits))
 
     def _iterative_loss(self, idx: int, epoch: int) -> tuple[torch.Tensor, list[tuple[int, int, bool]], list[float]]:
         """SAM-style interactive training on one sample.
@@ -103,12 +116,7 @@ class SampleLossMixin:
         iterations, so box-only accuracy is trained in every sample. Returns (loss, clicks
         in model-grid pixels, per-iteration losses)."""
         pc = self.cfg["prompts"]
-        d = self.data[idx]
-        rng = np.random.default_rng(sample_seed(self.cfg["seed"] + 7919, epoch, idx))
-        box_m = self._box_prompt(d, rng)
-        with self._autocast():
-            emb = self._embed(idx, d)
-        target = d["label"][None].to(self.device)
+        d, rng, box_m, emb, target = self._sample_start(idx, epoch)
         n_clicks = 0
         if float(pc.get("click_prob", 0)) > 0 and rng.random() < float(pc["click_prob"]):
             n_clicks = int(rng.integers(1, int(pc.get("max_clicks", 1)) + 1))
@@ -127,18 +135,12 @@ class SampleLossMixin:
         mask_in = None
         ref = None
         for it in range(n_clicks + 1):
-            kw = {}
-            if clicks:
-                kw = {"points": torch.tensor([[c[:2] for c in clicks]], dtype=torch.float32, device=self.device),
-                      "point_labels": torch.tensor([[int(c[2]) for c in clicks]], device=self.device)}
             with self._autocast():
-                lo, _ = self.model.decode(emb, boxes=box_m, mask_input=mask_in, **kw)
+                lo, _ = self.model.decode(emb, boxes=box_m, mask_input=mask_in, **self._click_kwargs(clicks))
             lo = lo[:, :1].float()
             if ref is None:
-                tt = target if target.shape[-1] == lo.shape[-1] else torch.nn.functional.interpolate(
-                    target, size=lo.shape[-2:], mode="nearest")
-                target = tt
-                ref = tt[0, 0].cpu().numpy() > 0.5
+                target = self._on_grid(target, lo)
+                ref = target[0, 0].cpu().numpy() > 0.5
             losses.append(self.loss_fn(lo, target))
             if it == n_clicks:
                 break
