@@ -54,15 +54,14 @@ def load_dicom(path, *, series_uid=None, time_index=None, resample=False) -> Vol
         raise malformed_tag_error(path, exc) from exc
 
 
-def _load_dicom(path, *, series_uid=None, time_index=None, resample=False) -> Volume:
-    series, skipped = scan(path)
-    src = os.path.abspath(os.fspath(path)) if not isinstance(path, (list, tuple)) else None
-    where = src or "the given DICOM files"
+def _choose_series(series: dict, series_uid, where: str) -> list:
+    """The ``(file, header)`` items of the requested series (the only one when ``series_uid``
+    is None); a missing UID or several series without a choice raise :class:`DicomSeriesError`."""
     if series_uid is not None:
         if series_uid not in series:
             listing = "; ".join(series_info(u, it).line() for u, it in series.items())
             raise DicomSeriesError(f"{where}: no series with UID {series_uid}; found: {listing}")
-        items = series[series_uid]
+        return series[series_uid]
     elif len(series) > 1:
         infos = sorted((series_info(u, it) for u, it in series.items()), key=lambda s: (s.number or 0, s.uid))
         listing = "; ".join(s.line() for s in infos)
@@ -71,7 +70,45 @@ def _load_dicom(path, *, series_uid=None, time_index=None, resample=False) -> Vo
             f"(CLI --series UID): {listing}"
         )
     else:
-        items = next(iter(series.values()))
+        return next(iter(series.values()))
+
+
+def _pixel_volume(items) -> np.ndarray:
+    """Pixel data of the sorted slices, rescaled (slope/intercept), as ``(i, j, k)``: int16/int32
+    when every slice has slope 1 and an integer intercept, else float32."""
+    stack = []
+    rescales = []
+    for f, hdr in items:
+        ds, px = _pixels(f, hdr)
+        if px.ndim != 2 or px.shape != (int(ds.Rows), int(ds.Columns)):
+            raise InputFileError(f"{f}: unexpected pixel array shape {px.shape}")
+        rescales.append(rescale_of(ds))
+        stack.append(px)
+    raw = np.stack(stack, axis=-1)  # (rows j, cols i, k)
+    if len(set(rescales)) == 1:
+        slope, inter = rescales[0]
+        if slope == 1 and inter == int(inter):
+            vol = raw.astype(np.int32) + int(inter)
+        else:
+            vol = raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
+    else:
+        vol = np.stack([stack[k].astype(np.float32) * np.float32(rs[0]) + np.float32(rs[1])
+                        for k, rs in enumerate(rescales)], axis=-1)
+    if np.issubdtype(vol.dtype, np.integer):
+        lo, hi = int(vol.min()), int(vol.max())
+        for dt in (np.int16, np.int32):
+            if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+                vol = vol.astype(dt)
+                break
+    vol = np.ascontiguousarray(vol.transpose(1, 0, 2))  # (i, j, k)
+    return vol
+
+
+def _load_dicom(path, *, series_uid=None, time_index=None, resample=False) -> Volume:
+    series, skipped = scan(path)
+    src = os.path.abspath(os.fspath(path)) if not isinstance(path, (list, tuple)) else None
+    where = src or "the given DICOM files"
+    items = _choose_series(series, series_uid, where)
     uid = series_key(items[0][1])
     if uid.startswith("no-series-uid:"):
         meta_note = "files have no SeriesInstanceUID; grouped by series number/description/frame of reference"
@@ -207,32 +244,8 @@ def _load_dicom(path, *, series_uid=None, time_index=None, resample=False) -> Vo
         )
 
     # pixels
-    stack = []
-    rescales = []
     modality = str(first.get("Modality", "") or "") or None
-    for f, hdr in items:
-        ds, px = _pixels(f, hdr)
-        if px.ndim != 2 or px.shape != (int(ds.Rows), int(ds.Columns)):
-            raise InputFileError(f"{f}: unexpected pixel array shape {px.shape}")
-        rescales.append(rescale_of(ds))
-        stack.append(px)
-    raw = np.stack(stack, axis=-1)  # (rows j, cols i, k)
-    if len(set(rescales)) == 1:
-        slope, inter = rescales[0]
-        if slope == 1 and inter == int(inter):
-            vol = raw.astype(np.int32) + int(inter)
-        else:
-            vol = raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
-    else:
-        vol = np.stack([stack[k].astype(np.float32) * np.float32(rs[0]) + np.float32(rs[1])
-                        for k, rs in enumerate(rescales)], axis=-1)
-    if np.issubdtype(vol.dtype, np.integer):
-        lo, hi = int(vol.min()), int(vol.max())
-        for dt in (np.int16, np.int32):
-            if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
-                vol = vol.astype(dt)
-                break
-    vol = np.ascontiguousarray(vol.transpose(1, 0, 2))  # (i, j, k)
+    vol = _pixel_volume(items)
 
     dx, dy = float(ps[1]), float(ps[0])  # along i (row direction r), along j (column direction c)
     if irregular:
