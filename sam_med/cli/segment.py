@@ -111,7 +111,23 @@ def objects_from_args(args, volume) -> list[dict]:
     return objs
 
 
-def _progress_bar(disabled: bool):
+def view_options(args, cache_dir: str | None) -> dict:
+    """The predictor options given by ``--window``, ``--modality``, ``--axis`` and the cache
+    folder, only those set (shared by ``segment`` and its challenge-npz mode)."""
+    options: dict = {}
+    if args.window:
+        options["window"] = tuple(args.window)
+    if args.modality != "auto":
+        options["modality"] = args.modality
+    if args.axis is not None:
+        options["axis"] = args.axis
+    if cache_dir:
+        options["cache_dir"] = cache_dir
+    return options
+
+
+def progress_bar(disabled: bool):
+    """A progress callback ``(done, total, what)`` drawing a tqdm bar for encoding (or nothing)."""
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
@@ -169,19 +185,12 @@ def run(args: argparse.Namespace) -> int:
     from ..predictors.base import parse_option_pairs
 
     options = parse_option_pairs(args.option, what="--option")
-    if args.window:
-        options["window"] = tuple(args.window)
-    if args.modality != "auto":
-        options["modality"] = args.modality
-    if args.axis is not None:
-        options["axis"] = args.axis
-    if args.cache_dir:
-        options["cache_dir"] = args.cache_dir
+    options.update(view_options(args, args.cache_dir))
     if args.precision:  # read by sam_med.models.load_model (sam_med.models.precision)
         os.environ["SAM_MED_PRECISION"] = args.precision
     predictor = build_predictor(args.model, args.device, checkpoint=args.checkpoint, **options)
     session = Session(volume, predictor, overlap=args.overlap)
-    progress = _progress_bar(args.no_progress)
+    progress = progress_bar(args.no_progress)
     for o in objs:
         session.add_object(o["name"], id=o["id"])
         session.set_prompts(o["id"], o["prompts"], progress=progress)

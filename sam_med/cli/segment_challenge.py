@@ -65,7 +65,7 @@ def run_challenge(args) -> int:
     from ..errors import OutputError
     from ..io.challenge import read_challenge
     from .evaluate import make_factory
-    from .segment import _progress_bar
+    from .segment import progress_bar, view_options
 
     check_no_cli_prompts(args)
     if not str(args.out).lower().endswith(".npz") or (args.format not in (None, "npz")):
@@ -78,19 +78,11 @@ def run_challenge(args) -> int:
     check_outputs({"--out": args.out}, input_files(case.image, [args.image, getattr(args, "checkpoint", None)]))
     if case.num_classes > 255:
         raise PromptError(f"{args.image}: {case.num_classes} classes do not fit the uint8 'segs'")
-    options = {}
-    if args.window:
-        options["window"] = tuple(args.window)
-    if args.modality != "auto":
-        options["modality"] = args.modality
-    if args.axis is not None:
-        options["axis"] = args.axis
-    if cache_dir(args):
-        options["cache_dir"] = cache_dir(args)
+    options = view_options(args, cache_dir(args))
     if args.checkpoint:
         options["checkpoint"] = args.checkpoint
     predictor = make_factory(args.model, args.device, options)()  # registry name, threshold or module:factory
-    segs = segment_challenge(case, predictor, overlap=args.overlap, progress=_progress_bar(args.no_progress))
+    segs = segment_challenge(case, predictor, overlap=args.overlap, progress=progress_bar(args.no_progress))
     for c in range(1, case.num_classes + 1):
         print(f"class {c}: {int((segs == c).sum())} voxels", file=sys.stderr)
     print(write_segs(segs, args.out))

@@ -111,7 +111,7 @@ def evaluate_case(case: EvalCase, predictor, config: EvalConfig) -> list[dict]:
     spacing = image.spacing
     common = {**base, "load_s": load_s, "prepare_s": prepare_s,
               "spacing": " ".join(f"{s:.6g}" for s in spacing), "shape": " ".join(map(str, image.shape))}
-    session = Session(image, predictor)
+    session = Session(image, predictor, max_undo=0)  # no undo history: memory stays flat per label
     records: list[dict] = []
     for value, name in objects:
         head = {**common, "label": int(value), "name": name}
@@ -136,7 +136,6 @@ def evaluate_case(case: EvalCase, predictor, config: EvalConfig) -> list[dict]:
             records.append({**head, "status": "failed", "error": _err(exc),
                             "traceback": traceback.format_exc(limit=5)})
         session.remove_object(obj.id)  # keep memory flat on many-label cases
-        session._undo.clear()
     peak = _peak_rss_mb()
     cuda_peak = _cuda_peak(cuda)
     for r in records:

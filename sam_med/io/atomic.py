@@ -231,7 +231,12 @@ class OutputSet:
             _ACTIVE.reset(self._token)
             self._sig.__exit__(None, None, None)
 
-    def _add(self, tmp: str, dest: str) -> None:
+    def new_temp(self, dest: str) -> str:
+        """A fresh temporary path for ``dest`` in this set's staging area (removed by commit/discard)."""
+        return self._stage.new_path(dest)
+
+    def add(self, tmp: str, dest: str) -> None:
+        """Stage the finished temporary ``tmp`` as the content of ``dest`` (a rewrite replaces it)."""
         for i, (_, d) in enumerate(self._files):
             if d == dest:  # rewritten in the same run: the later content wins
                 if os.path.exists(self._files[i][0]):
@@ -299,15 +304,15 @@ def atomic_path(path, *, overwrite: bool = True, make_folders: bool = False):
         raise OutputError(f"{dest}: the output folder {os.path.dirname(dest)} does not exist")
     if os.path.exists(dest) and not overwrite:
         raise OutputError(f"{dest}: already exists (pass overwrite=True to replace it)")
-    stage = outs._stage if outs is not None else _Stage()
-    tmp = stage.new_path(dest)
+    stage = _Stage() if outs is None else None
+    tmp = stage.new_path(dest) if stage is not None else outs.new_temp(dest)
     try:
         with signals_as_exceptions():
             yield tmp
             if not os.path.isfile(tmp):
                 raise OutputError(f"{dest}: the writer produced no file")
             if outs is not None:
-                outs._add(tmp, dest)
+                outs.add(tmp, dest)
             else:
                 with _signals_blocked():
                     _install(tmp, dest)

@@ -13,41 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
+from .common import ConvPatchEmbed, LayerNorm2d, MLPBlock, RelPosAttention, rel_pos_table
 
 
-def _rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Relative position embeddings ``(q_size, k_size, C)`` gathered from a ``(2*max-1, C)`` table.
-
-    The table is linearly resized if it does not match (as for a changed input size).
-    """
-    max_dist = 2 * max(q_size, k_size) - 1
-    if rel_pos.shape[0] != max_dist:
-        rel_pos = F.interpolate(rel_pos.T[None], size=max_dist, mode="linear")[0].T
-    q_scale = max(k_size / q_size, 1.0)
-    k_scale = max(q_size / k_size, 1.0)
-    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale
-    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * k_scale
-    rel = (q_coords - k_coords) + (k_size - 1) * k_scale
-    return rel_pos[rel.long()]
-
-
-class ViTAttention(nn.Module):
+class ViTAttention(RelPosAttention):
     """Multi-head attention on ``(B, H, W, C)`` with optional decomposed relative positions."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_rel_pos: bool = True,
                  input_size: tuple[int, int] | None = None) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.use_rel_pos = use_rel_pos
-        if use_rel_pos:
-            if input_size is None:
-                raise ValueError("input_size is needed for relative positions")
-            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, self.head_dim))
-            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, self.head_dim))
+        super().__init__(dim, num_heads, qkv_bias, use_rel_pos, input_size, axes="hw")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
@@ -56,8 +30,8 @@ class ViTAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, nh, HW, hd)
         mask = None
         if self.use_rel_pos:
-            rh = _rel_pos_table(h, h, self.rel_pos_h).to(q.dtype)
-            rw = _rel_pos_table(w, w, self.rel_pos_w).to(q.dtype)
+            rh = rel_pos_table(h, h, self.rel_pos_h).to(q.dtype)
+            rw = rel_pos_table(w, w, self.rel_pos_w).to(q.dtype)
             rq = q.reshape(b, nh, h, w, hd)
             rel_h = torch.einsum("bnhwc,hkc->bnhwk", rq, rh)
             rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw)
@@ -113,17 +87,6 @@ class ViTBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class PatchEmbedViT(nn.Module):
-    """Non-overlapping patch projection: ``(B, 3, H, W) -> (B, H/p, W/p, C)``."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
-
-
 class ViTEncoder(nn.Module):
     """SAM ViT image encoder (defaults: ViT-B). ``forward((B,3,S,S)) -> (B, out_chans, S/16, S/16)``."""
 
@@ -134,7 +97,7 @@ class ViTEncoder(nn.Module):
         super().__init__()
         self.img_size = img_size
         grid = img_size // patch_size
-        self.patch_embed = PatchEmbedViT(patch_size, in_chans, embed_dim)
+        self.patch_embed = ConvPatchEmbed(2, patch_size, in_chans, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
         self.blocks = nn.ModuleList([
             ViTBlock(embed_dim, num_heads, mlp_ratio,

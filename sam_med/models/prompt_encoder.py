@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import mask_downscaling
 
 
 class RandomFourierPE(nn.Module):
@@ -63,15 +63,7 @@ class PromptEncoder(nn.Module):
         self.point_embeddings = nn.ModuleList([nn.Embedding(1, embed_dim) for _ in range(4)])
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans // 4),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
-        )
+        self.mask_downscaling = mask_downscaling(2, mask_in_chans, embed_dim)
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
     def get_dense_pe(self, embedding_hw: tuple[int, int] | None = None) -> torch.Tensor:

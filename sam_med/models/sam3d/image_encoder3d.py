@@ -25,42 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import LayerNorm3d, MLPBlock  # noqa: F401 (LayerNorm3d re-exported for the 3D parts)
+from ..common import ConvPatchEmbed, LayerNorm3d, MLPBlock, RelPosAttention, rel_pos_table
 
 
-def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Relative-position embeddings ``(q_size, k_size, C)`` for one axis.
-
-    ``rel_pos`` has ``2 * max(q, k) - 1`` rows; a table of another length (weights
-    trained at another resolution) is linearly resized first.
-    """
-    n = 2 * max(q_size, k_size) - 1
-    if rel_pos.shape[0] != n:
-        rel_pos = F.interpolate(rel_pos.t()[None], size=n, mode="linear")[0].t()
-    q = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
-    k = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
-    idx = (q - k) + (k_size - 1) * max(q_size / k_size, 1.0)
-    return rel_pos[idx.long()]
-
-
-class Attention3D(nn.Module):
+class Attention3D(RelPosAttention):
     """Multi-head self-attention over a ``(B, D, H, W, C)`` token grid with decomposed
     relative positions along d, h and w (``rel_pos_d/h/w``)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_rel_pos: bool = True,
                  input_size: tuple[int, int, int] | None = None) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.use_rel_pos = use_rel_pos
-        if use_rel_pos:
-            if input_size is None:
-                raise ValueError("relative positions need input_size")
-            self.rel_pos_d = nn.Parameter(torch.zeros(2 * input_size[0] - 1, self.head_dim))
-            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[1] - 1, self.head_dim))
-            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[2] - 1, self.head_dim))
+        super().__init__(dim, num_heads, qkv_bias, use_rel_pos, input_size, axes="dhw")
 
     def forward(self, x: torch.Tensor, q_extent: tuple[int, int, int] | None = None) -> torch.Tensor:
         """``x`` (B, D, H, W, C) -> (B, d, h, w, C) where (d, h, w) = ``q_extent``
@@ -142,15 +116,6 @@ class Block3D(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class PatchEmbed3D(nn.Module):
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 4, 1)  # B, D, H, W, C
-
-
 @dataclass
 class EncoderConfig:
     img_size: int = 128
@@ -173,7 +138,7 @@ class ImageEncoderViT3D(nn.Module):
         super().__init__()
         self.cfg = cfg
         g = cfg.img_size // cfg.patch_size
-        self.patch_embed = PatchEmbed3D(cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.patch_embed = ConvPatchEmbed(3, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, g, g, g, cfg.embed_dim))
         self.blocks = nn.ModuleList(
             Block3D(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.use_rel_pos,

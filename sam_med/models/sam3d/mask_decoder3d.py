@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import LayerNorm3d
+from ..common import output_upscaling
 from ..mask_decoder import MLP
 from ..transformer import TwoWayTransformer  # token/image attention is dimension-agnostic
 
@@ -25,13 +25,7 @@ class MaskDecoder3D(nn.Module):
         self.num_mask_tokens = num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, d)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, d)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose3d(d, d // 4, kernel_size=2, stride=2),
-            LayerNorm3d(d // 4),
-            nn.GELU(),
-            nn.ConvTranspose3d(d // 4, d // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-        )
+        self.output_upscaling = output_upscaling(3, d)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(d, d, d // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(d, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 

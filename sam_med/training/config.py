@@ -1,0 +1,152 @@
+"""Fine-tune configuration: :data:`DEFAULTS`, YAML + ``key=value`` overrides, checks, identity.
+
+A config is a nested dict: ``DEFAULTS <- YAML file (or data) <- overrides`` (see
+:func:`load_config`); :func:`config_identity` hashes the keys a resumed run must share.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import SamMedError
+from .data import DEFAULT_AUGMENT
+
+__all__ = ["DEFAULTS", "REPO_ROOT", "apply_overrides", "config_identity", "load_config", "resolve_dataset"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+DEFAULTS: dict[str, Any] = {
+    "name": None,                 # exported model name (required)
+    "base_model": "lite_medsam",
+    "mode": "decoder",            # decoder | lora | full
+    "train_prompt_encoder": False,
+    "seed": 0,
+    "device": "cpu",
+    "num_threads": None,          # torch intra-op threads (None = torch's default); 1 on a shared CPU
+    "amp": "auto",                # auto (bf16 on CUDA when supported, fp32 on CPU) | bf16 | off
+    "data": {
+        "dataset": None,          # anything sam_med.evaluation.open_dataset reads
+        # or several datasets/volumes, axes, slice caps, encoded copies (sam_med.training.sources);
+        # heldout: the same form, never trained on (checked for overlap; read by benchmarks)
+        "sources": None,
+        "heldout": None,
+        "labels": None,
+        "train_cases": None,      # case ids; None = all cases not in val_cases
+        "val_cases": [],
+        "max_slices_per_case": None,
+        "cache_embeddings": "auto",  # auto = on in decoder mode
+        "embedding_cache_dir": None,  # on-disk store of the frozen base encoder's embeddings
+        "augment": dict(DEFAULT_AUGMENT),
+    },
+    # mask_prompt_prob: also give the decoder the low-res logits of a neighbouring slice as its
+    # dense prompt, as the slice-wise predictor does while propagating (mask_prompt=True)
+    # iterative: SAM-style click simulation with a loss at every iteration (box, then box + 1,
+    # 2, ... clicks; see Trainer._iterative_loss); click_point: where a click lands in the largest
+    # error component (random | center = its deepest pixel, the evaluation's rule | mixed);
+    # click_mask_input: also pass the previous iteration's low-res logits as the dense prompt
+    # (true/false, or the probability per sample)
+    "prompts": {"box_outward_px": 4.0, "box_inward_px": 1.0, "click_prob": 0.0, "max_clicks": 2,
+                "mask_prompt_prob": 0.0, "iterative": False, "click_point": "random",
+                "click_mask_input": False},
+    # schedule: constant | cosine (from lr to 0 over all steps, after warmup_steps linear warm-up)
+    "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
+              "samples_per_epoch": None, "schedule": "constant", "warmup_steps": 0},
+    "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
+    "eval": {"enabled": True, "protocol": "box", "every_epochs": 1, "train_before_after": True,
+             "predictor": {}},
+    "checkpoint_every_steps": 0,
+    "stop_after_steps": None,     # stop (after checkpointing) at this global step: tests / time boxes
+    "resume": True,
+    "out_dir": "~/.cache/sam-med/finetune/{name}",
+    "export": {"enabled": True, "models_dir": None, "register": True},
+}
+#: keys that may differ between an interrupted run and its resumption
+_RESUME_FREE = ("stop_after_steps", "resume", "export", "eval", "device")
+
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
+    """``["optim.lr=1e-4", "data.val_cases=[a]"]`` -> nested updates (values parsed as YAML,
+    :func:`sam_med.predictors.base.parse_option_pairs`: the CLI's one ``key=value`` syntax)."""
+    from ..predictors.base import parse_option_pairs
+
+    cfg = copy.deepcopy(cfg)
+    for key, val in parse_option_pairs(overrides, what="override").items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = val
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                data: dict | None = None) -> dict:
+    """Defaults <- YAML file (or ``data``) <- ``key=value`` overrides; checked."""
+    import yaml
+
+    raw: dict = dict(data or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise SamMedError(f"fine-tune config not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SamMedError(f"{p}: not valid YAML: {e}") from e
+        raw.setdefault("config_path", str(p.resolve()))
+    unknown = set(raw) - set(DEFAULTS) - {"config_path", "description"}
+    if unknown:
+        raise SamMedError(f"fine-tune config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    cfg = apply_overrides(_merge(DEFAULTS, raw), overrides)
+    if not cfg.get("name"):
+        raise SamMedError("fine-tune config needs a 'name' (the exported model's name)")
+    if cfg["mode"] not in ("decoder", "lora", "full"):
+        raise SamMedError(f"mode must be decoder, lora or full, got {cfg['mode']!r}")
+    dc = cfg["data"]
+    if bool(dc.get("dataset")) == bool(dc.get("sources")):
+        raise SamMedError("fine-tune config needs data.dataset or data.sources (one of them)")
+    if dc.get("sources"):
+        from .sources import parse_sources
+        parse_sources(dc["sources"], "data.sources")
+        parse_sources(dc.get("heldout"), "data.heldout")
+        if dc.get("val_cases") or dc.get("train_cases"):
+            raise SamMedError("data.sources selects cases per source; train_cases/val_cases are for data.dataset")
+        if cfg["eval"].get("enabled", True):
+            raise SamMedError("data.sources: set eval.enabled: false (the 3D validation needs data.dataset; "
+                              "benchmarks evaluate data.heldout)")
+    if str(cfg["prompts"].get("click_point", "random")) not in ("random", "center", "mixed"):
+        raise SamMedError("prompts.click_point must be random, center or mixed")
+    return cfg
+
+
+def resolve_dataset(path: str) -> str:
+    """A dataset path as given, else relative to the repository root when it exists there."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return str(p)
+    alt = REPO_ROOT / p
+    return str(alt if alt.exists() else p)
+
+
+def config_identity(cfg: dict) -> str:
+    """16 hex digits of the settings a resumed run must share with the interrupted one."""
+    d = {k: v for k, v in cfg.items() if k not in _RESUME_FREE and k != "config_path"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
