@@ -36,7 +36,7 @@ from .clicks import local_edit, nearest_box, shrink_past
 from .seeding import scan_box
 from .state import SliceOut
 
-__all__ = ["correct_slice", "carry_correction"]
+__all__ = ["correct_slice", "carry_correction", "apply_click"]
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -158,3 +158,25 @@ def _commit(st, z: int, m: np.ndarray, delta: np.ndarray, positive: bool) -> Non
     st.slices[z] = SliceOut(new, None, mask_bbox(new), score)
     if positive:
         st.srange = (min(st.srange[0], z), max(st.srange[1], z))
+
+
+def apply_click(pred, st, geo: PlaneGeometry, p, k: int) -> None:
+    """Refinement click ``p`` (a voxel :class:`~sam_med.prompts.Point`, already in
+    ``st.prompts``) on slice ``k`` under ``click_rule`` "edit" (the disk edit on the clicked
+    slice; a slice the object has not reached is seeded there by the model, not carried) or
+    "carry" (see the module docstring)."""
+    _, fx, fy = geo.to_plane(p.ijk)
+    x, y = int(round(fx)), int(round(fy))
+    if pred.options.click_rule == "edit":
+        cur = st.slices.get(k)
+        if cur is not None and cur.mask.any():
+            new = local_edit(cur.mask, [(x, y, p.positive)])
+            st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+        elif p.positive:
+            carry_correction(pred, st, geo, k, x, y, True, set(), carry=False)
+    else:
+        i = max(j for j, q in enumerate(st.prompts.points) if q is p)
+        earlier = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points[:i]}  # anchors
+        carry_correction(pred, st, geo, k, x, y, p.positive, earlier)
+    if k not in st.slices:  # the click agreed with an empty slice: nothing to change
+        st.slices[k] = SliceOut(np.zeros(geo.hw, bool), None, None)

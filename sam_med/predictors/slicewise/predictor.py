@@ -27,16 +27,16 @@ from ...prompts import Box, ObjectPrompts, Point
 from ...volume import Volume
 from ..base import PredictionResult, ProgressFn, build_options
 from ..embedding_cache import EmbeddingCache
-from ..planes import PlaneGeometry, mask_bbox
-from .clicks import clicks_on, local_edit, nearest_box
-from .corrections import carry_correction
+from ..planes import PlaneGeometry
+from .clicks import clicks_on, nearest_box
+from .corrections import apply_click
 from .clicks import slice_with_clicks as decode_with_clicks
 from .decoding import SliceDecoder
 from .encoding import SliceEncoder
 from .options import SliceWiseOptions, resolve_workers
 from .propagation import propagate_pass
 from .seeding import seed_from_points
-from .state import ObjectState, Propagation, SliceOut, is_extension
+from .state import ObjectState, Propagation, SliceOut, is_extension, mask_bounds
 from .views import choose_crop, select_view, zoom_res
 from .volume_binding import VolumeBinding
 
@@ -238,7 +238,7 @@ class SliceWisePredictor:
             if so.mask.any():
                 geo.set_slice(mask, k, so.mask)
         prompts = state.prompts
-        bounds = self._bounds(state, geo)
+        bounds = mask_bounds(state, geo)
         if bounds is not None:
             lo, hi = bounds
             for p in prompts.points:
@@ -249,21 +249,6 @@ class SliceWisePredictor:
             keep[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
             mask &= keep
         return mask
-
-    @staticmethod
-    def _bounds(state: ObjectState, geo: PlaneGeometry) -> tuple[np.ndarray, np.ndarray] | None:
-        """Inclusive voxel bounds the object's mask stays in: the tight 3D box; for a
-        key-slice box only its slice range (its rectangle bounds the key slice alone, which
-        the propagation keeps); None for points only."""
-        prompts = state.prompts
-        if prompts.box is not None:
-            return prompts.box.int_bounds()
-        if prompts.key_box is None:
-            return None
-        lo = np.zeros(3, dtype=int)
-        hi = np.asarray(geo.shape3d, dtype=int) - 1
-        lo[geo.axis], hi[geo.axis] = prompts.key_box.range
-        return lo, hi
 
     # ------------------------------------------------------------ the contract
     def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
@@ -379,30 +364,11 @@ class SliceWisePredictor:
         """Re-decode the slice of refinement click ``p`` (already in ``st.prompts``); leave
         the directions downstream of it pending."""
         k = int(round(geo.to_plane(p.ijk)[0]))
-        if self.options.click_rule == "edit":  # the disk edit on the clicked slice only
-            cur = st.slices.get(k)
+        if self.options.click_rule in ("edit", "carry"):
             t0 = time.perf_counter()
-            _, x, y = geo.to_plane(p.ijk)
-            if cur is not None and cur.mask.any():
-                new = local_edit(cur.mask, [(int(round(x)), int(round(y)), p.positive)])
-                st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
-            elif p.positive:  # a slice the object has not reached: seeded there, not carried
-                carry_correction(self, st, geo, k, int(round(x)), int(round(y)), True, set(), carry=False)
-            if k not in st.slices:
-                st.slices[k] = SliceOut(np.zeros(geo.hw, bool), None, None)
-            self.timings["click_slice"] = time.perf_counter() - t0
+            apply_click(self, st, geo, p, k)
+            self.timings["click_slice"] = time.perf_counter() - t0  # (carry: incl. the carried slices)
             st.pending = []
-            return k
-        if self.options.click_rule == "carry":
-            _, x, y = geo.to_plane(p.ijk)
-            i = max(j for j, q in enumerate(st.prompts.points) if q is p)
-            others = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points[:i]}  # earlier clicks' slices
-            t0 = time.perf_counter()
-            carry_correction(self, st, geo, k, int(round(x)), int(round(y)), p.positive, others)
-            self.timings["click_slice"] = time.perf_counter() - t0  # (incl. the carried slices)
-            st.pending = []
-            if k not in st.slices:  # the click agreed with the mask (empty there): nothing to change
-                st.slices[k] = SliceOut(np.zeros(geo.hw, bool), None, None)
             return k
         if p.positive:
             st.srange = (min(st.srange[0], k), max(st.srange[1], k))

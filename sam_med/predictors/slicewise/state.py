@@ -17,7 +17,7 @@ import torch
 
 from ...prompts import ObjectPrompts
 
-__all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension"]
+__all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension", "mask_bounds"]
 
 
 @dataclass
@@ -91,3 +91,18 @@ def is_extension(st: ObjectState, prompts: ObjectPrompts, axis: int) -> bool:
             or len(prompts.points) <= len(old.points)):
         return False
     return prompts.points[: len(old.points)] == old.points
+
+
+def mask_bounds(state: "ObjectState", geo) -> tuple[np.ndarray, np.ndarray] | None:
+    """Inclusive voxel bounds the object's mask stays in: the tight 3D box; for a
+    key-slice box only its slice range (its rectangle bounds the key slice alone, which
+    the propagation keeps); None for points only."""
+    prompts = state.prompts
+    if prompts.box is not None:
+        return prompts.box.int_bounds()
+    if prompts.key_box is None:
+        return None
+    lo = np.zeros(3, dtype=int)
+    hi = np.asarray(geo.shape3d, dtype=int) - 1
+    lo[geo.axis], hi[geo.axis] = prompts.key_box.range
+    return lo, hi
