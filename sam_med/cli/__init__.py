@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from ..io.atomic import sweep_stale
+
+    sweep_stale()  # finish (or remove) what a killed sam-med left in the temp folder
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:

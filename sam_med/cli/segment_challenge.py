@@ -34,7 +34,13 @@ def check_no_cli_prompts(args) -> None:
 
 
 def cache_dir(args) -> str | None:
-    return args.cache_dir or os.environ.get("SAM_MED_CACHE_DIR") or None
+    """``--cache-dir``, else ``$SAM_MED_CACHE_DIR`` for models that keep embeddings (the
+    environment setting does not apply to the model-free threshold baseline)."""
+    if args.cache_dir:
+        return args.cache_dir
+    if getattr(args, "model", None) == "threshold":
+        return None
+    return os.environ.get("SAM_MED_CACHE_DIR") or None
 
 
 def segment_challenge(case, predictor, overlap: str = "last", progress=None) -> np.ndarray:

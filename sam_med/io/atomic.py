@@ -65,7 +65,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweep_stale(root: str | None = None) -> None:
-    """Remove scratch folders left by killed sam-med processes."""
+    """Finish or remove what killed sam-med processes left: a scratch folder whose commit
+    journal exists was killed between the renames of an :class:`OutputSet` — the renames
+    still pending are done now (roll forward, so the set is complete); any other folder of
+    a dead process is removed. Runs when a writer starts and at every ``sam-med`` start."""
     root = root or tempfile.gettempdir()
     try:
         names = os.listdir(root)
@@ -79,7 +82,28 @@ def sweep_stale(root: str | None = None) -> None:
         except ValueError:
             continue
         if pid != os.getpid() and not _pid_alive(pid):
+            _roll_forward(os.path.join(root, name))
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+_JOURNAL = "commit-journal.json"
+
+
+def _roll_forward(folder: str) -> None:
+    import json
+
+    try:
+        with open(os.path.join(folder, _JOURNAL), encoding="utf-8") as fh:
+            pairs = json.load(fh)
+    except (OSError, ValueError):
+        return  # no journal: the process died before committing; its temporaries go
+    for tmp, dest in pairs:
+        if isinstance(tmp, str) and isinstance(dest, str) and tmp.startswith(folder + os.sep) \
+                and os.path.isfile(tmp):
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                pass
 
 
 def _existing_ancestor(folder: str) -> str:
@@ -260,12 +284,25 @@ class OutputSet:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             os.chmod(tmp, default_file_mode())
         with _signals_blocked():
+            self._write_journal()  # a SIGKILL during the renames is finished by the next start
             for tmp, dest in self._files:
                 _install(tmp, dest)
                 self.committed.append(dest)
             self._files = []
         self._stage.cleanup()
         return list(self.committed)
+
+    def _write_journal(self) -> None:
+        import json
+
+        root = self._stage.root
+        if root is None or not all(t.startswith(root + os.sep) for t, _ in self._files):
+            return  # temporaries beside their destinations (another file system): no journal
+        path = os.path.join(root, _JOURNAL)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self._files, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def discard(self) -> None:
         for tmp, _ in self._files:

@@ -11,7 +11,8 @@ never share an entry.
   ``cache_dir/<namespace>/``; reopening the same scan with the same model
   skips the encoder. Entries are saved with ``torch.save`` (atomically) and read
   back with ``weights_only=True``; each carries its sha256 and shape/dtype, and
-  the namespace's ``format.json`` the shape/dtype every entry must have. An entry
+  the namespace's ``format.json`` the channels, rank and dtype every entry must have
+  (the spatial size follows the encoder input of the entry's view). An entry
   failing any check is re-encoded, with one warning per call.
 * Only the requested keys are encoded, in batches, with a progress callback.
 """
@@ -66,8 +67,10 @@ def _entry_problem(blob, key: str, expected: tuple[tuple[int, ...], str] | None)
         return "older entry format without a checksum"
     if blob.get("shape") != list(shape) or blob.get("dtype") != dtype:
         return f"shape/dtype {shape} {dtype} differ from the recorded ones"
-    if expected is not None and (shape, dtype) != expected:
-        return f"shape/dtype {shape} {dtype}, expected {expected[0]} {expected[1]}"
+    if expected is not None and (len(shape) != len(expected[0]) or shape[0] != expected[0][0] or dtype != expected[1]):
+        # channels, rank and dtype are the namespace's; the spatial size may differ between
+        # entries (a reduced r x r encoder input gives an r/4 x r/4 embedding)
+        return f"shape/dtype {shape} {dtype}, expected ({expected[0][0]}, ...) {expected[1]}"
     if blob.get("sha256") != tensor_sha256(emb):
         return "checksum mismatch"
     if emb.is_floating_point() and not bool(torch.isfinite(emb).all()):
