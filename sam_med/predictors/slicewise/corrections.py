@@ -160,14 +160,14 @@ def _commit(st, z: int, m: np.ndarray, delta: np.ndarray, positive: bool) -> Non
         st.srange = (min(st.srange[0], z), max(st.srange[1], z))
 
 
-def apply_click(pred, st, geo: PlaneGeometry, p, k: int) -> None:
+def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> None:
     """Refinement click ``p`` (a voxel :class:`~sam_med.prompts.Point`, already in
     ``st.prompts``) on slice ``k`` under ``click_rule`` "edit" (the disk edit on the clicked
     slice; a slice the object has not reached is seeded there by the model, not carried) or
     "carry" (see the module docstring)."""
     _, fx, fy = geo.to_plane(p.ijk)
     x, y = int(round(fx)), int(round(fy))
-    if pred.options.click_rule == "edit":
+    if rule == "edit":
         cur = st.slices.get(k)
         if cur is not None and cur.mask.any():
             new = local_edit(cur.mask, [(x, y, p.positive)])

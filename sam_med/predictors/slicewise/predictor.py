@@ -364,9 +364,12 @@ class SliceWisePredictor:
         """Re-decode the slice of refinement click ``p`` (already in ``st.prompts``); leave
         the directions downstream of it pending."""
         k = int(round(geo.to_plane(p.ijk)[0]))
-        if self.options.click_rule in ("edit", "carry"):
+        rule = self.options.click_rule
+        if rule == "auto":
+            rule = "repropagate" if st.crop is not None else "edit"
+        if rule in ("edit", "carry"):
             t0 = time.perf_counter()
-            apply_click(self, st, geo, p, k)
+            apply_click(self, st, geo, p, k, rule)
             self.timings["click_slice"] = time.perf_counter() - t0  # (carry: incl. the carried slices)
             st.pending = []
             return k
