@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from _helpers import blob_volume, load_tiny_model, oracle_predictor
 from sam_med.predictors.base import OptionError
@@ -129,3 +130,30 @@ def test_key_slice_is_decoded_before_the_range_is_encoded(tiny, blob):
     assert pred.cache.encoded == 1  # only the key slice so far
     list(pred.propagate(st))
     assert pred.cache.encoded == len(st.slices)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_encodes_in_batches_and_agrees_with_cpu(tiny, long_blob, monkeypatch):
+    """--device cuda: slices are encoded in batches of 8, and the masks match the CPU's."""
+    from sam_med.models import load_model
+    from sam_med.predictors.slicewise import SliceWisePredictor
+
+    vol, ref = long_blob
+    gpu = load_model(tiny.name, device="cuda", precision="fp32")
+    sizes = []
+    encode = gpu.encode
+
+    def counted(x):
+        sizes.append(len(x))
+        return encode(x)
+
+    monkeypatch.setattr(gpu, "encode", counted)
+    pred = SliceWisePredictor(loaded=gpu, cache=EmbeddingCache(), zoom="never")
+    assert pred.options.batch_size == 8 and pred.options.encode_workers == 1
+    r_gpu = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
+    cpu = SliceWisePredictor(loaded=load_model(tiny.name, device="cpu", precision="fp32"), cache=EmbeddingCache(),
+                             zoom="never")
+    r_cpu = cpu.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
+    assert sizes[0] == 1 and max(sizes) == 8  # the key slice alone, then batches
+    assert dice(r_gpu.mask, r_cpu.mask) > 0.98
