@@ -84,24 +84,33 @@ def load_object(name: str):
     raise SystemExit(f"unknown object {name!r}")
 
 
-def run_object(pred, vol, ref) -> dict:
-    """Segment ``ref`` from its tight box with ``pred``; timings and Dice."""
+def run_object(pred, vol, ref, first_only: bool = False) -> dict:
+    """Segment ``ref`` from its tight box with ``pred``; timings, Dice, encoder calls and
+    encoder GFLOP (74.5 x (input / 256)² per encoded slice: a load-free cost measure).
+    ``first_only``: stop after the key slice's mask."""
     from sam_med.evaluation.metrics import dice
     from sam_med.prompts import ObjectPrompts, box_from_mask
 
     box = box_from_mask(ref)
-    enc0, n0 = pred.timings["encode"], pred.cache.encoded
+    enc0, dec0, n0 = pred.timings["encode"], pred.timings["decode"], pred.cache.encoded
     t0 = time.perf_counter()
     st = pred.init_state(vol, ObjectPrompts(box=box))
     k, _ = pred.add_prompts(st)
     t_first = time.perf_counter() - t0
+    first = {"first_mask_s": round(t_first, 2), "first_encode_s": round(pred.timings["encode"] - enc0, 2),
+             "first_decode_s": round(pred.timings["decode"] - dec0, 2)}
+    if first_only:
+        return {**first, "key": int(k), "encoded": pred.cache.encoded - n0}
     for _ in pred.propagate(st):
         pass
     mask = pred.volume_mask(st)
     t_all = time.perf_counter() - t0
     lo, hi = box.int_bounds()
     n_box = int(hi[st.axis] - lo[st.axis] + 1)
-    return {"first_mask_s": round(t_first, 2), "predict_s": round(t_all, 2), "box_slices": n_box,
+    res = st.res or pred.size
+    n_enc = pred.cache.encoded - n0
+    return {**first, "predict_s": round(t_all, 2), "box_slices": n_box,
+            "encoder_gflop": round(n_enc * GFLOP_PER_SLICE * (res / 256) ** 2, 1),
             "s_per_slice": round(t_all / n_box, 3), "dice": round(float(dice(mask, ref)), 4),
             "encoded": pred.cache.encoded - n0, "encode_s": round(pred.timings["encode"] - enc0, 2),
             "input_size": st.res or pred.size, "crop": st.crop}
@@ -121,7 +130,7 @@ def cmd_case(a) -> None:
     pred = SliceWisePredictor(loaded=loaded, cache=EmbeddingCache(), **parse_opts(a.opt))
     out = {"object": a.object, "opts": a.opt or [], "code": str(Path(sys.modules["sam_med"].__file__).parents[1]),
            "precision": getattr(loaded, "precision", None), "threads": torch.get_num_threads(),
-           "load_s": round(t_load, 2), **run_object(pred, vol, ref)}
+           "load_s": round(t_load, 2), **run_object(pred, vol, ref, a.first_only)}
     if a.further:
         vol2, ref2 = load_object(a.further)
         f = run_object(pred, vol2, ref2)
@@ -267,6 +276,7 @@ def main(argv=None) -> None:
     c.add_argument("--further")
     c.add_argument("--opt", action="append")
     c.add_argument("--device", default="cpu")
+    c.add_argument("--first-only", action="store_true", help="stop after the key slice's mask")
     r = sub.add_parser("rss")
     r.add_argument("--budget-mb", type=float, default=256)
     r.add_argument("--depth", type=int, default=300)
