@@ -77,6 +77,15 @@ class SliceWiseOptions:
     # points only: stop propagating where the mask's mean intensity departs from the seed
     # slice's by more than this x the seed's sd (and >= 30 on the 0-255 scale); None: off
     point_intensity_stop: float | None = 4.0
+    # speed (issue #16; benchmarks/bench_fullsize.py). whole_res: encoder input size of
+    # whole-slice views of box prompts (large objects: the context crop would not fit),
+    # None = the model's S; the encoder's cost grows with the input area.
+    whole_res: int | None = None
+    # first runs from a box: decode every slice_step-th slice, fill the slices between by
+    # signed-distance interpolation when the two decoded ends agree (2D Dice >= skip_dice),
+    # else decode that gap slice by slice as with slice_step 1 (see skipping.py)
+    slice_step: int = 1
+    skip_dice: float = 0.9
     window: tuple[float, float] | None = None  # CT (level, width)
     modality: str | None = None  # override "CT"/"MR"
 

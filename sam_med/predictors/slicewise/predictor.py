@@ -36,8 +36,9 @@ from .encoding import SliceEncoder
 from .options import SliceWiseOptions, resolve_workers
 from .propagation import propagate_pass
 from .seeding import seed_from_points
+from .skipping import skip_pass, uses_skipping
 from .state import ObjectState, Propagation, SliceOut, is_extension, mask_bounds
-from .views import choose_crop, select_view, zoom_res
+from .views import choose_crop, select_view, whole_res, zoom_res
 from .volume_binding import VolumeBinding
 
 __all__ = ["SliceWisePredictor"]
@@ -120,7 +121,7 @@ class SliceWisePredictor:
             emb = self.embeddings(geo, [k], view[0], None, view[1])[k]
             return self.decode_slice(geo, k, view, emb, base).score
 
-        return select_view(self.options, st.view, geo.hw, self.size, score)
+        return select_view(self.options, st.view, geo.hw, self.size, score, self.loaded.supports_reduced_input)
 
     # ------------------------------------------------------------ encoder / decoder
     def embeddings(self, geo: PlaneGeometry, ks: Sequence[int], crop=None, progress: ProgressFn | None = None,
@@ -221,7 +222,8 @@ class SliceWisePredictor:
                 if job.start not in starts:
                     starts.add(job.start)
                     yield job.start, state.slices[job.start].mask
-                for z, out in propagate_pass(self, state, geo, job):
+                run = skip_pass if uses_skipping(self.options, state, job) else propagate_pass
+                for z, out in run(self, state, geo, job):
                     yield z, out.mask
                 if progress:
                     progress(1, 1, "propagate")
@@ -330,7 +332,9 @@ class SliceWisePredictor:
                 s = int(round(geo.to_plane(p.ijk)[0]))
                 st.srange = (min(st.srange[0], s), max(st.srange[1], s))
         crop = self.choose_crop(extent, geo.hw, from_points=st.bound2d is None)
-        st.set_view((crop, self.zoom_res(crop)))
+        res = self.zoom_res(crop) if crop is not None or st.bound2d is None else \
+            whole_res(self.options, self.size, self.loaded.supports_reduced_input)
+        st.set_view((crop, res))
 
     def _first_slice(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> int:
         """Decode the key slice of a first run; leave both directions pending."""
@@ -345,9 +349,9 @@ class SliceWisePredictor:
         st.key = k
         if st.crop is not None and self.options.zoom == "auto":
             st.set_view(self.choose_view(st, geo, k, base))
-        if st.bound2d is not None:  # a box needs every slice of its range: encode in batches
-            self.view_embeddings(st, geo, range(st.srange[0], st.srange[1] + 1), progress)
-        emb = self.view_embeddings(st, geo, [k])[k]
+        # the key slice alone first (time to the first mask); propagation encodes the rest
+        # as it reaches them, in batches of batch_size (prefetch)
+        emb = self.view_embeddings(st, geo, [k], progress)[k]
         clicks = clicks_on(st.prompts.points, geo, k)
         if base is None:
             st.slices[k] = seed_from_points(self, st, geo, k, emb, clicks)

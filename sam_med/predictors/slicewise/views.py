@@ -5,7 +5,9 @@
   to 16 px when that is smaller and the encoder takes reduced inputs);
 * **context view**: a square of ``context`` x the box side at the whole slice's scale,
   encoded as a reduced ``r x r`` input (r < S), or the whole slice at S when that square
-  would not fit (or ``context`` is None).
+  would not fit (or ``context`` is None);
+* **whole-slice view** of a box prompt: the whole slice at ``whole_res`` (None: at S)
+  when the encoder takes reduced inputs (:func:`whole_res`).
 
 :func:`select_view` decodes the key slice in both and keeps the zoom only when the
 model's own predicted IoU there beats the context view's by ``zoom_margin``. Crops are
@@ -18,9 +20,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..base import OptionError
 from .options import SliceWiseOptions
 
-__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "context_view", "select_view"]
+__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "whole_res", "context_view", "select_view"]
 
 View = tuple  # (crop | None, res | None)
 
@@ -63,28 +66,43 @@ def zoom_res(options: SliceWiseOptions, crop, size: int, reduced_ok: bool) -> in
     return None if res >= size else max(res, 64)
 
 
-def context_view(options: SliceWiseOptions, zoom_crop, hw, size: int) -> View:
-    """The non-zoomed view for a zoom crop: the whole slice at S, or (``context``) a square
-    crop of ``context`` x the box side around the box at the whole slice's scale."""
+def whole_res(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | None:
+    """Encoder input size of a box prompt's whole-slice view: ``options.whole_res`` when
+    the encoder takes reduced inputs and it is below the model's S, else None (S).
+    Raises :class:`~sam_med.predictors.base.OptionError` unless it is a multiple of 16 in 64..S."""
+    r = options.whole_res
+    if r is None:
+        return None
+    r = int(r)
+    if r % 16 or not 64 <= r <= size:
+        raise OptionError(f"whole_res={r}: use a multiple of 16 from 64 to {size}, or none")
+    return r if reduced_ok and r < size else None
+
+
+def context_view(options: SliceWiseOptions, zoom_crop, hw, size: int, reduced_ok: bool = True) -> View:
+    """The non-zoomed view for a zoom crop: the whole slice (at :func:`whole_res`), or
+    (``context``) a square crop of ``context`` x the box side around the box at the whole
+    slice's scale."""
     if options.context is None or zoom_crop is None:
-        return None, None
+        return None, whole_res(options, size, reduced_ok)
     x0, y0, x1, y1 = zoom_crop
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     side = (x1 - x0 + 1) / options.zoom_factor * options.context
     h, w = hw
     if side >= max(h, w):
-        return None, None
+        return None, whole_res(options, size, reduced_ok)
     crop = square_crop(cx, cy, side, hw)
     scale = size / max(h, w)
     res = round_up(max(crop[2] - crop[0] + 1, crop[3] - crop[1] + 1) * scale, 16)
     return crop, min(res, size)
 
 
-def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Callable[[View], float]) -> View:
+def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Callable[[View], float],
+                reduced_ok: bool = True) -> View:
     """Zoom or context view? ``score(view)``: the model's predicted IoU of the key slice's
     box decoded in ``view`` (costs an encode). The zoom is not scored when the context
     view's score is so high that it cannot win by the margin."""
-    wide = context_view(options, zoom[0], hw, size)
+    wide = context_view(options, zoom[0], hw, size, reduced_ok)
     s_wide = score(wide)
     if s_wide + options.zoom_margin >= 1.0:
         return wide
