@@ -58,7 +58,7 @@ class SliceWiseOptions:
     # protocol with key-slice boxes (mean DSC box step -> 5th click): TotalSeg CT 0.823 ->
     # edit 0.830 / carry 0.818 / repropagate 0.818; TotalSeg MR 0.610 -> edit 0.639 / carry
     # 0.636; CT lesions 0.838 -> edit 0.847 / repropagate 0.849 (but two lesions drop below
-    # their box step). Only edit never lowers a class from one click to the next (README).
+    # their box step). edit has the fewest and smallest drops (README).
     click_rule: str = _choice("edit", "edit", "auto", "carry", "repropagate")
     carry_growth: float = 1.5  # carry: stop where the change grows past this x the previous slice's
     carry_max_change: float = 0.5  # carry: a model change over this x the slice's mask area is refused
