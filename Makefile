@@ -27,6 +27,9 @@ test: $(STAMP)
 	# napari GUI tests need Xvfb + Mesa (apt) and the napari extra: a failed setup fails the run,
 	# and SAM_MED_REQUIRE_NAPARI=1 turns the napari tests' skips into failures
 	PYTHON=$(BIN)/python scripts/setup_napari_ci.sh
+	# the slice-wise algorithm on the tiny random-weight model, as on a bare checkout (no ../shared)
+	SAM_MED_SHARED=/nonexistent $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_slicewise_algorithm.py \
+		tests/test_slicewise_clicks.py tests/test_slicewise_views.py tests/test_slicewise_options.py tests/test_slicewise_speed.py
 	SAM_MED_REQUIRE_NAPARI=1 $(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
