@@ -8,6 +8,13 @@ of a checkout is a link to that folder. Search order, first hit wins:
 :func:`register_model_config` entries, ``$SAM_MED_CONFIGS`` (``os.pathsep``-separated),
 the packaged configs, ``~/.config/sam-med/models/``.
 
+**Trust boundary.** MONAI configs are code: a ``$`` expression is evaluated and a
+``_target_`` names any callable. The packaged configs are trusted. A config file from
+anywhere else (``--model x.yaml``, ``$SAM_MED_CONFIGS``, ``~/.config/sam-med/models``, one
+written next to fine-tuned weights) is checked first, as plain YAML: ``$`` expressions are
+refused and ``_target_`` may only name ``monai.transforms.*`` or ``sam_med.*``, unless the
+user sets ``SAM_MED_TRUST_CONFIGS=1`` for configs they wrote themselves.
+
 Required fields: ``architecture``, ``checkpoint``; ``image_size`` for 2D (``dims: 2``, the
 default), for 3D (``dims: 3``) it defaults to ``architecture_args.img_size``.
 """
@@ -91,6 +98,43 @@ def model_dims(cfg: Mapping[str, Any]) -> int:
     return dims
 
 
+_SAFE_TARGETS = ("monai.transforms.", "sam_med.")
+
+
+def check_untrusted_config(path: Path) -> None:
+    """Refuse code in a config file from outside the package (see the module docstring)."""
+    import yaml
+
+    if os.environ.get("SAM_MED_TRUST_CONFIGS") == "1":
+        return
+    try:
+        pkg = PACKAGE_CONFIGS.resolve()
+        if path.resolve().is_relative_to(pkg):
+            return
+    except OSError:
+        pass
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SamMedError(f"model config {path}: cannot be read as YAML ({' '.join(str(exc).split())[:200]})") from None
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "_target_" and not (isinstance(v, str) and v.startswith(_SAFE_TARGETS)):
+                    raise SamMedError(f"model config {path}: {where}._target_ {v!r} is not a monai.transforms or "
+                                      "sam_med callable; set SAM_MED_TRUST_CONFIGS=1 if you wrote this config")
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(node, str) and node.lstrip().startswith("$"):
+            raise SamMedError(f"model config {path}: {where} is a Python expression ({node[:40]!r}); expressions "
+                              "run only in the packaged configs or with SAM_MED_TRUST_CONFIGS=1")
+
+    walk(raw, "config")
+
+
 def _parse(source: dict | str, where: str) -> dict[str, Any]:
     from monai.bundle import ConfigParser
 
@@ -122,6 +166,7 @@ def read_model_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str
             hit = _PARSED.get(key)
         if hit is not None:
             return dict(hit)
+        check_untrusted_config(p)
         cfg, path = _parse(str(p), str(p)), str(p)
         cfg.setdefault("name", p.stem)
     for field in ("architecture", "checkpoint"):
