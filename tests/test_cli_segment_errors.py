@@ -69,3 +69,23 @@ def test_missing_image(tmp_path, capsys):
     rc = main(["segment", str(tmp_path / "nope.nii.gz"), "--box", "1", "1", "1", "5", "5", "5",
                "--out", str(tmp_path / "o.nii.gz")])
     assert rc == 2 and "nope.nii.gz" in capsys.readouterr().err
+
+
+def test_key_box_is_validated_before_the_model(tmp_path, capsys):
+    """--key-box outside the volume, with --box, or in world coordinates: one line, exit 2."""
+    import numpy as np
+    import nibabel as nib
+
+    from sam_med.cli import main
+
+    img = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 18, 8), np.int16), np.eye(4)), str(img))
+    out = tmp_path / "o.nii.gz"
+    for extra in (["--key-box", "4", "2", "9", "1", "1", "10", "10"],  # range past the last slice (7)
+                  ["--key-box", "4", "2", "6", "1", "1", "30", "10"],  # rectangle outside
+                  ["--key-box", "4", "2", "6", "1", "1", "10", "10", "--box", "1", "1", "1", "5", "5", "5"],
+                  ["--key-box", "4", "2", "6", "1", "1", "10", "10", "--coords", "world"]):
+        rc = main(["segment", str(img), "--out", str(out), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("sam-med: error:"), (extra, err)
+        assert not out.exists()

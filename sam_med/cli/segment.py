@@ -25,6 +25,11 @@ def register(sub) -> None:
     )
     p.add_argument("image", help="DICOM folder/file, NIfTI, NRRD/MHA or research npz")
     p.add_argument("--box", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"))
+    p.add_argument("--key-box", nargs=7, type=float, metavar=("K", "K0", "K1", "U0", "V0", "U1", "V1"),
+                   help="a key-slice box: the rectangle (U0 V0 U1 V1, the two other voxel axes in "
+                        "order) on slice K of --key-axis, and the slice range K0..K1 (voxel, inclusive); "
+                        "the rectangle bounds slice K only")
+    p.add_argument("--key-axis", type=int, default=2, choices=(0, 1, 2), help="axis of --key-box (default 2)")
     p.add_argument("--point", nargs=3, type=float, action="append", metavar=("X", "Y", "Z"),
                    help="a click; repeat for several (labels from --label, default 1)")
     p.add_argument("--label", type=int, action="append", choices=(0, 1),
@@ -90,8 +95,8 @@ def objects_from_args(args, volume) -> list[dict]:
             except PromptError as exc:
                 raise PromptError(f"{args.prompts}: object {oid}: {exc}") from None
             objs.append({"id": oid, "name": o.get("name", f"object {oid}"), "prompts": prompts})
-        if args.box or args.point:
-            raise PromptError("give either --prompts or --box/--point, not both")
+        if args.box or args.point or args.key_box:
+            raise PromptError("give either --prompts or --box/--key-box/--point, not both")
     else:
         points = args.point or []
         labels = args.label or []
@@ -99,12 +104,19 @@ def objects_from_args(args, volume) -> list[dict]:
             raise PromptError(f"{len(points)} --point but {len(labels)} --label; give one label per point")
         labels = labels or [1] * len(points)
         spec_obj = {"id": 1}
+        if args.box and args.key_box:
+            raise PromptError("give either --box (a tight 3D box) or --key-box, not both")
         if args.box:
             spec_obj["box"] = args.box
+        if args.key_box:
+            if args.coords != "voxel":
+                raise PromptError("--key-box is given in voxel coordinates only")
+            k, k0, k1, *rect = args.key_box
+            spec_obj["key_slice_box"] = {"axis": args.key_axis, "slice": k, "range": [k0, k1], "rect": rect}
         if points:
             spec_obj["points"] = [[*p, lab] for p, lab in zip(points, labels)]
-        if "box" not in spec_obj and "points" not in spec_obj:
-            raise PromptError("no prompts: give --box, --point or --prompts")
+        if not {"box", "key_slice_box", "points"} & set(spec_obj):
+            raise PromptError("no prompts: give --box, --key-box, --point or --prompts")
         objs.append({"id": 1, "name": "object 1", "prompts": ObjectPrompts.from_json(spec_obj, volume, args.coords)})
     if not objs:
         raise PromptError("the prompt set is empty")

@@ -28,7 +28,8 @@ def is_challenge_input(path: str) -> bool:
 
 
 def check_no_cli_prompts(args) -> None:
-    given = [f for f, v in (("--box", args.box), ("--point", args.point), ("--prompts", args.prompts)) if v]
+    given = [f for f, v in (("--box", args.box), ("--key-box", args.key_box), ("--point", args.point),
+                            ("--prompts", args.prompts)) if v]
     if given:
         raise PromptError(f"{args.image} is a challenge file with its own prompts; do not give {', '.join(given)}")
 
