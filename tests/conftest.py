@@ -53,3 +53,11 @@ def embedding_cache(embedding_cache_dir):
     from sam_med.predictors.embedding_cache import EmbeddingCache
 
     return EmbeddingCache(cache_dir=embedding_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny random-weight LiteMedSAM-shaped model (tests/_helpers.py), one per session."""
+    from _helpers import load_tiny_model
+
+    return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))

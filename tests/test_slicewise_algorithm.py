@@ -11,17 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _helpers import blob_volume, load_tiny_model, oracle_predictor
+from _helpers import blob_volume, oracle_predictor
 from sam_med.errors import PromptError
 from sam_med.prompts import Box, ObjectPrompts, Point, box_from_mask
 from sam_med.session import Session
 
 CENTER, RADII, SHAPE = (24, 20, 10), (9, 7, 4), (48, 40, 20)  # the object spans slices 6..14
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="module")

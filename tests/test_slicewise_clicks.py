@@ -7,17 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _helpers import blob_volume, load_tiny_model, oracle_predictor
+from _helpers import blob_volume, oracle_predictor
 from sam_med.prompts import ObjectPrompts, Point, box_from_mask
 from sam_med.predictors.slicewise.corrections import correct_slice
 from sam_med.predictors.slicewise.state import SliceOut
 
 SHAPE, CENTER, RADII = (48, 40, 20), (24, 20, 10), (9, 7, 4)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import blob_volume, load_tiny_model, oracle_predictor
+from _helpers import blob_volume, oracle_predictor
 from sam_med.predictors.base import OptionError
 from sam_med.predictors.embedding_cache import EmbeddingCache
 from sam_med.predictors.slicewise.interpolation import interpolate_masks, signed_distance
 from sam_med.prompts import Box, ObjectPrompts, box_from_mask
 
 CENTER, RADII, SHAPE = (24, 20, 15), (12, 10, 12), (48, 40, 30)  # object spans slices 3..27
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _helpers import blob_volume, load_tiny_model
+from _helpers import blob_volume
 from sam_med.predictors.image_predictor import SamPredictor2D
 from sam_med.predictors.planes import PlaneGeometry
 from sam_med.predictors.slicewise import SliceWiseOptions, SliceWisePredictor
 from sam_med.predictors.slicewise.views import choose_crop, context_view, select_view, square_crop, zoom_res
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="module")
