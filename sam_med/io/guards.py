@@ -135,6 +135,15 @@ def check_affine(affine, path) -> None:
         raise GeometryError(f"{path}: spacing {np.round(sp, 6).tolist()} mm: every axis needs a positive spacing")
 
 
+def check_count_finite(values: np.ndarray, n: int, label: str, path) -> np.ndarray:
+    """``values`` (float64, 1D) must hold ``n`` finite numbers; ``label`` names them in the error."""
+    if values.size != n:
+        raise InputFileError(f"{path}: {label} must have {n} values, got {values.size}")
+    if not np.all(np.isfinite(values)):
+        raise InputFileError(f"{path}: {label} {values.tolist()} is not finite")
+    return values
+
+
 def check_spacing(spacing, path, what: str = "spacing") -> np.ndarray:
     """Spacing values must be finite and > 0; returns them as float64."""
     sp = np.asarray(spacing, dtype=np.float64).reshape(-1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputFileError
-from .guards import check_claimed_size, check_spacing, memory_budget, require_regular
+from .guards import check_claimed_size, check_count_finite, check_spacing, memory_budget, require_regular
 from ..volume import Volume, affine_from_geometry, lps_to_ras, ras_to_lps, split_affine
 
 
@@ -68,11 +68,7 @@ def _floats(data, key, n, path) -> np.ndarray:
         v = np.asarray(data[key], dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise InputFileError(f"{path}: {key!r} must be {n} numbers, got {data[key]!r:.80}") from exc
-    if v.size != n:
-        raise InputFileError(f"{path}: {key!r} must have {n} values, got {v.size}")
-    if not np.all(np.isfinite(v)):
-        raise InputFileError(f"{path}: {key!r} {v.tolist()} is not finite")
-    return v
+    return check_count_finite(v, n, repr(key), path)
 
 
 def read_npz(path) -> NpzCase:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputFileError
-from ..guards import check_spacing
+from ..guards import check_count_finite, check_spacing
 
 #: SOP Class UID of a DICOM Segmentation object (refused as an image series).
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -32,10 +32,7 @@ def read_floats(ds, key, n, path) -> np.ndarray:
         out = np.array([float(x) for x in v], dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InputFileError(f"{path}: invalid {key} {v!r}") from exc
-    if out.size != n:
-        raise InputFileError(f"{path}: {key} must have {n} values, got {out.size}")
-    if not np.all(np.isfinite(out)):
-        raise InputFileError(f"{path}: {key} {out.tolist()} is not finite")
+    check_count_finite(out, n, key, path)
     if key == "PixelSpacing":
         check_spacing(out, path, "PixelSpacing")
     return out
