@@ -89,8 +89,9 @@ class LoadedModel(_Loaded):
                                  window: tuple[float, float] | None = None) -> np.ndarray:
         """Per-modality intensity step of this model's config -> float32 array in [0, 255]
         (same shape). Pass the whole volume for raw MR (percentiles of its nonzero voxels)."""
-        out = self.intensity_transform(intensity, modality, window)(np.asarray(array).astype(np.float32))
-        return np.asarray(out, dtype=np.float32)
+        from ..voxelwise import map_voxelwise
+
+        return map_voxelwise(self.intensity_transform(intensity, modality, window), np.asarray(array))
 
     @property
     def supports_reduced_input(self) -> bool:
