@@ -12,7 +12,8 @@ Usage::
 Objects (tight 3D box of the reference, the slice-wise engine's defaults + ``--opt``):
 ``brain`` = MNI152 2009a T1, gm + wm > 127 (~154 slices along the acquisition axis);
 ``wm`` = white matter (wm > 127, ~150 slices); ``brain100`` = the brain within 100 slices
-(54..153); ``liver`` = TotalSegmentator CT liver (30 slices); ``lesion`` = CT lesion
+(54..153); ``liver`` = TotalSegmentator CT liver (30 slices; also ``spleen``,
+``kidney_right``, ``stomach`` of the same scan, for ``--further``); ``lesion`` = CT lesion
 000015 (13 slices). ``case`` runs in a fresh process with an empty in-memory cache and
 reports: model load, time to the key slice's mask after the box (``first_mask_s``, from
 ``init_state`` to ``add_prompts`` returning), the whole object (``predict_s``), Dice
@@ -75,9 +76,10 @@ def load_object(name: str):
             keep[54:154] = True
             ref = ref & keep.reshape([-1 if i == ax else 1 for i in range(3)])
         return vol, ref
-    if name == "liver":
+    ct_labels = {"liver": 5, "spleen": 1, "kidney_right": 2, "stomach": 6}
+    if name in ct_labels:
         vol = io.load(str(DATA / "totalseg" / "example_ct_sm.nii.gz"))
-        return vol, io.load_label(str(DATA / "totalseg" / "example_seg.nii.gz"), vol).array == 5
+        return vol, io.load_label(str(DATA / "totalseg" / "example_seg.nii.gz"), vol).array == ct_labels[name]
     if name == "lesion":
         case = io.read_npz(str(next((DATA / "ct_lesion").glob("CT_Lesion_000015*.npz"))))
         return case.image, case.label.array > 0
