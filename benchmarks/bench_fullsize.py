@@ -3,7 +3,7 @@ growth with the object's slice count, and peak RSS, each case in a cold process.
 
 Usage::
 
-    python benchmarks/bench_fullsize.py all [--baseline-code /work/main] [--json out.json]
+    python benchmarks/bench_fullsize.py all [--baseline-code ../ref-checkout] [--json out.json]
         [--variants "default;whole_res=192;slice_step=2"] [--parts brain,table,rss]
     python benchmarks/bench_fullsize.py case --object brain [--opt whole_res=192 ...]
         [--further wm]            # one cold process, prints one JSON line

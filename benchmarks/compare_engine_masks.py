@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/compare_engine_masks.py --before /work/main [--after .] \
+    python benchmarks/compare_engine_masks.py --before ../ref-checkout [--after .] \
         [--cache-dir /tmp/sam_med_cmp_cache] [--data ../shared/data] [--clicks 3]
 
 Each checkout runs in its own process (``PYTHONPATH=<checkout>``) on the same cases,
@@ -94,7 +94,8 @@ def _load(path: str) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", default="/work/main", help="checkout of the reference code")
+    ap.add_argument("--before", required=True,
+                    help="checkout of the reference code (e.g. a git worktree of the commit before the change)")
     ap.add_argument("--after", default=str(ROOT), help="checkout of the changed code")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "sam_med_cmp_cache"))
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
