@@ -42,13 +42,6 @@ def _screenshot(viewer, c, vol, k=None):
         print(f"\nscreenshot {img.shape} -> {out}")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from _helpers import load_tiny_model
-
-    return load_tiny_model(tmp_path_factory.mktemp("tiny_models"))
-
-
 def _open_blob(viewer):
     from _helpers import blob_volume
     from sam_med_napari._layers import image_layer_data
@@ -71,6 +64,24 @@ def _oracle_factory(ref, tiny, made):
     return factory
 
 
+def _blob_widget(viewer, tiny, window: int):
+    """The blob volume in the viewer and a widget on the oracle predictor, prefetching
+    ``window`` slices around the current one and none ahead: (vol, ref, widget, made)."""
+    vol, ref = _open_blob(viewer)
+    made = []
+    w = _widget(viewer, _oracle_factory(ref, tiny, made))
+    w.window_spin.setValue(window)
+    w.ahead_spin.setValue(0)
+    return vol, ref, w, made
+
+
+def _draw_rectangle(c, mask, k):
+    """Draw the tight rectangle of ``mask``'s slice ``k`` (i, j, k order) in the shapes layer."""
+    idx = np.argwhere(mask[:, :, k])
+    (i0, j0), (i1, j1) = idx.min(0), idx.max(0)
+    c.shapes_layer.add_rectangles(np.array([[i0, j0, k], [i0, j1, k], [i1, j1, k], [i1, j0, k]], float))
+
+
 def _show_slice(viewer, vol, k):
     viewer.dims.set_point(2, float(vol.voxel_to_world([0, 0, k])[2]))
 
@@ -81,12 +92,8 @@ def _whole_slices(pred):
 
 
 def test_moving_the_slider_encodes_the_neighbourhood_and_segmenting_there_encodes_nothing(viewer, tiny):
-    vol, ref = _open_blob(viewer)
-    made = []
-    w = _widget(viewer, _oracle_factory(ref, tiny, made))
+    vol, ref, w, made = _blob_widget(viewer, tiny, window=2)
     c = w.controls
-    w.window_spin.setValue(2)
-    w.ahead_spin.setValue(0)
     c.on_prepare()  # loads the model; encodes nothing up front
     wait_until(lambda: not c.busy, 60, "load")
     assert c.last_error is None, c.last_error
@@ -101,10 +108,8 @@ def test_moving_the_slider_encodes_the_neighbourhood_and_segmenting_there_encode
     assert "5 slices near 2 ready" in w.encode_label.text()
     encoded = pred.cache.encoded
     # a rectangle on slice 2 with ± 2: a key-slice box over 0..4, all encoded already
-    idx = np.argwhere(ref[:, :, 2])
-    (i0, j0), (i1, j1) = idx.min(0), idx.max(0)
     c.on_add_object("blob")
-    c.shapes_layer.add_rectangles(np.array([[i0, j0, 2], [i0, j1, 2], [i1, j1, 2], [i1, j0, 2]], float))
+    _draw_rectangle(c, ref, 2)
     w.half_spin.setValue(2)
     c.on_segment()
     wait_until(lambda: not c.busy, 60, "segment")
@@ -116,16 +121,10 @@ def test_moving_the_slider_encodes_the_neighbourhood_and_segmenting_there_encode
 
 
 def test_segmentation_paints_slices_as_they_come_key_slice_first_cancel_restores(viewer, tiny):
-    vol, ref = _open_blob(viewer)
-    made = []
-    w = _widget(viewer, _oracle_factory(ref, tiny, made))
+    vol, ref, w, made = _blob_widget(viewer, tiny, window=0)
     c = w.controls
-    w.window_spin.setValue(0)
-    w.ahead_spin.setValue(0)
     oid = c.on_add_object("blob")
-    idx = np.argwhere(ref[:, :, 6])
-    (i0, j0), (i1, j1) = idx.min(0), idx.max(0)
-    c.shapes_layer.add_rectangles(np.array([[i0, j0, 6], [i0, j1, 6], [i1, j1, 6], [i1, j0, 6]], float))
+    _draw_rectangle(c, ref, 6)
     w.half_spin.setValue(5)
     seen = []
 
@@ -178,9 +177,7 @@ def test_real_model_key_slice_rectangle_on_the_spleen_and_a_click_on_a_missed_sl
     mid = int((zs[0] + zs[-1]) // 2)
     _show_slice(viewer, vol, mid)
     oid = c.on_add_object("spleen")
-    idx = np.argwhere(gt[:, :, mid])
-    (i0, j0), (i1, j1) = idx.min(0), idx.max(0)
-    c.shapes_layer.add_rectangles(np.array([[i0, j0, mid], [i0, j1, mid], [i1, j1, mid], [i1, j0, mid]], float))
+    _draw_rectangle(c, gt, mid)
     w.half_spin.setValue(int(max(mid - zs[0], zs[-1] - mid)))
     c.on_segment()
     t = wait_until(lambda: not c.busy, 600, "segment")
