@@ -202,3 +202,50 @@ def test_bad_inputs_are_one_clear_error(tmp_path, scan):
     (bad / "entry.json").write_text('{"format": "sam-med-accepted-entry/1"}')
     with pytest.raises(SamMedError, match="malformed accepted entry"):
         AcceptedDataset(tmp_path / "acc2").entries()
+
+
+def test_session_accept_keeps_prompts_click_order_and_masks(tmp_path, scan):
+    from sam_med.dataengine import AcceptedDataset
+    from sam_med.evaluation.baselines import ThresholdPredictor
+    from sam_med.session import Session
+
+    vol, seg = scan
+    s = Session(vol, ThresholdPredictor(threshold=100.0, radius=2.0))
+    s.add_object("liver")
+    s.set_box(1, [20, 20, 5, 60, 60, 20])
+    s.add_point(1, [30, 30, 10], True)
+    s.add_point(1, [50, 50, 12], False)
+    s.add_point(1, [25, 40, 8], True)
+    s.add_object("empty")  # no mask: not accepted by default
+    s.add_object("spleen")
+    s.set_mask(3, seg == 1)  # a manual edit: no prompts
+    entry = s.accept(tmp_path / "acc")
+    [got] = AcceptedDataset(tmp_path / "acc").entries()
+    assert got.id == entry.id and [o["id"] for o in got.objects] == [1, 3]
+    liver = got.objects[0]
+    assert liver["prompts"]["box"] == [20.0, 20.0, 5.0, 60.0, 60.0, 20.0]
+    assert [(c["ijk"], c["positive"]) for c in liver["clicks"]] == [
+        ([30.0, 30.0, 10.0], True), ([50.0, 50.0, 12.0], False), ([25.0, 40.0, 8.0], True)]
+    assert got.model["name"] == "threshold" and got.objects[1]["prompts"] == {}
+    lm = got.load_mask(like=got.load_scan()).array
+    assert np.array_equal(lm, s.label_map()) and set(np.unique(lm)) == {0, 1, 3}
+    only = s.accept(tmp_path / "acc", ids=[3])
+    assert np.array_equal(only.load_mask().array, (s.label_map() == 3) * 3)
+    with pytest.raises(SamMedError, match="object 2 .* has no mask"):
+        s.accept(tmp_path / "acc", ids=[2])
+    assert len(AcceptedDataset(tmp_path / "acc")) == 2
+
+
+def test_session_accept_refuses_in_memory_volume(tmp_path, scan):
+    from sam_med.session import Session
+    from sam_med.volume import Volume
+
+    vol, seg = scan
+    s = Session(Volume(vol.array, vol.affine))
+    s.add_object("spleen")
+    s.set_mask(1, seg == 1)
+    with pytest.raises(SamMedError, match="no file on disk"):
+        s.accept(tmp_path / "acc")
+    assert not (tmp_path / "acc").exists()
+    with pytest.raises(SamMedError, match="nothing to accept"):
+        Session(vol).accept(tmp_path / "acc")
