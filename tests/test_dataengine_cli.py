@@ -81,3 +81,47 @@ def test_segment_challenge_file_refuses_accept_to(tmp_path, capsys):
                "--accept-to", str(tmp_path / "acc")])
     err = capsys.readouterr().err
     assert rc == 2 and "--accept-to" in err and "challenge" in err and not (tmp_path / "acc").exists()
+
+
+def _accept_two(tmp_path, ct, data_dir):
+    """An accepted folder with the reference spleen + liver of the CT (Session.accept)."""
+    from sam_med.session import Session
+
+    vol = io.load(ct)
+    ref = io.load_label(data_dir / "totalseg/example_seg.nii.gz", like=vol).array
+    s = Session(vol)
+    for lab, name in ((1, "spleen"), (5, "liver")):
+        s.add_object(name, id=lab)
+        s.set_mask(lab, ref == lab)
+    return s.accept(tmp_path / "acc"), ref
+
+
+def test_evaluate_reads_an_accepted_folder(tmp_path, ct, data_dir, capsys):
+    import csv
+
+    from sam_med.evaluation.datasets import open_dataset
+
+    entry, ref = _accept_two(tmp_path, ct, data_dir)
+    ds = open_dataset(tmp_path / "acc")
+    assert ds.kind == "accepted" and [c.case_id for c in ds.cases] == [entry.id]
+    image, label = ds.cases[0].load()
+    assert np.array_equal(label.array, np.where(np.isin(ref, [1, 5]), ref, 0))
+    assert ds.cases[0].objects(label) == [(1, "spleen"), (5, "liver")]
+    rc = main(["evaluate", str(tmp_path / "acc"), "--model", "threshold", "--option", "threshold=100",
+               "--protocol", "box", "--no-progress", "--out", str(tmp_path / "report")])
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(tmp_path / "report" / "records.csv")))
+    assert sorted((r["label"], r["name"]) for r in rows) == [("1", "spleen"), ("5", "liver")]
+    assert all(r["case_id"] == entry.id and 0 < float(r["dice"]) <= 1 for r in rows)
+
+
+def test_evaluate_refuses_a_changed_scan(tmp_path, ct, data_dir, capsys):
+    _accept_two(tmp_path, ct, data_dir)
+    raw = bytearray(ct.read_bytes())
+    raw[100] ^= 1
+    ct.write_bytes(bytes(raw))
+    rc = main(["evaluate", str(tmp_path / "acc"), "--model", "threshold", "--no-progress",
+               "--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"scan changed since it was accepted: {ct}" in err[0]
+    assert not (tmp_path / "report").exists()
