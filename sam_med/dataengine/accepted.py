@@ -55,11 +55,7 @@ def _read_json(path: Path, what: str) -> dict:
     from ..io.guards import read_bytes_limited
     from ..io.validate import loads_json
 
-    try:
-        data = read_bytes_limited(path, what=what)
-    except SamMedError as exc:
-        raise SamMedError(str(exc)) from None
-    obj = loads_json(data, str(path), err=SamMedError)
+    obj = loads_json(read_bytes_limited(path, what=what), str(path), err=SamMedError)
     if not isinstance(obj, dict):
         raise SamMedError(f"{path}: the {what} must be a JSON object")
     return obj
