@@ -295,12 +295,14 @@ class Session:
         return True
 
     # ------------------------------------------------------------ results
-    def label_map(self, dtype=None) -> np.ndarray:
-        """All object masks combined into one label volume under the overlap rule."""
-        top = max(self.objects, default=0)
+    def label_map(self, dtype=None, ids=None) -> np.ndarray:
+        """All object masks (or those of ``ids``) combined into one label volume (value =
+        object id) under the overlap rule."""
+        chosen = None if ids is None else {self.get(i).id for i in ids}
+        top = max(self.objects if chosen is None else chosen, default=0)
         dtype = dtype or (np.uint8 if top < 256 else np.uint16)
         out = np.zeros(self.volume.shape, dtype=dtype)
-        objs = [o for o in self.objects.values() if o.mask is not None]
+        objs = [o for o in self.objects.values() if o.mask is not None and (chosen is None or o.id in chosen)]
         if self.overlap == "first":
             objs = objs[::-1]  # paint in reverse so earlier objects end on top
         elif self.overlap == "locked-first":
@@ -312,6 +314,16 @@ class Session:
     def mask(self, id: int) -> np.ndarray:
         obj = self.get(id)
         return obj.mask if obj.mask is not None else np.zeros(self.volume.shape, dtype=bool)
+
+    def accept(self, dir: str | os.PathLike, ids=None):
+        """Store the final masks of objects ``ids`` (default: every object with a mask), their
+        prompts, click history and the scan reference (path + sha256) as one entry of the
+        accepted-results folder ``dir`` (made when new); returns the
+        :class:`~sam_med.dataengine.AcceptedEntry`. The volume must have been read from a
+        file (``volume.source``); see ``docs/dataengine.md``."""
+        from .dataengine.from_session import accept_session
+
+        return accept_session(self, dir, ids)
 
     # ------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:

@@ -1,0 +1,12 @@
+"""The data engine (issue 19): what users accept becomes data that ``sam-med evaluate`` and
+``sam-med finetune --from`` read.
+
+:mod:`sam_med.dataengine.accepted` owns the accepted-results folder (format, atomic writer,
+reader, scan checksums); see ``docs/dataengine.md``.
+"""
+
+from .accepted import (ENTRY_FORMAT, FORMAT, AcceptedDataset, AcceptedEntry, is_accepted_folder,
+                       scan_checksum, write_entry)
+
+__all__ = ["AcceptedDataset", "AcceptedEntry", "write_entry", "scan_checksum", "is_accepted_folder",
+           "FORMAT", "ENTRY_FORMAT"]
