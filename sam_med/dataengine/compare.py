@@ -5,7 +5,7 @@ A *structure* is one object of one validation case (an accepted entry's object).
 models see exactly the same prompts: the CVPR25 protocol's official key-slice box and its
 clicks placed on each model's own errors (:mod:`sam_med.evaluation.cvpr25`, in process,
 ``n_clicks`` of the challenge's 5 when a quicker comparison is asked for; ``DSC_AUC`` is
-then the area over those steps), and the box protocol's tight 3D box
+the challenge's area over the last 5 steps, so with fewer clicks it includes the box step), and the box protocol's tight 3D box
 (:mod:`sam_med.evaluation.protocols`). Scores are per class of the CVPR25 case (classes
 renumbered 1..N from the label values in increasing order; the name identifies it) and
 per label of the box protocol.
@@ -93,7 +93,8 @@ def cvpr25_scores(cases: Sequence, lm, cache, n_clicks: int = 5, options: dict |
         k = int(n_clicks) + 1
         for pc in res.per_class:
             dsc = [float(pc[f"DSC_{i}"]) for i in range(1, k + 1)]
-            nsd = [float(pc[f"NSD_{i}"]) for i in range(1, k + 1)]
+            # NSD is not computed (None) on a step whose case DSC is below the challenge's floor: 0
+            nsd = [float(pc[f"NSD_{i}"] or 0.0) for i in range(1, k + 1)]
             out.append({"case": c.case_id, "name": pc["name"], "class": int(pc["class"]), "DSC_steps": dsc,
                         "DSC_AUC": float(auc(dsc)), "DSC_Final": dsc[-1], "NSD_AUC": float(auc(nsd)),
                         "NSD_Final": nsd[-1]})

@@ -9,7 +9,8 @@ structures and its 95 % percentile bootstrap interval (``bootstrap`` resamples, 
 
 The rule (``promotion.json`` records it with the numbers):
 
-1. there is a validation split (a train-only run is never promoted);
+1. there is a validation split (a train-only run is never promoted) and some epoch beat the
+   base on it during training (else the selected weights are the base's: nothing to compare);
 2. at least ``min_structures`` validation structures (a zero-width interval from one or two
    structures is no evidence);
 3. the lower bound of the interval of the **primary metric** (``primary``: the CVPR25
@@ -177,8 +178,13 @@ def evaluate_and_promote(trainer, summary: dict, info: dict, log: Callable[[str]
     if str(opts["primary"]) not in ("DSC_AUC", "DSC_Final"):
         raise SamMedError(f"from.primary must be DSC_AUC or DSC_Final, got {opts['primary']!r}")
     val_rows = [r for r in info["manifest"] if r["split"] == "val"]
-    evaluation = evaluate(trainer, val_rows, opts, log) if val_rows else None
-    promoted, reason = decide(evaluation, opts)
+    if val_rows and summary.get("best_epoch") == 0:
+        evaluation = None
+        promoted, reason = False, ("no epoch beat the base model's validation Dice (best epoch 0), so the "
+                                   "selected weights are the base's own")
+    else:
+        evaluation = evaluate(trainer, val_rows, opts, log) if val_rows else None
+        promoted, reason = decide(evaluation, opts)
     if promoted and not opts.get("promote", True):
         promoted, reason = False, f"{reason}; but from.promote=false"
     out = Path(summary["out_dir"])
