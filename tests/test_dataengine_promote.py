@@ -60,7 +60,7 @@ def accepted(data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def promoted(accepted, tiny, tmp_path_factory):
+def promoted(accepted, tiny, data_dir, tmp_path_factory):
     """One fine-tune + promotion from the accepted folder (tiny model, 1 epoch, 1 click)."""
     from sam_med.dataengine.finetune_from import build_config, run_from
 
@@ -68,6 +68,7 @@ def promoted(accepted, tiny, tmp_path_factory):
     models = root / "models"
     cfg, info = build_config(accepted, name="tiny_site", base=tiny.name, epochs=1, overrides=[
         "from.axes=[2]", "from.slices_per_object=2", "from.eval_clicks=1", "from.bootstrap=500",
+        f"from.extra_cvpr25={data_dir.parent / 'cvpr25' / 'cases'}", "from.extra_cases=TotalSeg_CT*",
         f"out_dir={root / 'ft'}", f"export.models_dir={models}", "num_threads=1", "optim.lr=1e-2"])
     res = run_from(cfg, info, log=lambda *_: None)
     return {"cfg": cfg, "info": info, "report": res["promotion"], "summary": res["summary"], "models": models,
@@ -92,6 +93,11 @@ def test_split_is_by_scan_and_deterministic():
         split_by_scan(_rows("a", "a"), 0.3)
     with pytest.raises(SamMedError, match="val-fraction"):
         split_by_scan(rows, 1.0)
+    named = [dict(r, scan=f"/scans/{r['scan_sha256']}.nii.gz") for r in rows]
+    tr, va = split_by_scan(named, 0.3, val_scans=["/scans/c.nii.gz"])  # chosen scans: still whole scans
+    assert [r["id"] for r in va] == ["e3", "e4"] and len(tr) == 6
+    with pytest.raises(SamMedError, match="not scans of this folder"):
+        split_by_scan(named, 0.3, val_scans=["/elsewhere.nii.gz"])
 
 
 def test_manifest_hash_covers_ids_scans_and_masks():
@@ -147,7 +153,8 @@ def _cli(args, env=None):
 
 def test_cli_bad_folder_and_one_scan_are_one_line_exit_2(tmp_path, data_dir):
     p = _cli(["--from", str(tmp_path / "missing")])
-    assert p.returncode == 2 and "not an accepted-results folder" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert p.returncode == 2 and "not an accepted-results folder" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
     one = tmp_path / "one"
     t = data_dir / "totalseg"
     _accept(one, t / "example_ct_sm.nii.gz", t / "example_seg.nii.gz", tmp_path / "scans", {1: "spleen"})
@@ -191,6 +198,9 @@ def test_promotion_report_and_split(promoted, accepted):
         per = rep["evaluation"]["cvpr25"]["per_structure"]
         assert sorted(r["name"] for r in per) == sorted(STRUCTURES.values())  # the validation scan's 4
         assert rep["evaluation"]["box"]["metrics"]["dice"]["n"] == 4
+        extra = rep["evaluation"]["extra"]  # the CVPR25 copy of the CT scan: reported, not in the rule
+        assert {r["case"] for r in extra["per_structure"]} == {"TotalSeg_CT_sm"}
+        assert "Also compared" in (promoted["out"] / "promotion.md").read_text()
     files = sorted(p.name for p in promoted["models"].glob("tiny_site*")) if promoted["models"].exists() else []
     assert files == (["tiny_site.pt", "tiny_site.yaml"] if rep["promoted"] else [])
 

@@ -5,8 +5,8 @@ A *structure* is one object of one validation case (an accepted entry's object).
 models see exactly the same prompts: the CVPR25 protocol's official key-slice box and its
 clicks placed on each model's own errors (:mod:`sam_med.evaluation.cvpr25`, in process,
 ``n_clicks`` of the challenge's 5 when a quicker comparison is asked for; ``DSC_AUC`` is
-the challenge's area over the last 5 steps, so with fewer clicks it includes the box step), and the box protocol's tight 3D box
-(:mod:`sam_med.evaluation.protocols`). Scores are per class of the CVPR25 case (classes
+the challenge's area over the last 5 steps, so with fewer clicks it includes the box step),
+and the box protocol's tight 3D box (:mod:`sam_med.evaluation.protocols`). Scores are per class of the CVPR25 case (classes
 renumbered 1..N from the label values in increasing order; the name identifies it) and
 per label of the box protocol.
 """
@@ -21,8 +21,8 @@ import numpy as np
 
 from ..errors import SamMedError
 
-__all__ = ["paired_bootstrap", "eval_cases_of", "cvpr25_scores", "box_scores", "compare_scores",
-           "model_view"]
+__all__ = ["paired_bootstrap", "eval_cases_of", "cvpr_cases", "challenge_cases", "cvpr25_scores", "box_scores",
+           "compare_scores", "model_view"]
 
 CVPR25_METRICS = ("DSC_AUC", "DSC_Final", "NSD_AUC", "NSD_Final")
 BOX_METRICS = ("dice", "nsd")
@@ -74,17 +74,37 @@ def _predictor(lm, cache, options: dict | None):
     return SliceWisePredictor(loaded=lm, cache=cache, **dict(options or {}))
 
 
+def cvpr_cases(cases: Sequence) -> list:
+    """EvalCases as CVPR25 cases (converted: classes 1..N, the official boxes)."""
+    from ..evaluation.cvpr25.cases import CvprCase
+
+    return [CvprCase(c.case_id, c.image, None, c, "converted") for c in cases]
+
+
+def challenge_cases(path, pattern: str = "*") -> list:
+    """The CVPR25 cases of ``path`` (a folder ``sam-med evaluate --protocol cvpr25`` reads)
+    whose id matches ``pattern`` (fnmatch)."""
+    import fnmatch
+
+    from ..evaluation.cvpr25.cases import open_cases
+
+    cases = [c for c in open_cases(path)[1] if fnmatch.fnmatch(c.case_id, pattern)]
+    if not cases:
+        raise SamMedError(f"{path}: no CVPR25 case matches {pattern!r}")
+    return cases
+
+
 def cvpr25_scores(cases: Sequence, lm, cache, n_clicks: int = 5, options: dict | None = None,
                   log: Callable[[str], None] | None = None) -> list[dict]:
-    """Per structure: ``case``, ``name``, ``class``, ``DSC_AUC``, ``DSC_Final``, ``NSD_AUC``,
-    ``NSD_Final`` and ``DSC_steps`` (box step, then each click) under the CVPR25 protocol."""
-    from ..evaluation.cvpr25.cases import CvprCase
+    """Per structure of the CVPR25 ``cases`` (:func:`cvpr_cases`, :func:`challenge_cases`):
+    ``case``, ``name``, ``class``, ``DSC_AUC``, ``DSC_Final``, ``NSD_AUC``, ``NSD_Final`` and
+    ``DSC_steps`` (box step, then each click) under the CVPR25 protocol."""
     from ..evaluation.cvpr25.metrics import auc
     from ..evaluation.cvpr25.protocol import InProcessStepper, run_case
 
     out = []
     for c in cases:
-        loaded = CvprCase(c.case_id, c.image, None, c, "converted").load()
+        loaded = c.load()
         stepper = InProcessStepper(loaded, _predictor(lm, cache, options))
         try:
             res = run_case(loaded, stepper, n_clicks=int(n_clicks))

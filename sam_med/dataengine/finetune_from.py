@@ -21,7 +21,8 @@ label map of the corrected objects and a checksummed reference to the scan. From
   Export is off: :mod:`.promotion` registers the weights only when they win.
 
 Builder options (``from.KEY=VALUE`` among the CLI's overrides, or ``options=`` here):
-``axes`` ([0, 1, 2]), ``slices_per_object`` (3 per object and axis), ``clicks`` (``slice``:
+``axes`` ([0, 1, 2]), ``slices_per_object`` (3 per object and axis), ``val_scans`` (scan
+paths to validate on, instead of the seeded draw; still whole scans), ``clicks`` (``slice``:
 the trainer's clicks on each training slice; the hook for #15's 3D-error clicks, which is
 passed to every source as ``clicks: <value>`` once ``data.sources`` knows that key),
 and the promotion settings of :data:`sam_med.dataengine.promotion.PROMOTION_DEFAULTS`.
@@ -42,7 +43,7 @@ from ..errors import SamMedError
 __all__ = ["BUILD_DEFAULTS", "manifest", "manifest_hash", "split_by_scan", "build_config", "split_options"]
 
 #: builder options (``from.KEY=VALUE``); the promotion's own are added by split_options
-BUILD_DEFAULTS: dict[str, Any] = {"axes": [0, 1, 2], "slices_per_object": 3, "clicks": "slice"}
+BUILD_DEFAULTS: dict[str, Any] = {"axes": [0, 1, 2], "slices_per_object": 3, "clicks": "slice", "val_scans": None}
 _MODES = ("decoder", "lora", "full")
 
 
@@ -70,8 +71,20 @@ def manifest_hash(rows: Sequence[dict]) -> str:
     return hashlib.sha256(json.dumps(triples).encode()).hexdigest()
 
 
-def split_by_scan(rows: Sequence[dict], val_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(train rows, validation rows), split by ``scan_sha256`` (see the module docstring)."""
+def split_by_scan(rows: Sequence[dict], val_fraction: float, seed: int = 0,
+                  val_scans: Sequence[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """(train rows, validation rows), split by ``scan_sha256`` (see the module docstring);
+    ``val_scans`` (scan paths) picks the validation scans instead of the seeded draw."""
+    if val_scans:
+        want = {str(Path(v).expanduser().resolve()) for v in val_scans}
+        shas = {r["scan_sha256"] for r in rows if str(Path(r["scan"]).resolve()) in want}
+        found = {str(Path(r["scan"]).resolve()) for r in rows} & want
+        if found != want:
+            raise SamMedError(f"from.val_scans: not scans of this folder: {sorted(want - found)}")
+        tr = [r for r in rows if r["scan_sha256"] not in shas]
+        if not tr:
+            raise SamMedError("from.val_scans takes every scan; none is left to train on")
+        return tr, [r for r in rows if r["scan_sha256"] in shas]
     if not 0.0 <= float(val_fraction) < 1.0:
         raise SamMedError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     scans = sorted({r["scan_sha256"] for r in rows})
@@ -153,7 +166,7 @@ def build_config(folder, *, name: str | None = None, base: str = "lite_medsam", 
     by_id = {e.id: e for e in entries}
     for r in rows:
         r["mask"] = str(Path(by_id[r["id"]].mask_path).resolve())
-    train_rows, val_rows = split_by_scan(rows, val_fraction, seed)
+    train_rows, val_rows = split_by_scan(rows, val_fraction, seed, opts.get("val_scans"))
     for r in rows:
         r["split"] = "val" if r in val_rows else "train"
     model_name = _model_name(name, base, folder)

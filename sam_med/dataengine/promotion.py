@@ -39,8 +39,11 @@ from ..errors import SamMedError
 __all__ = ["PROMOTION_DEFAULTS", "decide", "evaluate_and_promote", "add_provenance", "summary_line"]
 
 #: promotion options (``from.KEY=VALUE``)
+#: ``extra_cvpr25`` (+ ``extra_cases``, an fnmatch pattern): other CVPR25 cases to compare the
+#: two models on (e.g. ../shared/cvpr25/cases, CT_Lesion_*): reported, not part of the rule
 PROMOTION_DEFAULTS: dict[str, Any] = {"primary": "DSC_AUC", "eval_clicks": 5, "bootstrap": 2000,
-                                      "min_structures": 3, "box_guard": True, "promote": True}
+                                      "min_structures": 3, "box_guard": True, "promote": True,
+                                      "extra_cvpr25": None, "extra_cases": "*"}
 
 
 def _fmt_ci(s: dict) -> str:
@@ -80,7 +83,7 @@ def evaluate(trainer, rows: list[dict], opts: dict, log: Callable[[str], None]) 
     """Base vs the trainer's selected weights on the validation rows (both protocols)."""
     from ..predictors.embedding_cache import EmbeddingCache
     from .compare import BOX_METRICS, CVPR25_METRICS, box_scores, compare_scores, cvpr25_scores
-    from .compare import eval_cases_of, model_view
+    from .compare import challenge_cases, cvpr_cases, eval_cases_of, model_view
 
     cases = eval_cases_of(rows)
     encoder_changed = trainer.cfg["mode"] != "decoder"
@@ -89,9 +92,16 @@ def evaluate(trainer, rows: list[dict], opts: dict, log: Callable[[str], None]) 
     popt = dict(trainer.cfg["eval"].get("predictor") or {})
     n_boot, seed = int(opts["bootstrap"]), int(trainer.cfg["seed"])
     out: dict[str, Any] = {"n_clicks": int(opts["eval_clicks"]), "cases": [c.case_id for c in cases]}
-    base_c = cvpr25_scores(cases, trainer.lm, trainer.cache, opts["eval_clicks"], popt, log)
-    new_c = cvpr25_scores(cases, new_lm, new_cache, opts["eval_clicks"], popt, log)
-    out["cvpr25"] = compare_scores(base_c, new_c, CVPR25_METRICS, n_boot, seed)
+    sets = [("cvpr25", cvpr_cases(cases))]
+    if opts.get("extra_cvpr25"):  # reported, never part of the rule
+        sets.append(("extra", challenge_cases(Path(str(opts["extra_cvpr25"])).expanduser(),
+                                              str(opts.get("extra_cases") or "*"))))
+    for key, cc in sets:
+        base_c = cvpr25_scores(cc, trainer.lm, trainer.cache, opts["eval_clicks"], popt, log)
+        new_c = cvpr25_scores(cc, new_lm, new_cache, opts["eval_clicks"], popt, log)
+        out[key] = compare_scores(base_c, new_c, CVPR25_METRICS, n_boot, seed)
+        if key == "extra":
+            out[key]["data"] = str(opts["extra_cvpr25"])
     base_b = box_scores(cases, trainer.lm, trainer.cache, popt)
     new_b = box_scores(cases, new_lm, new_cache, popt)
     out["box"] = compare_scores(base_b, new_b, BOX_METRICS, n_boot, seed)
@@ -162,6 +172,13 @@ def write_markdown(report: dict, path: Path) -> None:
             lines.append(f"| {r['case']} | {r['name']} | {r['DSC_AUC_base']:.4f} | {r['DSC_AUC_new']:.4f} | "
                          f"{r['DSC_Final_base']:.4f} | {r['DSC_Final_new']:.4f} | "
                          f"{b.get('dice_base', float('nan')):.4f} | {b.get('dice_new', float('nan')):.4f} |")
+    if ev and ev.get("extra"):
+        x = ev["extra"]
+        lines += ["", f"Also compared (not part of the rule): {x['data']}, CVPR25, per structure.", "",
+                  "| case | structure | DSC_AUC base | new | DSC_Final base | new |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['case']} | {r['name']} | {r['DSC_AUC_base']:.4f} | {r['DSC_AUC_new']:.4f} | "
+                  f"{r['DSC_Final_base']:.4f} | {r['DSC_Final_new']:.4f} |" for r in x["per_structure"]]
+        lines += [""] + [f"- {m}: {_fmt_ci(st)}" for m, st in x["metrics"].items() if m in ("DSC_AUC", "DSC_Final")]
     if report.get("registered"):
         lines += ["", f"Registered: `{report['registered']['config']}` (weights sha256 "
                   f"`{report['registered']['sha256']}`)."]
