@@ -16,6 +16,7 @@ def register(subparsers) -> None:
                "  sam-med finetune --config configs/finetune/lite_medsam_ct_lesion_decoder.yaml\n"
                "  sam-med finetune --config configs/finetune/lite_medsam_ct_lesion_lora.yaml "
                "optim.epochs=1 lora.rank=8\n"
+               "  sam-med finetune --from accepted/ --name site_v1 --epochs 3\n"
                "then: sam-med segment --model lite_medsam_ct_lesion_decoder ...")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="fine-tune YAML (configs/finetune/*.yaml)")
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="override config entries, dotted keys, YAML values (optim.lr=1e-5 data.val_cases=[x]); "
                         "with --from also from.axes=[2] from.slices_per_object=3 from.eval_clicks=5 "
-                        "from.primary=DSC_AUC|DSC_Final from.min_structures=3 from.clicks=slice")
+                        "from.primary=DSC_AUC|DSC_Final from.min_structures=3 from.clicks=slice "
+                        "from.val_scans=[SCAN] from.extra_cvpr25=DIR from.extra_cases='CT_Lesion_*'")
     p.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     p.set_defaults(func=run)
 
