@@ -255,6 +255,15 @@ def test_decoder_finetune_reuses_the_base_encodes(promoted, data_dir):
     assert cache.encoded == n  # nothing encoded again
     assert a.mask.shape == b.mask.shape == vol.shape
 
+    from napari_plugin._predictors import default_factory  # the widget's model switch (no Qt)
+
+    p1, p2 = default_factory("tiny_lite", "cpu", None), default_factory("tiny_site", "cpu", None)
+    assert p1.cache is p2.cache and p2.model_name == "tiny_site"
+    p1.predict(vol, prompts)
+    n = p1.cache.encoded
+    p2.predict(vol, prompts)
+    assert p2.cache.encoded == n
+
 
 def test_train_only_run_is_never_promoted(accepted, tiny, tmp_path):
     tiny_dir = Path(tiny.config["config_path"]).parent
