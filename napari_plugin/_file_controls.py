@@ -1,23 +1,88 @@
-"""Handlers of the "Results" buttons, on the GUI thread: save labels, save / open a session.
+"""Handlers of the "Results" buttons, on the GUI thread: accept into a dataset folder, save
+labels, save / open a session.
 
 :class:`FileControls` works on the state of a :class:`~._controls.Controls`
 (``c``: its Session, scan volume, labels layer and status line). Each handler
 takes an optional ``path``; without one it asks with a file dialog. A file
 that cannot be written or read is reported as one line in the status label.
+
+"Accept" stores every object that has a mask (final mask, prompts, click history, the scan's
+path + checksum) as one entry of the accepted-results folder (``Session.accept``, in a
+worker; ``docs/dataengine.md``). The folder is chosen with "Dataset…"; its default is
+``$SAM_MED_DATASET``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ._controls import one_line
+from ._workers import stream
+
+
+def accept_job(session, folder: str, token):
+    """Worker job: ``session.accept(folder)`` off the GUI thread; returns the entry."""
+    return (yield from stream(lambda _progress: session.accept(folder), token))
 
 
 class FileControls:
-    """Save / open handlers for the widget whose handlers are ``c``."""
+    """Accept / save / open handlers for the widget whose handlers are ``c``."""
 
     def __init__(self, c) -> None:
         self.c = c
+        #: the accepted-results folder of "Accept" (default $SAM_MED_DATASET)
+        self.dataset_dir: str | None = None
+        self.last_entry = None
+        self.set_dataset(os.environ.get("SAM_MED_DATASET") or None)
+
+    def set_dataset(self, folder: str | None) -> bool:
+        """Use ``folder`` for "Accept" after checking an entry can be added there (an
+        accepted-results folder, an empty or a new one); a bad one is one status line."""
+        from sam_med.dataengine import check_folder
+        from sam_med.errors import SamMedError
+
+        if folder:
+            try:
+                folder = str(check_folder(folder))
+            except SamMedError as exc:
+                self.c.last_error = exc
+                self.c.set_status(f"dataset folder refused: {one_line(exc)}")
+                return False
+        self.dataset_dir = folder or None
+        self.c.ui.dataset_label.setText(f"dataset: {self.dataset_dir or '- (choose one)'}")
+        return True
+
+    def on_choose_dataset(self, folder: str | None = None) -> str | None:
+        """Button "Dataset…": the folder accepted results go to."""
+        if folder is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            folder = QFileDialog.getExistingDirectory(self.c.ui, "Accepted-results folder",
+                                                      self.dataset_dir or str(Path.home()))
+        if folder and self.set_dataset(folder):
+            self.c.set_status(f"accepted results go to {self.dataset_dir}")
+        return self.dataset_dir
+
+    def on_accept(self, folder: str | None = None):
+        """Button "Accept": store the objects with a mask as one entry of the dataset folder
+        (in a worker); the status line then names the entry's folder. Returns the worker."""
+        c = self.c
+        if c.session is None:
+            return None
+        if folder is not None and not self.set_dataset(folder):
+            return None
+        if self.dataset_dir is None and not self.on_choose_dataset():
+            c.set_status("Accept: choose a dataset folder first (Dataset…, or set SAM_MED_DATASET)")
+            return None
+        if c.session.predictor is None and c.predictor is not None:
+            c.session.predictor = c.predictor
+        return c.run(accept_job, c.session, self.dataset_dir, on_done=self.on_accepted, what="Accept")
+
+    def on_accepted(self, entry) -> None:
+        self.last_entry = entry
+        names = ", ".join(o["name"] for o in entry.objects)
+        self.c.set_status(f"accepted {len(entry.objects)} object(s) ({names}) to {entry.dir}")
 
     def on_save_labels(self, path: str | None = None) -> str | None:
         """Write the label map on the scan's grid (.nii.gz/.nrrd/.mha) or as DICOM SEG (.dcm)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 
 class ObjectControls:
-    """Add, delete, rename, colour, lock/accept, overlap rule and selection of objects."""
+    """Add, delete, rename, colour, lock, overlap rule and selection of objects (Accept lives in
+    :class:`~._file_controls.FileControls`: it stores results)."""
 
     def on_add_object(self, name: str | None = None) -> int:
         obj = self.ensure_session().add_object(name or None)
@@ -52,14 +53,6 @@ class ObjectControls:
         if obj is not None and obj.locked != bool(locked):
             self.session.set_locked(self.current_id, bool(locked))
             self.sync()
-
-    def on_accept(self) -> None:
-        """Accept the current object: lock it so further clicks cannot change it."""
-        obj = self.obj()
-        if obj is not None and not obj.locked:
-            self.session.set_locked(obj.id, True)
-            self.sync()
-            self.set_status(f"accepted {obj.name!r} (locked)")
 
     def on_overlap(self, rule: str) -> None:
         if self.session is not None:

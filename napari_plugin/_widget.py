@@ -28,6 +28,9 @@ Prompting
   current object at once (``Session.add_point``); the "positive" box (key
   ``T`` on the Points layer toggles it) decides foreground/background.
 * **Undo/redo**: Ctrl+Z / Ctrl+Shift+Z (viewer and plugin layers) step the Session.
+* **Accept**: stores every object with a mask (mask, prompts, click history, scan path +
+  checksum) as one entry of the accepted-results folder chosen with "Dataset…" (default
+  ``$SAM_MED_DATASET``), which ``sam-med evaluate`` / ``finetune --from`` read.
 
 While a worker runs, the controls are locked, the prompt layers ignore clicks,
 the progress bar follows the worker's yielded reports, and Cancel is enabled.
@@ -91,7 +94,7 @@ class SamMedWidget(QWidget):
             self.prepare_all_btn, self.window_spin, self.ahead_spin, self.tight_chk,
             self.add_btn, self.delete_btn, self.color_btn, self.lock_chk, self.name_edit, self.rename_btn,
             self.overlap_combo, self.half_spin, self.mark_a_btn, self.mark_b_btn, self.use_marks_chk,
-            self.segment_btn, self.undo_btn, self.redo_btn, self.accept_btn, self.save_labels_btn,
+            self.segment_btn, self.undo_btn, self.redo_btn, self.accept_btn, self.dataset_btn, self.save_labels_btn,
             self.save_session_btn, self.load_session_btn, self.objects_list,
         ]
         #: widgets that need a current object
@@ -205,9 +208,15 @@ class SamMedWidget(QWidget):
     def _results_box(self) -> QGroupBox:
         box = QGroupBox("Results")
         v = QVBoxLayout(box)
-        self.accept_btn = _button("Accept", "Lock the current object (its mask is final)")
+        self.accept_btn = _button("Accept", "Store every object's final mask, prompts, clicks and the scan "
+                                  "reference in the dataset folder (training / evaluation data)")
+        self.dataset_btn = _button("Dataset…", "Choose the accepted-results folder (default $SAM_MED_DATASET)")
+        self.dataset_label = QLabel("dataset: -")
+        self.dataset_label.setWordWrap(True)
+        v.addLayout(_row(self.accept_btn, self.dataset_btn))
+        v.addWidget(self.dataset_label)
         self.save_labels_btn = _button("Save labels…")
-        v.addLayout(_row(self.accept_btn, self.save_labels_btn))
+        v.addLayout(_row(self.save_labels_btn))
         self.save_session_btn = _button("Save session…")
         self.load_session_btn = _button("Open session…")
         v.addLayout(_row(self.save_session_btn, self.load_session_btn))
@@ -232,7 +241,8 @@ class SamMedWidget(QWidget):
         self.segment_btn.clicked.connect(c.on_segment)
         self.undo_btn.clicked.connect(c.on_undo)
         self.redo_btn.clicked.connect(c.on_redo)
-        self.accept_btn.clicked.connect(c.on_accept)
+        self.accept_btn.clicked.connect(lambda: f.on_accept())
+        self.dataset_btn.clicked.connect(lambda: f.on_choose_dataset())
         self.save_labels_btn.clicked.connect(lambda: f.on_save_labels())
         self.save_session_btn.clicked.connect(lambda: f.on_save_session())
         self.load_session_btn.clicked.connect(lambda: f.on_load_session())

@@ -249,3 +249,31 @@ def test_session_accept_refuses_in_memory_volume(tmp_path, scan):
     assert not (tmp_path / "acc").exists()
     with pytest.raises(SamMedError, match="nothing to accept"):
         Session(vol).accept(tmp_path / "acc")
+
+
+def test_dicom_folder_scan_round_trip_and_change(tmp_path, data_dir):
+    """A DICOM folder is referenced as a folder (checksum over its files); the series is
+    read again by its uid; touching one file of the series is a change."""
+    from sam_med import io
+    from sam_med.dataengine import AcceptedDataset
+    from sam_med.session import Session
+
+    src = tmp_path / "dicom"
+    shutil.copytree(data_dir / "totalseg" / "example_ct_dicom", src)
+    vol = io.load(src)
+    s = Session(vol)
+    s.add_object("blob")
+    m = np.zeros(vol.shape, bool)
+    m[5:15, 5:15, 2:6] = True
+    s.set_mask(1, m)
+    s.accept(tmp_path / "acc")
+    [e] = AcceptedDataset(tmp_path / "acc").entries()
+    assert e.scan_path == str(src) and e.modality == "CT" and e.series_uid == vol.dicom.series_instance_uid
+    image = e.load_scan()
+    assert image.same_grid(vol) and np.array_equal(e.load_mask(like=image).array, m.astype(np.uint8))
+    f = sorted(src.iterdir())[3]
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 1
+    f.write_bytes(bytes(raw))
+    with pytest.raises(SamMedError, match="scan changed since it was accepted"):
+        e.load_scan()

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", help="MSD/nnU-Net folder, folder of .npz cases, or a .csv file")
+    p.add_argument("dataset", help="MSD/nnU-Net folder, accepted-results folder, folder of .npz cases, or a .csv file")
     p.add_argument("--protocol", default="box", choices=["box", "point", "box+clicks", "points", "cvpr25"],
                    help="cvpr25: the CVPR 2025 interactive challenge (box + 5 clicks, official metrics)")
     p.add_argument("--clicks", type=int, default=None,

@@ -56,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--format", choices=("nifti", "nrrd", "npz", "dicom-seg"),
                    help="output format (default: from --out's extension)")
     p.add_argument("--session-out", help="also save the session (prompts + masks + model) to this .npz")
+    p.add_argument("--accept-to", metavar="DIR",
+                   help="also store the result (masks, prompts, scan reference + checksum) as an entry of "
+                        "this accepted-results folder (made when new; see docs/dataengine.md)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--spacing-order", choices=("zyx", "xyz"), default="zyx",
                    help="CVPR 2025 challenge npz only: order of its 'spacing' (default zyx, the challenge's)")
@@ -177,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
     from .segment_challenge import is_challenge_input, run_challenge
 
     if is_challenge_input(args.image):  # CVPR 2025 challenge npz: its own prompts and output
+        if getattr(args, "accept_to", None):
+            raise OutputError(f"--accept-to: {args.image} is a CVPR 2025 challenge file (its prompts are "
+                              "the challenge's, not a user's); accept results of NIfTI/DICOM/NRRD scans")
         return run_challenge(args)
     from .. import io
     from ..predictors.factory import build_predictor
@@ -191,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
         from ..io.dicom_seg import check_dicom_seg_source
 
         check_dicom_seg_source(volume)
-    check_output(args.out, volume, args)  # before the model loads; folders are made at commit
+    written_paths = check_output(args.out, volume, args)  # before the model loads; folders are made at commit
+    if args.accept_to:
+        from ..dataengine import check_folder
+
+        check_folder(args.accept_to, outputs=written_paths.values())
     objs = objects_from_args(args, volume)  # validate every prompt before loading the model
 
     from ..predictors.base import parse_option_pairs
@@ -211,6 +221,12 @@ def run(args: argparse.Namespace) -> int:
               f"{float(m.sum() * volume.spacing.prod() / 1000):.2f} ml", file=sys.stderr)
     written = write_outputs(session, args.out, fmt, args.session_out)
     print(written)
+    if args.accept_to:  # after the outputs: the entry records the prompts given and the masks written
+        entry = session.accept(args.accept_to)
+        for o in session.objects.values():
+            if o.mask is None or not o.mask.any():
+                print(f"object {o.id} ({o.name}): empty mask, not accepted", file=sys.stderr)
+        print(f"accepted as {entry.dir}", file=sys.stderr)
     return 0
 
 

@@ -5,8 +5,8 @@
 reader, scan checksums); see ``docs/dataengine.md``.
 """
 
-from .accepted import (ENTRY_FORMAT, FORMAT, AcceptedDataset, AcceptedEntry, is_accepted_folder,
+from .accepted import (ENTRY_FORMAT, FORMAT, AcceptedDataset, AcceptedEntry, check_folder, is_accepted_folder,
                        scan_checksum, write_entry)
 
-__all__ = ["AcceptedDataset", "AcceptedEntry", "write_entry", "scan_checksum", "is_accepted_folder",
+__all__ = ["AcceptedDataset", "AcceptedEntry", "write_entry", "scan_checksum", "is_accepted_folder", "check_folder",
            "FORMAT", "ENTRY_FORMAT"]

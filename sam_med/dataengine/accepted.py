@@ -46,7 +46,7 @@ MASK_NAME = "mask.nii.gz"
 ENTRY_NAME = "entry.json"
 TMP_PREFIX = ".tmp-"
 
-__all__ = ["AcceptedDataset", "AcceptedEntry", "write_entry", "scan_checksum", "is_accepted_folder",
+__all__ = ["AcceptedDataset", "AcceptedEntry", "write_entry", "scan_checksum", "is_accepted_folder", "check_folder",
            "FORMAT", "ENTRY_FORMAT"]
 
 
@@ -55,11 +55,7 @@ def _read_json(path: Path, what: str) -> dict:
     from ..io.guards import read_bytes_limited
     from ..io.validate import loads_json
 
-    try:
-        data = read_bytes_limited(path, what=what)
-    except SamMedError as exc:
-        raise SamMedError(str(exc)) from None
-    obj = loads_json(data, str(path), err=SamMedError)
+    obj = loads_json(read_bytes_limited(path, what=what), str(path), err=SamMedError)
     if not isinstance(obj, dict):
         raise SamMedError(f"{path}: the {what} must be a JSON object")
     return obj
@@ -231,26 +227,43 @@ def sweep_partial(root) -> list[str]:
     return gone
 
 
-def init_folder(root) -> Path:
-    """Make ``root`` an accepted-results folder (``dataset.json`` + ``entries/``) when it is
-    missing or empty; an existing one is kept. Any other folder or a file is refused."""
-    from ..io.atomic import atomic_write_text, check_destination
+def check_folder(root, outputs=()) -> Path:
+    """The absolute dataset folder after checking an entry can be added to it: an existing
+    accepted-results folder, an empty folder or a new one under a writable parent; a file,
+    a folder of other files (or another kind of ``dataset.json``) and ``outputs`` (other
+    files of the same run) inside it are refused. Nothing is created."""
+    from ..io.atomic import check_destination
 
     root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     if root.exists() and not root.is_dir():
         raise SamMedError(f"{root}: is a file, not a dataset folder")
     if root.is_dir() and (root / "dataset.json").exists():
         AcceptedDataset(root)  # refuses another kind of dataset.json
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise SamMedError(f"{root}: the dataset folder is not writable")
     elif root.is_dir() and any(root.iterdir()):
         raise SamMedError(f"{root}: holds other files and no dataset.json; give an empty or new folder "
                           "for accepted results")
     else:
         check_destination(root / "dataset.json")  # parents: folders, writable
+    real = os.path.realpath(root).rstrip(os.sep) + os.sep
+    for p in outputs:
+        if p is not None and os.path.realpath(os.path.abspath(os.fspath(p))).startswith(real):
+            raise SamMedError(f"{root}: the output {p} would lie inside the accepted-results folder; "
+                              "write it elsewhere")
+    return root
+
+
+def init_folder(root) -> Path:
+    """Make ``root`` an accepted-results folder (``dataset.json`` + ``entries/``) when it is
+    missing or empty; an existing one is kept (see :func:`check_folder` for what is refused)."""
+    from ..io.atomic import atomic_write_text
+
+    root = check_folder(root)
+    if not (root / "dataset.json").exists():
         root.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "created": _now().isoformat(timespec="seconds")}
         atomic_write_text(root / "dataset.json", json.dumps(meta, indent=1) + "\n")
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise SamMedError(f"{root}: the dataset folder is not writable")
     (root / ENTRIES).mkdir(exist_ok=True)
     return root
 

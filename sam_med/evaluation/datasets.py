@@ -12,6 +12,10 @@ Adapters (chosen by :func:`open_dataset` from what ``path`` is):
   (x, y, z), optional ``direction``/``origin``/``boxes`` (the
   ``../shared/data/ct_lesion`` format, read by :func:`sam_med.io.read_npz`).
   Case id = file name without ``.npz``.
+* **Accepted-results folder** -- ``dataset.json`` with ``"format": "sam-med-accepted/1"``
+  (written by ``Session.accept`` / ``segment --accept-to`` / napari's Accept; see
+  ``docs/dataengine.md``): one case per entry, its objects the labels (with their names);
+  every scan's checksum is verified when the dataset is opened.
 * **CSV** -- a header with columns ``image,label`` and optionally
   ``labels_of_interest`` (label values separated by ``;`` or spaces, or by
   commas inside a quoted cell), ``label_names`` (names in the same order) and
@@ -119,7 +123,7 @@ class EvalCase:
 class EvalDataset:
     name: str
     root: str
-    kind: str  # "msd", "npz", "csv"
+    kind: str  # "msd", "npz", "csv", "accepted"
     cases: list[EvalCase]
 
     def __len__(self) -> int:
@@ -128,7 +132,10 @@ class EvalDataset:
 
 def open_dataset(path: str | os.PathLike, labels: Sequence[int] | None = None,
                  limit: int | None = None) -> EvalDataset:
-    """Open a dataset (MSD/nnU-Net folder, npz folder or CSV); see the module docstring."""
+    """Open a dataset (MSD/nnU-Net folder, accepted-results folder, npz folder or CSV); see
+    the module docstring."""
+    from ..dataengine import is_accepted_folder
+
     p = Path(path)
     if not p.exists():
         raise InputFileError(f"{p}: dataset not found")
@@ -136,6 +143,10 @@ def open_dataset(path: str | os.PathLike, labels: Sequence[int] | None = None,
         if p.suffix.lower() != ".csv":
             raise InputFileError(f"{p}: a dataset is a folder (MSD/nnU-Net, npz files) or a .csv file")
         ds = _open_csv(p)
+    elif is_accepted_folder(p):
+        from ..dataengine.evaluation import open_accepted
+
+        ds = open_accepted(p)
     elif (p / "dataset.json").is_file():
         ds = _open_msd(p)
     elif any(p.glob("*.npz")):
