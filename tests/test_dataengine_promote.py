@@ -274,3 +274,29 @@ def test_train_only_run_is_never_promoted(accepted, tiny, tmp_path):
     assert "not promoted: no validation scans" in p.stdout
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
     assert json.loads((tmp_path / "ft" / "promotion.json").read_text())["promoted"] is False
+
+
+def test_patience_stops_the_loop_and_a_resume_stays_stopped(tmp_path, monkeypatch):
+    """eval.patience in the trainer loop: validation Dice that never beats the base stops the run
+    after ``patience`` validations, the base weights are selected, and a rerun does not train on."""
+    from test_training_common import CASES, make_tiny_model, tiny_finetune_config
+
+    from sam_med.training import load_config, train
+    from sam_med.training.validation import ValidationMixin
+
+    monkeypatch.setenv("SAM_MED_CONFIGS", str(tmp_path / "models"))
+    make_tiny_model(tmp_path / "models")
+    calls = []
+
+    def fake_eval(self, model, case_ids, encoder_changed, tag):  # base 0.5, every epoch worse
+        calls.append(tag)
+        return {c: (0.5 if tag == "base" else 0.4) for c in case_ids}
+
+    monkeypatch.setattr(ValidationMixin, "_eval_cases", fake_eval)
+    cfg = tiny_finetune_config(tmp_path / "ft", eval={"enabled": True, "train_before_after": False, "patience": 1},
+                               data={"val_cases": [CASES[2]], "max_slices_per_case": 2}, optim={"epochs": 4})
+    s = train(load_config(data=cfg))
+    assert s["early_stopped_at"] == 1 and s["best_epoch"] == 0 and s["steps"] == 1
+    assert calls == ["base", "e1", "final"]
+    again = train(load_config(data=cfg))  # resumes from last.pt: already stopped
+    assert again["early_stopped_at"] == 1 and again["steps"] == 1
