@@ -6,9 +6,9 @@ models see exactly the same prompts: the CVPR25 protocol's official key-slice bo
 clicks placed on each model's own errors (:mod:`sam_med.evaluation.cvpr25`, in process,
 ``n_clicks`` of the challenge's 5 when a quicker comparison is asked for; ``DSC_AUC`` is
 the challenge's area over the last 5 steps, so with fewer clicks it includes the box step),
-and the box protocol's tight 3D box (:mod:`sam_med.evaluation.protocols`). Scores are per class of the CVPR25 case (classes
-renumbered 1..N from the label values in increasing order; the name identifies it) and
-per label of the box protocol.
+and the box protocol's tight 3D box (:mod:`sam_med.evaluation.protocols`). Scores are per
+class of the CVPR25 case (classes renumbered 1..N from the label values in increasing order;
+the name identifies it) and per label of the box protocol.
 """
 
 from __future__ import annotations
