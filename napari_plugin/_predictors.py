@@ -11,14 +11,31 @@ import threading
 from typing import Any, Callable
 
 
+_SHARED_CACHES: dict = {}
+
+
+def shared_embedding_cache(cache_dir: str | None):
+    """One :class:`EmbeddingCache` per ``cache_dir`` (None: in memory) for the whole process:
+    switching model keeps it, so a model with the same image encoder (a decoder-only site
+    model and its base: same ``encoder_signature``) encodes nothing again."""
+    from sam_med.predictors.embedding_cache import EmbeddingCache
+
+    key = None if cache_dir is None else str(cache_dir)
+    if key not in _SHARED_CACHES:
+        _SHARED_CACHES[key] = EmbeddingCache(cache_dir=key)
+    return _SHARED_CACHES[key]
+
+
 def default_factory(model: str, device: str, cache_dir: str | None, modality: str | None = None):
-    """The predictor the CLI would build for ``sam-med segment --model M --device D [--modality]``."""
-    from sam_med.predictors.factory import build_predictor, is_volumetric
+    """The predictor the CLI would build for ``sam-med segment --model M --device D [--modality]``,
+    with the process's shared embedding cache (:func:`shared_embedding_cache`)."""
+    from sam_med.predictors.factory import build_predictor, is_volumetric, resolve_device
+    from sam_med.predictors.slicewise import SliceWisePredictor
 
     if is_volumetric(model):
         return build_predictor(model, device)
     opts = {"modality": modality} if modality else {}
-    return build_predictor(model, device, cache_dir=cache_dir, **opts)
+    return SliceWisePredictor(model, device=resolve_device(device), cache=shared_embedding_cache(cache_dir), **opts)
 
 
 class PredictorCache:

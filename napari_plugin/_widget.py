@@ -107,15 +107,20 @@ class SamMedWidget(QWidget):
 
     # ---------------------------------------------------------------- layout
     def _scan_box(self) -> QGroupBox:
-        from sam_med.models.registry import list_models
+        from qtpy.QtCore import Qt
+
+        from ._models import model_entries
 
         box = QGroupBox("Scan and model")
         form = QFormLayout(box)
         self.image_combo = QComboBox()
         form.addRow("Image", self.image_combo)
         self.model_combo = QComboBox()
-        models = list_models()
-        self.model_combo.addItems(models)
+        entries = model_entries()  # site models carry their validation summary as tooltip
+        for i, m in enumerate(entries):
+            self.model_combo.addItem(m.name)
+            self.model_combo.setItemData(i, m.tooltip, Qt.ToolTipRole)
+        models = [m.name for m in entries]
         if "lite_medsam" in models:
             self.model_combo.setCurrentText("lite_medsam")
         form.addRow("Model", self.model_combo)

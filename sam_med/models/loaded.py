@@ -38,8 +38,22 @@ class _Loaded:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     checkpoint_path: str = ""
     precision: str = "fp32"
+    #: ``(sha256, base name, base sha256)`` for a decoder-only fine-tune (a ``partial`` delta
+    #: without image-encoder tensors): its image encoder is that base model's; see
+    #: :meth:`encoder_signature`. None: the encoder is this model's own.
+    encoder_of: tuple | None = None
 
     dims = 2
+
+    def encoder_signature(self) -> tuple:
+        """``(name, sha256)`` naming the image encoder's weights (the embedding cache's model
+        key): the base model's for a decoder-only fine-tune, so switching between the two
+        reuses every encoded slice; this model's own otherwise, and whenever ``sha256`` no
+        longer is the one ``encoder_of`` was recorded for (a copy with other weights)."""
+        enc = self.encoder_of
+        if enc is not None and enc[0] == self.sha256:
+            return (enc[1], enc[2])
+        return (self.name, self.sha256)
 
     def _autocast(self):
         if self.autocast_dtype is None:

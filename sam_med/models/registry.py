@@ -141,8 +141,11 @@ def load_model(name: str | os.PathLike | dict = "lite_medsam", *,
     allow = _SAFE_GLOBALS[arch]() if arch in _SAFE_GLOBALS else ()
     sd, digest = read_state_dict(path, ckpt_cfg.get("sha256"), safe_globals=allow)
     model = builder(**dict(cfg.get("architecture_args") or {}))
+    encoder_of = None
     if cfg.get("delta"):  # fine-tuned weights stored as base model + delta (sam_med.training)
-        _load_base_plus_delta(model, cfg, sd, str(path))
+        base_name, base_digest = _load_base_plus_delta(model, cfg, sd, str(path))
+        if cfg["delta"].get("kind") == "partial" and not any(k.startswith("image_encoder.") for k in sd):
+            encoder_of = (digest, base_name, base_digest)  # the base's encoder, untouched
     else:
         load_into(model, sd, str(path))
     model.eval().to(dev)
@@ -150,7 +153,7 @@ def load_model(name: str | os.PathLike | dict = "lite_medsam", *,
         p.requires_grad_(False)
     common = dict(name=cfg["name"], model=model, config=cfg, sha256=digest,
                   image_size=int(cfg["image_size"]), autocast_dtype=dtype, device=dev,
-                  checkpoint_path=str(path), precision=prec)
+                  checkpoint_path=str(path), precision=prec, encoder_of=encoder_of)
     lm = _loaded_2d(cfg, common) if cfg["dims"] == 2 else _loaded_3d(cfg, model, common)
     if cache:
         with _LOCK:
@@ -179,13 +182,13 @@ def _loaded_3d(cfg: dict[str, Any], model: nn.Module, common: dict[str, Any]) ->
 
 # --------------------------------------------------------------------------- fine-tuned deltas
 def _load_base_plus_delta(model: nn.Module, cfg: dict[str, Any], delta: dict[str, torch.Tensor],
-                          source: str) -> None:
+                          source: str) -> tuple[str, str]:
     """Load ``cfg['base_model']``'s weights into ``model``, then apply ``delta`` (written by
     :mod:`sam_med.training.export`). ``cfg['delta']['kind']``: ``partial`` (the tensors in
     ``delta`` replace the base's; every key must exist with the same shape) or ``lora``
     (``<module>.lora_A``/``.lora_B`` pairs are merged: ``W += lora_scaling * B @ A``; other
     keys replace as in ``partial``). The base weights must match the sha256 recorded at
-    training time."""
+    training time. Returns (the base's name, the sha256 of its weights)."""
     from .checkpoint import load_into, read_state_dict, resolve_checkpoint
 
     spec, base = cfg["delta"], cfg.get("base_model") or {}
@@ -196,7 +199,8 @@ def _load_base_plus_delta(model: nn.Module, cfg: dict[str, Any], delta: dict[str
         raise CheckpointError(f"{cfg['config_path']}: base model {base['name']!r} has architecture "
                               f"{bcfg['architecture']!r}, not {cfg['architecture']!r}")
     bck = dict(bcfg["checkpoint"])
-    bsd, _ = read_state_dict(resolve_checkpoint(bck, None, bcfg["name"]), base.get("sha256") or bck.get("sha256"))
+    bsd, base_digest = read_state_dict(resolve_checkpoint(bck, None, bcfg["name"]),
+                                       base.get("sha256") or bck.get("sha256"))
     lora = {k: v for k, v in delta.items() if k.endswith((".lora_A", ".lora_B"))}
     if lora and spec["kind"] != "lora":
         raise CheckpointError(f"{source}: LoRA tensors in a {spec['kind']!r} delta")
@@ -212,3 +216,4 @@ def _load_base_plus_delta(model: nn.Module, cfg: dict[str, Any], delta: dict[str
             raise CheckpointError(f"{source}: delta tensor {k!r} is not in the base model (or has another shape)")
         bsd[k] = v
     load_into(model, bsd, source)
+    return str(bcfg["name"]), base_digest

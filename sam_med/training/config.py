@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
         # heldout: the same form, never trained on (checked for overlap; read by benchmarks)
         "sources": None,
         "heldout": None,
+        # val_sources: the same form as sources (other scans), validated with the box protocol
+        # after each epoch like data.val_cases (best epoch kept, eval.patience stops early)
+        "val_sources": None,
         "labels": None,
         "train_cases": None,      # case ids; None = all cases not in val_cases
         "val_cases": [],
@@ -57,8 +60,10 @@ DEFAULTS: dict[str, Any] = {
     "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
               "samples_per_epoch": None, "schedule": "constant", "warmup_steps": 0},
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
+    # patience: stop after this many validations without a better validation Dice (None = never;
+    # sam_med.training.early_stop)
     "eval": {"enabled": True, "protocol": "box", "every_epochs": 1, "train_before_after": True,
-             "predictor": {}},
+             "predictor": {}, "patience": None},
     "checkpoint_every_steps": 0,
     "stop_after_steps": None,     # stop (after checkpointing) at this global step: tests / time boxes
     "resume": True,
@@ -127,11 +132,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         from .sources import parse_sources
         parse_sources(dc["sources"], "data.sources")
         parse_sources(dc.get("heldout"), "data.heldout")
+        parse_sources(dc.get("val_sources"), "data.val_sources")
         if dc.get("val_cases") or dc.get("train_cases"):
             raise SamMedError("data.sources selects cases per source; train_cases/val_cases are for data.dataset")
-        if cfg["eval"].get("enabled", True):
-            raise SamMedError("data.sources: set eval.enabled: false (the 3D validation needs data.dataset; "
-                              "benchmarks evaluate data.heldout)")
+        if cfg["eval"].get("enabled", True) and not dc.get("val_sources"):
+            raise SamMedError("data.sources: set eval.enabled: false or give data.val_sources (the 3D "
+                              "validation needs data.dataset or data.val_sources; benchmarks evaluate data.heldout)")
+    elif dc.get("val_sources"):
+        raise SamMedError("data.val_sources goes with data.sources; with data.dataset use data.val_cases")
+    from .early_stop import check_patience
+    check_patience(cfg["eval"].get("patience"))
     if str(cfg["prompts"].get("click_point", "random")) not in ("random", "center", "mixed"):
         raise SamMedError("prompts.click_point must be random, center or mixed")
     return cfg

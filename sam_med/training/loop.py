@@ -14,6 +14,7 @@ import torch
 from ..errors import SamMedError
 from .checkpointing import save_checkpoint
 from .ddp import average_gradients, barrier
+from .early_stop import check_patience, should_stop
 
 __all__ = ["EpochLoopMixin"]
 
@@ -40,7 +41,8 @@ class EpochLoopMixin:
 
     def _train_epochs(self, do_eval: bool) -> bool:
         """Epochs ``start_epoch..optim.epochs`` (from ``start_batch``), appending to
-        ``history`` and saving ``last.pt`` / ``best.pt``; True when ``stop_after_steps`` stopped it."""
+        ``history`` and saving ``last.pt`` / ``best.pt``; True when ``stop_after_steps`` stopped it
+        (``eval.patience`` early stopping sets ``early_stopped_at`` instead, see :mod:`.early_stop`)."""
         cfg, oc, ec = self.cfg, self.cfg["optim"], self.cfg["eval"]
         n = len(self.items)
         gb = int(oc["batch_size"])
@@ -51,7 +53,13 @@ class EpochLoopMixin:
         epochs = int(oc["epochs"])
         stop = cfg.get("stop_after_steps")
         stopped = False
+        patience = check_patience(ec.get("patience"))
         for epoch in range(self.start_epoch, epochs):
+            if do_eval and should_stop(self.history, self.best, patience, self.dist):
+                self.early_stopped_at = epoch
+                self.log(f"[finetune] early stop after epoch {epoch}: no better validation Dice in {patience} "
+                         f"validation(s) since epoch {self.best['epoch']}")
+                break
             t_ep = time.perf_counter()
             self.data.set_epoch(epoch)
             rng = np.random.default_rng([int(cfg["seed"]), epoch])

@@ -109,9 +109,12 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
 
             self.sources = parse_sources(dc["sources"], "data.sources")
             check_disjoint(self.sources, parse_sources(dc.get("heldout"), "data.heldout"))
-            self.ds, self.cases = None, {}
+            vsrc = parse_sources(dc.get("val_sources"), "data.val_sources")
+            check_disjoint(self.sources, vsrc)
+            self.ds = None
+            self.cases = {f"{s.name}:{c.case_id}": c for s in vsrc for c in source_cases(s)}
             train_ids = [f"{s.name}:{c.case_id}" for s in self.sources for c in source_cases(s)]
-            val = []
+            val = list(self.cases)
         else:
             self.ds = open_dataset(resolve_dataset(dc["dataset"]), labels=dc.get("labels"))
             self.cases = {c.case_id: c for c in self.ds.cases}
@@ -179,6 +182,14 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
         self.step, self.start_epoch, self.start_batch = 0, 0, 0
         self.best: dict = {"epoch": 0, "val_dice": None}
         self.history: list[dict] = []
+        self.early_stopped_at: int | None = None  # epoch count at an eval.patience stop
+
+    def _before_after_ids(self) -> list[str]:
+        """Cases evaluated before and after training: the validation cases, and the training
+        cases with ``eval.train_before_after`` (those that can be evaluated: not data.sources)."""
+        if not self.cfg["eval"].get("train_before_after", True):
+            return list(self.val_ids)
+        return [c for c in self.train_ids if c in self.cases] + list(self.val_ids)
 
     # -------------------------------------------------------------- main
     def run(self) -> dict:
@@ -191,7 +202,7 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
         before: dict[str, dict[str, float]] = {}
         if self.dist.is_main and fresh and ec.get("enabled", True):
             t0 = time.perf_counter()
-            ids = (self.train_ids if ec.get("train_before_after", True) else []) + self.val_ids
+            ids = self._before_after_ids()
             d = self._eval_cases(self.lm.model, ids, False, "base")
             before = {"train": {c: d[c] for c in self.train_ids if c in d}, "val": {c: d[c] for c in self.val_ids}}
             if self.val_ids:
@@ -211,7 +222,7 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
                                    "stopped_early": stopped, "out_dir": str(self.out_dir),
                                    "train_cases": self.train_ids, "val_cases": self.val_ids,
                                    "train_slices": len(self.items), "extract_s": round(self.extract_s, 1),
-                                   "encoded_now": self.n_encoded}
+                                   "encoded_now": self.n_encoded, "early_stopped_at": self.early_stopped_at}
         if self.sources is not None:
             summary["sources"] = _sources_summary(self.items)
         if stopped:
@@ -230,7 +241,7 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
             summary["history"] = [{k: v for k, v in h.items() if k != "before"} for h in self.history]
             if ec.get("enabled", True):
                 t0 = time.perf_counter()
-                ids = (self.train_ids if ec.get("train_before_after", True) else []) + self.val_ids
+                ids = self._before_after_ids()
                 d = self._eval_cases(self.model, ids, cfg["mode"] != "decoder", "final")
                 summary["dice_before"] = before
                 summary["dice_after"] = {"train": {c: d[c] for c in self.train_ids if c in d},

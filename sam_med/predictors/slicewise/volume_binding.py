@@ -2,8 +2,9 @@
 
 The mapping (CT window, MR percentiles, research npz as is) is the model config's
 (``LoadedModel.intensity_to_uint8_range``), done once per volume. The signature names
-the embedding-cache namespace: the mapped data + the volume's affine + the model (name,
-checkpoint sha256, precision), so two scans or two models never share an entry.
+the embedding-cache namespace: the mapped data + the volume's affine + the image encoder
+(``LoadedModel.encoder_signature``: name + checkpoint sha256, the base model's for a
+decoder-only fine-tune) + precision, so two scans or two encoders never share an entry.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class VolumeBinding:
         modality = self.modality or guess_modality(volume)
         u8 = self.loaded.intensity_to_uint8_range(volume.array, volume.intensity, modality, window=self.window)
         self._model_range = np.ascontiguousarray(u8, dtype=np.float32)
-        model_sig = (self.loaded.name, getattr(self.loaded, "sha256", None),
-                     str(getattr(self.loaded, "autocast_dtype", None)))
+        enc = self.loaded.encoder_signature() if hasattr(self.loaded, "encoder_signature") else \
+            (self.loaded.name, getattr(self.loaded, "sha256", None))
+        model_sig = (*enc, str(getattr(self.loaded, "autocast_dtype", None)))
         self.signature = array_signature(self._model_range, volume.affine.round(4).tolist(), model_sig)
         self.volume = volume
 

@@ -1,0 +1,63 @@
+"""Accept existing label maps as "corrected" masks into an accepted-results folder, through
+``Session.accept`` (what napari's Accept calls): the data engine's intake without a GUI.
+
+    python benchmarks/accept_labels.py --to DIR IMAGE LABEL [--labels 1,2,5] [IMAGE LABEL ...]
+
+Each IMAGE LABEL pair becomes one entry holding every label value (or ``--labels``, which
+applies to every pair) as an object, named from a ``labels.json`` next to LABEL when it has
+an entry for that file (``{"<label file>": {"<value>": {"name": ...}}}``), else ``label N``.
+The scans are referenced by path and checksum, never copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def label_names(label: Path) -> dict[int, str]:
+    f = label.parent / "labels.json"
+    if not f.is_file():
+        return {}
+    table = json.loads(f.read_text()).get(label.name) or {}
+    return {int(k): str(v.get("name") if isinstance(v, dict) else v) for k, v in table.items()}
+
+
+def accept_pair(folder: Path, image: Path, label: Path, values=None):
+    from sam_med import io
+    from sam_med.session import Session
+
+    vol = io.load(str(image))
+    lab = io.load_label(str(label), like=vol)
+    names = label_names(label)
+    present = [int(v) for v in np.unique(lab.array) if v != 0]
+    chosen = [v for v in present if values is None or v in values]
+    s = Session(vol, None, max_undo=0)
+    for v in chosen:
+        s.add_object(names.get(v, f"label {v}"), id=v)
+        s.set_mask(v, lab.array == v)
+    return s.accept(folder)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--to", required=True, type=Path, help="the accepted-results folder (made when new)")
+    ap.add_argument("--labels", help="label values to accept (default: every value present)")
+    ap.add_argument("pairs", nargs="+", type=Path, metavar="IMAGE LABEL")
+    a = ap.parse_args(argv)
+    if len(a.pairs) % 2:
+        ap.error("give IMAGE LABEL pairs")
+    from sam_med.evaluation import parse_labels
+
+    values = set(parse_labels(a.labels) or ()) or None
+    for image, label in zip(a.pairs[::2], a.pairs[1::2]):
+        e = accept_pair(a.to, image, label, values)
+        print(f"{e.id}: {len(e.objects)} objects from {label.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
