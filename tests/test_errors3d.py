@@ -33,9 +33,14 @@ def _samples(tiny, case, rounds=2):
     return pred, object_samples(pred, vol, gt, "blob:1", rounds=rounds, neighbours=1)
 
 
-def test_the_click_lands_in_the_largest_error_component_at_the_right_pixel(tiny, case):
+@pytest.fixture(scope="module")
+def made(tiny, case):
+    return _samples(tiny, case)
+
+
+def test_the_click_lands_in_the_largest_error_component_at_the_right_pixel(tiny, case, made):
     vol, gt, seen = case
-    pred, items = _samples(tiny, case)
+    pred, items = made
     from sam_med.prompts import ObjectPrompts
     from sam_med.training.errors3d import _key_box
 
@@ -68,8 +73,8 @@ def test_the_click_lands_in_the_largest_error_component_at_the_right_pixel(tiny,
     assert all(len(i["clicks3d"]) == 2 and i["clicks3d"][0] == (cx, cy, True) for i in r1)
 
 
-def test_samples_are_deterministic(tiny, case):
-    _, a = _samples(tiny, case)
+def test_samples_are_deterministic(tiny, case, made):
+    a = made[1]
     _, b = _samples(tiny, case)
     assert len(a) == len(b) > 3
     for p, q in zip(a, b):
@@ -79,10 +84,10 @@ def test_samples_are_deterministic(tiny, case):
         assert torch.equal(p["embedding"], q["embedding"])
 
 
-def test_loss_trains_the_decoder_and_dice_helpers(tiny, case):
+def test_loss_trains_the_decoder_and_dice_helpers(tiny, made):
     from monai.losses import DiceCELoss
 
-    _, items = _samples(tiny, case, rounds=1)
+    items = made[1]
     import copy
     model = copy.deepcopy(tiny.model)
     for p in model.mask_decoder.parameters():

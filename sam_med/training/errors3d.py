@@ -21,7 +21,8 @@ A sample is what the predictor's click decode sees on that slice, in the object'
 ``(crop, res)``: ``image (1, H, W)`` float32 0..255 (the view's crop of the plane, the
 model's intensity mapping), ``label (1, H, W)`` uint8 (ground truth), ``mask (1, H, W)``
 uint8 (the predictor's mask on the slice before the click), ``box (4,)`` (the box the
-predictor used on that slice, XYXY inclusive, crop pixels), ``clicks3d`` ``[(x, y,
+predictor used on that slice, or on a slice the mask has not reached the nearest segmented
+slice's box, positive clicks only; XYXY inclusive, crop pixels), ``clicks3d`` ``[(x, y,
 positive), ...]`` (the clicks on that slice so far, the new one last, crop pixels),
 ``res`` (encoder input size, None = the model's S), ``embedding (256, h, w)`` (the
 predictor's own cache entry: same namespace and key, so nothing is encoded twice), plus
@@ -53,21 +54,28 @@ def _key_box(ref: np.ndarray, box_id: str):
 
 
 def _cut(pred, st, geo, z: int, clicks, ref: np.ndarray) -> dict | None:
-    """The sample of slice ``z`` in the object's view (None: the slice has no mask/box)."""
+    """The sample of slice ``z`` in the object's view (None: no box for it, or a click outside the view)."""
+    from ..predictors.slicewise.clicks import nearest_box
+
     cur = st.slices.get(z)
-    if cur is None or cur.box is None or not cur.mask.any():
+    has = cur is not None and cur.box is not None and cur.mask.any()
+    # a slice the mask has not reached: the nearest segmented slice's box (as the predictor's
+    # refinement uses it there), for a positive click only
+    box = cur.box if has else (nearest_box(st.slices, z) if clicks[-1][2] else None)
+    if box is None:
         return None
+    mask = cur.mask if has else np.zeros(geo.hw, bool)
     crop = st.crop
     h, w = geo.hw
     x0, y0, x1, y1 = (0, 0, w - 1, h - 1) if crop is None else crop
     if any(not (x0 <= x <= x1 and y0 <= y <= y1) for x, y, _ in clicks):
         return None  # a click outside the view: the decoder cannot see it
-    box = np.clip(np.asarray(cur.box, dtype=float), [x0, y0, x0, y0], [x1, y1, x1, y1]) - [x0, y0, x0, y0]
+    box = np.clip(np.asarray(box, dtype=float), [x0, y0, x0, y0], [x1, y1, x1, y1]) - [x0, y0, x0, y0]
     emb = pred.view_embeddings(st, geo, [z])[z]
     win = (slice(y0, y1 + 1), slice(x0, x1 + 1))
     return {"image": np.asarray(pred.slice_image(geo, z, crop), dtype=np.float32)[None],
             "label": np.ascontiguousarray(geo.slice_of(ref, z)[win])[None].astype(np.uint8),
-            "mask": np.ascontiguousarray(cur.mask[win])[None].astype(np.uint8), "box": box,
+            "mask": np.ascontiguousarray(mask[win])[None].astype(np.uint8), "box": box,
             "clicks3d": [(int(x - x0), int(y - y0), bool(p)) for x, y, p in clicks],
             "res": st.res, "crop": crop, "embedding": emb}
 

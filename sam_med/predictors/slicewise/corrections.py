@@ -169,11 +169,13 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> 
     x, y = int(round(fx)), int(round(fy))
     if rule == "edit":
         cur = st.slices.get(k)
-        if cur is not None and cur.mask.any():
-            from .refine import refine_slice  # refine_model: the click decoded by that model
+        from .refine import refine_slice  # refine_model: the click decoded by that model
 
-            got = refine_slice(pred, st, geo, k, cur) if pred.options.refine_model else None
-            new = got.mask if got is not None else local_edit(cur.mask, [(x, y, p.positive)])
+        got = refine_slice(pred, st, geo, k, cur) if pred.options.refine_model else None
+        if got is not None:
+            _commit(st, k, np.zeros(geo.hw, bool), got.mask, True)
+        elif cur is not None and cur.mask.any():
+            new = local_edit(cur.mask, [(x, y, p.positive)])
             st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
         elif p.positive:
             carry_correction(pred, st, geo, k, x, y, True, set(), carry=False)
