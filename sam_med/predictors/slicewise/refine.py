@@ -6,7 +6,8 @@ prompt encoder + mask decoder: the slice's box (on a slice the mask has not reac
 positive click, the nearest segmented slice's box) + every click on the slice as point prompts, decoded on the embedding the predictor already has (the
 refinement model must share the predictor's image encoder, which is checked once). The
 result is kept when it honours the new click; otherwise the disk edit is used, as without
-the option (on a slice not reached: the model's seeding). Boxes are inclusive XYXY plane pixels, clicks ``(x, y, positive)``.
+the option (on a slice not reached: the model's seeding). With ``refine_carry`` N > 0 the
+click is carried to up to N neighbouring slices each side (:func:`refine_carry`). Boxes are inclusive XYXY plane pixels, clicks ``(x, y, positive)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .clicks import clicks_on, nearest_box
 from .decoding import SliceDecoder
 from .state import SliceOut
 
-__all__ = ["refine_decoder", "refine_slice"]
+__all__ = ["refine_decoder", "refine_slice", "refine_carry"]
 
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -49,12 +50,12 @@ def refine_decoder(pred) -> SliceDecoder:
     return dec
 
 
-def refine_slice(pred, st, geo, k: int, cur: SliceOut | None) -> SliceOut | None:
+def refine_slice(pred, st, geo, k: int, cur: SliceOut | None, clicks=None) -> SliceOut | None:
     """Slice ``k`` (its current result ``cur``; None or empty: not reached, then the nearest
     segmented slice's box, positive clicks only) re-decoded by the refinement model from the
-    box and all clicks on it; None when there is no box, the newest click is outside the view
-    or the decode does not honour it."""
-    clicks = clicks_on(st.prompts.points, geo, k)
+    box and all clicks on it (``clicks``: these ``(x, y, positive)`` instead); None when there
+    is no box, the newest click is outside the view or the decode does not honour it."""
+    clicks = clicks_on(st.prompts.points, geo, k) if clicks is None else list(clicks)
     h, w = geo.hw
     x0, y0, x1, y1 = (0, 0, w - 1, h - 1) if st.crop is None else st.crop
     x, y, pos = clicks[-1]
@@ -70,3 +71,39 @@ def refine_slice(pred, st, geo, k: int, cur: SliceOut | None) -> SliceOut | None
     if bool(out.mask[y, x]) != pos or not out.mask.any():
         return None
     return SliceOut(out.mask, None, mask_bbox(out.mask), cur.score if cur is not None else 0.0)
+
+
+def refine_carry(pred, st, geo, k: int, x: int, y: int, positive: bool, change: np.ndarray) -> list[int]:
+    """Carry a refinement click at plane ``(x, y)`` of slice ``k`` (whose mask changed by
+    ``change``, ``(H, W)`` bool) to up to ``refine_carry`` slices each side: each neighbour is
+    re-decoded by the refinement model from its box + its own clicks + the click at the same
+    pixel, while that pixel is still wrong there (outside the mask for a positive click,
+    inside for a negative one), the decode honours it, and its change overlaps the previous
+    slice's change (dilated 2 px) and is at most ``carry_growth`` x it; a slice with clicks of
+    its own stops the carry. Returns the slices changed, in order."""
+    from scipy import ndimage
+
+    n = int(pred.options.refine_carry)
+    own = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points}
+    done: list[int] = []
+    for step in (+1, -1):
+        prev = change
+        for z in range(k + step, k + step * (n + 1), step):
+            cur = st.slices.get(z)
+            if not 0 <= z < geo.n_slices or z in own or not prev.any():
+                break
+            mask = cur.mask if cur is not None else np.zeros(geo.hw, bool)
+            if bool(mask[y, x]) == positive:
+                break
+            got = refine_slice(pred, st, geo, z, cur, clicks_on(st.prompts.points, geo, z) + [(x, y, positive)])
+            if got is None:
+                break
+            delta = got.mask ^ mask
+            if not (delta & ndimage.binary_dilation(prev, np.ones((3, 3), bool), 2)).any() or \
+                    delta.sum() > pred.options.carry_growth * prev.sum() + 4:
+                break
+            st.slices[z] = got
+            st.srange = (min(st.srange[0], z), max(st.srange[1], z))
+            done.append(z)
+            prev = delta
+    return done
