@@ -39,12 +39,14 @@ def _load(model, state: dict) -> None:
 
 
 def _table(name: str, items: list[dict], models: dict, lm) -> dict:
-    from sam_med.training.errors3d import click_dice, edit_dice
+    from sam_med.training.errors3d import click_dice, edit_dice, refine_rule_dice
 
     before, edit = edit_dice(items)
     row = {"n": len(items), "mask_before": float(before.mean()), "disk_edit": float(edit.mean())}
     for tag, model in models.items():
         row[f"decode_{tag}"] = float(click_dice(model, lm, items).mean())
+        d, kept = refine_rule_dice(model, lm, items)
+        row[f"refine_rule_{tag}"], row[f"kept_{tag}"] = float(d.mean()), float(kept.mean())
     by_source: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_source.setdefault(f"{it['source']}:{it['name']}", []).append(i)

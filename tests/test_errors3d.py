@@ -13,7 +13,7 @@ import torch
 from _helpers import blob_volume, load_tiny_model, oracle_predictor
 from sam_med.evaluation.cvpr25.clicks import largest_error_component, next_click
 from sam_med.predictors.planes import PlaneGeometry
-from sam_med.training.errors3d import click_dice, edit_dice, errors3d_loss, object_samples
+from sam_med.training.errors3d import click_dice, edit_dice, errors3d_loss, object_samples, refine_rule_dice
 
 SHAPE, CENTER, RADII = (48, 40, 20), (24, 20, 10), (9, 7, 4)
 
@@ -102,6 +102,9 @@ def test_loss_trains_the_decoder_and_dice_helpers(tiny, made):
     before, after = edit_dice(items)
     assert d.shape == before.shape == after.shape == (len(items),)
     assert ((0 <= d) & (d <= 1)).all() and (after >= before - 1e-9).mean() > 0.5  # the edit mostly helps
+    rule, kept = refine_rule_dice(tiny.model, tiny, items)
+    assert rule.shape == kept.shape == (len(items),)
+    assert np.allclose(rule[~kept], after[~kept])  # a decode not kept: the disk edit
 
 
 def test_errors3d_source_keys(tmp_path):

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 __all__ = ["object_samples", "errors3d_source_slices", "decode_sample", "errors3d_loss", "click_dice",
-           "edit_dice"]
+           "refine_rule_dice", "edit_dice"]
 
 
 def _key_box(ref: np.ndarray, box_id: str):
@@ -200,6 +200,26 @@ def click_dice(model: torch.nn.Module, loaded, items: Sequence[dict], clicks: bo
     model.eval()
     return np.array([_dice(decode_sample(model, loaded, it, clicks=clicks)[0, 0].cpu().numpy() > 0,
                            np.asarray(it["label"])[0] > 0) for it in items], dtype=float)
+
+
+@torch.no_grad()
+def refine_rule_dice(model: torch.nn.Module, loaded, items: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(2D Dice per sample, whether the decode was kept) under the ``refine_model`` rule of
+    the predictor: the click decode when it honours the newest click, else the disk edit."""
+    from ..predictors.slicewise.clicks import local_edit
+
+    model.eval()
+    dice, kept = [], []
+    for it in items:
+        pred = decode_sample(model, loaded, it)[0, 0].cpu().numpy() > 0
+        x, y, pos = it["clicks3d"][-1]
+        ok = bool(pred[y, x]) == pos and pred.any()
+        m = np.asarray(it["mask"])[0] > 0
+        if not ok:
+            pred = local_edit(m, [(x, y, pos)]) if m.any() else m
+        dice.append(_dice(pred, np.asarray(it["label"])[0] > 0))
+        kept.append(ok)
+    return np.array(dice), np.array(kept)
 
 
 def edit_dice(items: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
