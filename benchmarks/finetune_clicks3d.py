@@ -38,14 +38,14 @@ def _load(model, state: dict) -> None:
             p.copy_(state[n])
 
 
-def _table(name: str, items: list[dict], models: dict, lm) -> dict:
+def _table(name: str, items: list[dict], models: dict, lm, mp: bool = False) -> dict:
     from sam_med.training.errors3d import click_dice, edit_dice, refine_rule_dice
 
     before, edit = edit_dice(items)
     row = {"n": len(items), "mask_before": float(before.mean()), "disk_edit": float(edit.mean())}
     for tag, model in models.items():
-        row[f"decode_{tag}"] = float(click_dice(model, lm, items).mean())
-        d, kept = refine_rule_dice(model, lm, items)
+        row[f"decode_{tag}"] = float(click_dice(model, lm, items, mask_prompt=mp).mean())
+        d, kept = refine_rule_dice(model, lm, items, mask_prompt=mp)
         row[f"refine_rule_{tag}"], row[f"kept_{tag}"] = float(d.mean()), float(kept.mean())
     by_source: dict[str, list[int]] = {}
     for i, it in enumerate(items):
@@ -55,7 +55,8 @@ def _table(name: str, items: list[dict], models: dict, lm) -> dict:
         sub = [items[i] for i in idx]
         b, e = edit_dice(sub)
         row["per_object"][key] = {"n": len(sub), "mask_before": float(b.mean()), "disk_edit": float(e.mean()),
-                                  **{f"decode_{t}": float(click_dice(m, lm, sub).mean()) for t, m in models.items()}}
+                                  **{f"decode_{t}": float(click_dice(m, lm, sub, mask_prompt=mp).mean())
+                                     for t, m in models.items()}}
     print(f"[{name}] " + json.dumps({k: v for k, v in row.items() if k != "per_object"}), flush=True)
     return row
 
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
         return 2
     check_disjoint(train_s, test_s)
     check_disjoint(val_s, test_s)
+    mp = bool(cfg["prompts"].get("click_mask_input"))  # the mask as the dense prompt
     t0 = time.perf_counter()
     epochs: list[dict] = []
     best = {"epoch": 0, "dice": None, "state": None}
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
         tr = holder.get("trainer")
         if tr is None or not msg.startswith("[finetune] epoch "):
             return
-        d = float(click_dice(tr.model, tr.lm, holder["val"]).mean())
+        d = float(click_dice(tr.model, tr.lm, holder["val"], mask_prompt=mp).mean())
         e = int(msg.split()[2].split("/")[0])
         epochs.append({"epoch": e, "val_decode_dice": d, "t_s": round(time.perf_counter() - t0, 1)})
         print(f"[select] epoch {e}: validation decode Dice {d:.4f}", flush=True)
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
     tr.setup()  # extracts the training samples (encodes through the shared cache)
     holder["val"] = extract_source_slices(val_s, tr.lm, tr.cache, log=print)
     holder["test"] = extract_source_slices(test_s, tr.lm, tr.cache, log=print)
-    base_val = float(click_dice(tr.lm.model, tr.lm, holder["val"]).mean())
+    base_val = float(click_dice(tr.lm.model, tr.lm, holder["val"], mask_prompt=mp).mean())
     epochs.append({"epoch": 0, "val_decode_dice": base_val})
     best.update(epoch=0, dice=base_val, state=_state(tr.model))
     print(f"[select] epoch 0 (base): validation decode Dice {base_val:.4f}; "
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     models = {"base": tr.lm.model, "new": tr.model}
     out = {"config": str(Path(a.config).resolve()), "train_samples": len(tr.items), "epochs": epochs,
            "best_epoch": best["epoch"], "export": summary["export"],
-           "val": _table("val", holder["val"], models, tr.lm), "test": _table("test", holder["test"], models, tr.lm),
+           "val": _table("val", holder["val"], models, tr.lm, mp), "test": _table("test", holder["test"], models, tr.lm, mp),
            "wall_s": round(time.perf_counter() - t0, 1)}
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(out, indent=1, default=str))

@@ -169,3 +169,15 @@ def test_refine_carry_fixes_the_neighbours_while_the_click_pixel_is_still_wrong(
     for z in (7, 13):
         np.testing.assert_array_equal(r.mask[:, :, z], first.mask[:, :, z])
     assert sorted(calls) == [8, 9, 10, 11, 12]
+
+
+def test_mask_logits_maps_the_mask_like_the_image(tiny):
+    from sam_med.predictors.slicewise.refine import mask_logits
+
+    m = np.zeros((60, 80), bool)
+    m[10:30, 20:50] = True  # 20 x 30 px of 60 x 80 -> x 3.2 on the 256 grid (192 x 256 valid)
+    t = mask_logits(m, tiny.preprocess, (64, 64))
+    assert t.shape == (1, 1, 256, 256) and set(torch.unique(t).tolist()) == {-4.0, 4.0}
+    assert int((t > 0).sum()) == 64 * 96 and not (t[0, 0, 192:] > 0).any()  # padding is background
+    small = mask_logits(m, tiny.preprocess_at(128), (32, 32))  # a reduced view: 4 x its embedding
+    assert small.shape == (1, 1, 128, 128) and int((small > 0).sum()) == 32 * 48

@@ -158,10 +158,13 @@ def _transform(loaded, res):
     return loaded.preprocess if res is None or int(res) == int(loaded.image_size) else loaded.preprocess_at(int(res))
 
 
-def decode_sample(model: torch.nn.Module, loaded, item: dict, device=None, clicks: bool = True) -> torch.Tensor:
+def decode_sample(model: torch.nn.Module, loaded, item: dict, device=None, clicks: bool = True,
+                  mask_prompt: bool = False) -> torch.Tensor:
     """Logits ``(1, 1, H, W)`` on the sample's crop: ``model`` (a SAM-style network with
     ``decode``) on the sample's embedding with its box and (``clicks``) its clicks as point
-    prompts, mapped by the view's preprocessing exactly as the predictor's decoder does."""
+    prompts (``mask_prompt``: + the predictor's mask as the dense prompt,
+    :func:`~sam_med.predictors.slicewise.refine.mask_logits`), mapped by the view's
+    preprocessing exactly as the predictor's decoder does."""
     from ..predictors.image_predictor import slice_meta
 
     device = device or next(model.parameters()).device
@@ -176,15 +179,20 @@ def decode_sample(model: torch.nn.Module, loaded, item: dict, device=None, click
         pts = pre.points_to_model(np.array([c[:2] for c in item["clicks3d"]], dtype=float), hw)
         kw = {"points": torch.as_tensor(np.asarray(pts), dtype=torch.float32, device=device).reshape(1, -1, 2),
               "point_labels": torch.tensor([[int(c[2]) for c in item["clicks3d"]]], device=device)}
+    if mask_prompt:
+        from ..predictors.slicewise.refine import mask_logits
+        kw["mask_input"] = mask_logits(np.asarray(item["mask"])[0] > 0, pre, emb.shape[-2:]).to(device)
     low, _iou = model.decode(emb, boxes=box, **kw)
     return loaded.postprocess(low[:, :1].float(), slice_meta(hw, pre.image_size))
 
 
 def errors3d_loss(trainer, idx: int) -> torch.Tensor:
     """The loss of sample ``idx`` of a :class:`~.trainer.Trainer` (``items``, ``model``, ``lm``,
-    ``device``, ``loss_fn``): DiceCE of the box + clicks decode against the ground truth."""
+    ``device``, ``loss_fn``, ``cfg``): DiceCE of the box + clicks decode (+ the mask as the
+    dense prompt with ``prompts.click_mask_input``) against the ground truth."""
     item = trainer.items[idx]
-    logits = decode_sample(trainer.model, trainer.lm, item, trainer.device)
+    mp = bool(trainer.cfg["prompts"].get("click_mask_input"))
+    logits = decode_sample(trainer.model, trainer.lm, item, trainer.device, mask_prompt=mp)
     target = torch.as_tensor(np.asarray(item["label"], dtype=np.float32))[None].to(trainer.device)
     return trainer.loss_fn(logits, target)
 
@@ -195,15 +203,17 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def click_dice(model: torch.nn.Module, loaded, items: Sequence[dict], clicks: bool = True) -> np.ndarray:
+def click_dice(model: torch.nn.Module, loaded, items: Sequence[dict], clicks: bool = True,
+               mask_prompt: bool = False) -> np.ndarray:
     """2D Dice per sample of :func:`decode_sample` (thresholded at 0) against the label."""
     model.eval()
-    return np.array([_dice(decode_sample(model, loaded, it, clicks=clicks)[0, 0].cpu().numpy() > 0,
+    return np.array([_dice(decode_sample(model, loaded, it, clicks=clicks, mask_prompt=mask_prompt)[0, 0].cpu().numpy() > 0,
                            np.asarray(it["label"])[0] > 0) for it in items], dtype=float)
 
 
 @torch.no_grad()
-def refine_rule_dice(model: torch.nn.Module, loaded, items: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+def refine_rule_dice(model: torch.nn.Module, loaded, items: Sequence[dict],
+                     mask_prompt: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(2D Dice per sample, whether the decode was kept) under the ``refine_model`` rule of
     the predictor: the click decode when it honours the newest click, else the disk edit."""
     from ..predictors.slicewise.clicks import local_edit
@@ -211,7 +221,7 @@ def refine_rule_dice(model: torch.nn.Module, loaded, items: Sequence[dict]) -> t
     model.eval()
     dice, kept = [], []
     for it in items:
-        pred = decode_sample(model, loaded, it)[0, 0].cpu().numpy() > 0
+        pred = decode_sample(model, loaded, it, mask_prompt=mask_prompt)[0, 0].cpu().numpy() > 0
         x, y, pos = it["clicks3d"][-1]
         ok = bool(pred[y, x]) == pos and pred.any()
         m = np.asarray(it["mask"])[0] > 0

@@ -65,6 +65,7 @@ class SliceWiseOptions:
     # click, else the disk edit (slicewise/refine.py); None: the disk edit
     refine_model: str | None = None
     refine_carry: int = 0  # refine_model: carry the click to up to this many slices each side
+    refine_mask_prompt: bool = False  # refine_model: + the slice's mask as the dense prompt
     carry_growth: float = 1.5  # carry: stop where the change grows past this x the previous slice's
     carry_max_change: float = 0.5  # carry: a model change over this x the slice's mask area is refused
     batch_size: int | None = None  # None: encode_workers on CPU (batching measured no faster), 8 on CUDA

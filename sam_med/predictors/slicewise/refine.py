@@ -7,7 +7,9 @@ positive click, the nearest segmented slice's box) + every click on the slice as
 refinement model must share the predictor's image encoder, which is checked once). The
 result is kept when it honours the new click; otherwise the disk edit is used, as without
 the option (on a slice not reached: the model's seeding). With ``refine_carry`` N > 0 the
-click is carried to up to N neighbouring slices each side (:func:`refine_carry`). Boxes are inclusive XYXY plane pixels, clicks ``(x, y, positive)``.
+click is carried to up to N neighbouring slices each side (:func:`refine_carry`); with
+``refine_mask_prompt`` the slice's current mask is also given as the dense prompt
+(:func:`mask_logits`, as the model was trained with ``prompts.click_mask_input``). Boxes are inclusive XYXY plane pixels, clicks ``(x, y, positive)``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .clicks import clicks_on, nearest_box
 from .decoding import SliceDecoder
 from .state import SliceOut
 
-__all__ = ["refine_decoder", "refine_slice", "refine_carry"]
+__all__ = ["refine_decoder", "refine_slice", "refine_carry", "mask_logits"]
 
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -31,6 +33,23 @@ _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def _same_encoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
+def mask_logits(mask: np.ndarray, pre, emb_hw, value: float = 4.0) -> torch.Tensor:
+    """A bool ``(H, W)`` mask of a view's crop as a dense prompt ``(1, 1, 4h, 4w)`` for an
+    ``h x w`` embedding: resized as the image (``pre``: the view's preprocessing, longest side
+    to its S, padded bottom/right with background), +``value`` inside, -``value`` outside."""
+    from ...transforms import longest_side_size, resize_area
+
+    s = int(pre.image_size)
+    h, w = longest_side_size(tuple(int(v) for v in mask.shape), s)
+    grid = np.zeros((s, s), dtype=np.float32)
+    grid[:h, :w] = resize_area(np.asarray(mask, dtype=np.float64), (h, w), False) > 0.5
+    t = torch.from_numpy(grid)[None, None]
+    size = (4 * int(emb_hw[0]), 4 * int(emb_hw[1]))
+    if tuple(t.shape[-2:]) != size:
+        t = torch.nn.functional.interpolate(t, size=size, mode="nearest")
+    return (t * 2.0 - 1.0) * value
 
 
 def refine_decoder(pred) -> SliceDecoder:
@@ -66,8 +85,12 @@ def refine_slice(pred, st, geo, k: int, cur: SliceOut | None, clicks=None) -> Sl
     clicks = [c for c in clicks if x0 <= c[0] <= x1 and y0 <= c[1] <= y1]
     box = np.clip(np.asarray(box, dtype=float), [x0, y0, x0, y0], [x1, y1, x1, y1])
     emb = pred.view_embeddings(st, geo, [k])[k]
+    dense = None
+    if pred.options.refine_mask_prompt:  # the slice's current mask as the dense prompt
+        m = cur.mask if cur is not None else np.zeros(geo.hw, bool)
+        dense = mask_logits(m[y0:y1 + 1, x0:x1 + 1], pred.encoder.transform(st.res), emb.shape[-2:])
     out = refine_decoder(pred).decode(geo, st.view, emb, box, [c[:2] for c in clicks],
-                                      [1 if c[2] else 0 for c in clicks])
+                                      [1 if c[2] else 0 for c in clicks], mask_input=dense)
     if bool(out.mask[y, x]) != pos or not out.mask.any():
         return None
     return SliceOut(out.mask, None, mask_bbox(out.mask), cur.score if cur is not None else 0.0)
