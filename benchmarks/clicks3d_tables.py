@@ -103,7 +103,7 @@ def main(argv=None) -> int:
                 if row is None:
                     continue
                 d = [float(row[s]) for s in STEPS]
-                steps = np.diff(d[1:]) if len(d) > 2 else np.zeros(1)
+                steps = np.diff(d)  # box -> click 1 -> ... -> click 5
                 print(f"| {c} | {k} | {name} | {sp} | {tag} | {d[0]:.3f} | {d[-1]:.3f} | {d[-1] - d[0]:+.3f} | "
                       f"{steps.min():+.3f} |")
                 groups.setdefault((sp, tag), []).append((d[0], d[-1]))
