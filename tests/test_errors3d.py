@@ -93,11 +93,14 @@ def test_loss_trains_the_decoder_and_dice_helpers(tiny, made):
     for p in model.mask_decoder.parameters():
         p.requires_grad_(True)
     tr = SimpleNamespace(items=items, model=model, lm=tiny, device=torch.device("cpu"),
-                         loss_fn=DiceCELoss(sigmoid=True))
-    loss = errors3d_loss(tr, 0)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mask_decoder.parameters())
+                         loss_fn=DiceCELoss(sigmoid=True), cfg={"prompts": {"click_mask_input": False}})
+    for mp in (False, True):  # box + clicks, and + the mask as the dense prompt
+        tr.cfg["prompts"]["click_mask_input"] = mp
+        model.zero_grad()
+        loss = errors3d_loss(tr, 0)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mask_decoder.parameters())
     d = click_dice(tiny.model, tiny, items)
     before, after = edit_dice(items)
     assert d.shape == before.shape == after.shape == (len(items),)
