@@ -65,6 +65,9 @@ class SampleLossMixin:
 
     def _sample_loss(self, idx: int, epoch: int) -> torch.Tensor:
         pc = self.cfg["prompts"]
+        if "clicks3d" in self.items[idx]:  # a click on the model's own 3D error (.errors3d)
+            from .errors3d import errors3d_loss
+            return errors3d_loss(self, idx)
         if pc.get("iterative"):
             return self._iterative_loss(idx, epoch)[0]
         d, rng, box_m, emb, target = self._sample_start(idx, epoch)

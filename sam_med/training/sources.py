@@ -24,7 +24,9 @@ anisotropic plane, e.g. a sagittal cut of 5 mm CT slices, is resampled to square
 before the model sees it); ``copies`` (augmented copies of every slice, each encoded once:
 ``flip`` left-right, ``gamma``, ``contrast`` (scale about the mean), ``noise`` (std on the
 0..255 scale)); ``zoom`` (``auto``: the slice-wise predictor's crop rule for small
-objects; ``never``: whole planes).
+objects; ``never``: whole planes); ``clicks: errors3d`` (instead of slices: samples where the
+CVPR 2025 clicks land on the predictor's own 3D errors, ``click_rounds`` rounds, ``neighbours``
+slices each side; see :mod:`.errors3d`).
 
 Each sample is cut as the slice-wise predictor does at inference (the model config's
 intensity mapping, the plane layout of :class:`~sam_med.predictors.planes.PlaneGeometry`,
@@ -50,7 +52,7 @@ __all__ = ["SourceSpec", "parse_sources", "source_cases", "plan_slices", "extrac
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _KEYS = {"name", "dataset", "cases", "image", "label", "case_id", "labels", "label_names", "axes",
-         "slices_per_object", "min_area", "isotropic", "copies", "zoom"}
+         "slices_per_object", "min_area", "isotropic", "copies", "zoom", "clicks", "click_rounds", "neighbours"}
 _COPY_KEYS = {"flip", "gamma", "contrast", "noise", "seed"}
 
 
@@ -78,6 +80,9 @@ class SourceSpec:
     isotropic: bool = True
     copies: list[dict] = field(default_factory=list)
     zoom: str = "auto"
+    clicks: str | None = None  # "errors3d": samples where the CVPR25 clicks land (.errors3d)
+    click_rounds: int = 5
+    neighbours: int = 1
 
 
 def parse_sources(raw: Sequence[dict] | None, what: str = "data.sources") -> list[SourceSpec]:
@@ -106,6 +111,8 @@ def parse_sources(raw: Sequence[dict] | None, what: str = "data.sources") -> lis
                 raise SamMedError(f"{what}[{i}] ({name}): copies take {sorted(_COPY_KEYS)}, got {c!r}")
         if s.get("zoom", "auto") not in ("auto", "never"):
             raise SamMedError(f"{what}[{i}] ({name}): zoom must be auto or never")
+        if s.get("clicks") not in (None, "errors3d"):
+            raise SamMedError(f"{what}[{i}] ({name}): clicks must be errors3d (or absent)")
         from ..evaluation import parse_labels
 
         labels = parse_labels(s.get("labels"))
@@ -120,7 +127,8 @@ def parse_sources(raw: Sequence[dict] | None, what: str = "data.sources") -> lis
             labels=labels, label_names={int(k): str(v) for k, v in dict(names_map).items()}, axes=axes,
             slices_per_object=int(s["slices_per_object"]) if s.get("slices_per_object") else None,
             min_area=int(s.get("min_area", 16)), isotropic=bool(s.get("isotropic", True)),
-            copies=copies, zoom=str(s.get("zoom", "auto"))))
+            copies=copies, zoom=str(s.get("zoom", "auto")), clicks=s.get("clicks"),
+            click_rounds=int(s.get("click_rounds", 5)), neighbours=int(s.get("neighbours", 1))))
     return out
 
 
@@ -253,6 +261,11 @@ def extract_source_slices(specs: Sequence[SourceSpec], loaded, cache=None, *, wi
     out: list[dict] = []
     for spec in specs:
         n0, enc0 = len(out), cache.encoded
+        if spec.clicks == "errors3d":  # samples where the model's own 3D errors get clicked
+            from .errors3d import errors3d_source_slices
+
+            out.extend(errors3d_source_slices(spec, loaded, cache, predictor_options, log))
+            continue
         for case in source_cases(spec):
             image, label = case.load()
             pred = SliceWisePredictor(loaded=loaded, cache=cache, **dict(predictor_options or {}))

@@ -169,7 +169,16 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> 
     x, y = int(round(fx)), int(round(fy))
     if rule == "edit":
         cur = st.slices.get(k)
-        if cur is not None and cur.mask.any():
+        from .refine import refine_slice  # refine_model: the click decoded by that model
+
+        got = refine_slice(pred, st, geo, k, cur) if pred.options.refine_model else None
+        if got is not None:
+            old = cur.mask if cur is not None else np.zeros(geo.hw, bool)
+            _commit(st, k, np.zeros(geo.hw, bool), got.mask, True)
+            if pred.options.refine_carry:
+                from .refine import refine_carry
+                refine_carry(pred, st, geo, k, x, y, p.positive, got.mask ^ old)
+        elif cur is not None and cur.mask.any():
             new = local_edit(cur.mask, [(x, y, p.positive)])
             st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
         elif p.positive:

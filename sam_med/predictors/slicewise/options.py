@@ -60,6 +60,12 @@ class SliceWiseOptions:
     # 0.636; CT lesions 0.838 -> edit 0.847 / repropagate 0.849 (but two lesions drop below
     # their box step). edit has the fewest and smallest drops (README).
     click_rule: str = _choice("edit", "edit", "auto", "carry", "repropagate")
+    # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
+    # as points) by this model's decoder on the same embeddings, kept when it honours the
+    # click, else the disk edit (slicewise/refine.py); None: the disk edit
+    refine_model: str | None = None
+    refine_carry: int = 0  # refine_model: carry the click to up to this many slices each side
+    refine_mask_prompt: bool = False  # refine_model: + the slice's mask as the dense prompt
     carry_growth: float = 1.5  # carry: stop where the change grows past this x the previous slice's
     carry_max_change: float = 0.5  # carry: a model change over this x the slice's mask area is refused
     batch_size: int | None = None  # None: encode_workers on CPU (batching measured no faster), 8 on CUDA
