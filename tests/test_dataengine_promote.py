@@ -300,3 +300,17 @@ def test_patience_stops_the_loop_and_a_resume_stays_stopped(tmp_path, monkeypatc
     assert calls == ["base", "e1", "final"]
     again = train(load_config(data=cfg))  # resumes from last.pt: already stopped
     assert again["early_stopped_at"] == 1 and again["steps"] == 1
+
+
+def test_clicks_from_3d_errors_train_from_the_accepted_folder(accepted, tiny, tmp_path):
+    """``from.clicks=errors3d`` (issue #15's samples where the CVPR25 clicks land on the model's
+    own 3D errors) builds and trains from the accepted folder; train only, never promoted."""
+    from sam_med.dataengine.finetune_from import build_config, run_from
+
+    cfg, info = build_config(accepted, name="tiny_err3d", base=tiny.name, epochs=1, val_fraction=0, overrides=[
+        "from.clicks=errors3d", "from.axes=[2]", "from.slices_per_object=1", f"out_dir={tmp_path / 'ft'}",
+        f"export.models_dir={tmp_path / 'models'}", "num_threads=1"])
+    assert all(s.get("clicks") == "errors3d" for s in cfg["data"]["sources"])
+    res = run_from(cfg, info, log=lambda *_: None)
+    assert res["summary"]["steps"] >= 1
+    assert res["promotion"]["promoted"] is False

@@ -181,13 +181,7 @@ def build_config(folder, *, name: str | None = None, base: str = "lite_medsam", 
         "eval": {"enabled": bool(val_rows), "protocol": "box", "train_before_after": False, "patience": 2},
         "export": {"enabled": False},
     }
-    try:
-        cfg = load_config(data=data, overrides=rest)
-    except SamMedError as exc:
-        if opts["clicks"] != "slice" and "clicks" in str(exc):
-            raise SamMedError(f"from.clicks={opts['clicks']} needs the data.sources 'clicks' option "
-                              "(issue #15), which this build does not have; use from.clicks=slice") from exc
-        raise
+    cfg = load_config(data=data, overrides=rest)
     out_dir = Path(str(cfg["out_dir"]).format(name=cfg["name"])).expanduser()
     if cfg["data"].get("embedding_cache_dir") is None:
         cfg["data"]["embedding_cache_dir"] = str(out_dir / "embeddings")
