@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"enabled": True, "protocol": "box", "every_epochs": 1, "train_before_after": True,
              "predictor": {}, "patience": None},
     "checkpoint_every_steps": 0,
+    "progress": True,              # a tqdm bar over each epoch's batches (rank 0; off when stderr is not a terminal)
     "stop_after_steps": None,     # stop (after checkpointing) at this global step: tests / time boxes
     "resume": True,
     "out_dir": "~/.cache/sam-med/finetune/{name}",

@@ -67,6 +67,12 @@ class EpochLoopMixin:
             nb = max(1, len(order) // gb)
             losses = []
             b0 = self.start_batch if epoch == self.start_epoch else 0
+            bar = None
+            if self.dist.is_main and cfg.get("progress", True):
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=nb, initial=b0, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                           leave=False, disable=None)
             for b in range(b0, nb):
                 batch = order[b * gb:(b + 1) * gb]
                 mine = batch[self.dist.rank::world]
@@ -83,12 +89,16 @@ class EpochLoopMixin:
                 self.opt.step()
                 self.step += 1
                 losses.append(tot)
+                if bar is not None:
+                    bar.update(1)
                 every = int(cfg.get("checkpoint_every_steps") or 0)
                 if (every and self.step % every == 0) or (stop and self.step >= int(stop)):
                     self._save_last(epoch, b + 1)
                 if stop and self.step >= int(stop):
                     stopped = True
                     break
+            if bar is not None:
+                bar.close()
             if stopped:
                 break
             rec: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "loss": float(np.mean(losses)) if losses else None,
