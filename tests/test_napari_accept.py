@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from test_napari_interactive import _screenshot
 from test_napari_widget import _open, _widget, wait_until
 from test_napari_widget import viewer  # noqa: F401 - fixture
 
@@ -82,6 +83,7 @@ def test_accept_stores_masks_prompts_and_clicks(viewer, ct_copy, tiny, tmp_path,
     assert got.objects[0]["prompts"]["key_slice_box"]["slice"] == k
     mask = got.load_mask(like=got.load_scan()).array
     assert np.array_equal(mask, c.session.label_map()) and np.array_equal(mask, np.asarray(c.labels_layer.data))
+    _screenshot(viewer, c, c.volume, k)  # the window after Accept ($SAM_MED_SCREENSHOT saves it)
 
 
 def test_accept_errors_are_one_status_line(viewer, tmp_path, monkeypatch):
