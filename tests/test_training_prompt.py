@@ -3,6 +3,8 @@ back to the same logits, and a checkpoint that does not fit its config's tokens 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -131,3 +133,33 @@ def test_prompt_export_round_trip_and_refusals(tmp_path, monkeypatch):
     bad = _rewrite(cfg_path, models / "bad_section.yaml", models / "tiny_ft_prompt.pt", prompt_tuning=None)
     with pytest.raises(CheckpointError, match="no prompt_tuning section"):
         load_model(str(bad))
+
+
+def test_finetune_from_folder_in_prompt_mode(tmp_path, data_dir, tiny, capsys, monkeypatch):
+    """``sam-med finetune --from DIR --mode prompt``: the config (CLI), then a short run through
+    the promotion (tiny model): the report, and the embeddings shared with the base."""
+    from sam_med.cli import main
+    from sam_med.dataengine.finetune_from import build_config, run_from
+    from test_dataengine_promote import _accept
+
+    folder = tmp_path / "site"
+    t = data_dir / "totalseg"
+    _accept(folder, t / "example_ct_sm.nii.gz", t / "example_seg.nii.gz", tmp_path / "scans", {1: "spleen", 5: "liver"})
+    _accept(folder, t / "example_mr_sm.nii.gz", t / "example_seg_mr.nii.gz", tmp_path / "scans",
+            {1: "spleen", 2: "kidney_right", 5: "liver"})
+    monkeypatch.setenv("SAM_MED_CONFIGS", str(tmp_path / "models"))
+    assert main(["finetune", "--from", str(folder), "--mode", "prompt", "--base", tiny.name, "--print-config",
+                 "prompt_tuning.tokens=4"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert (cfg["mode"], cfg["train_prompt_encoder"], cfg["optim"]["lr"]) == ("prompt", False, 1e-3)
+    assert cfg["prompt_tuning"]["tokens"] == 4
+
+    cfg, info = build_config(folder, name="tiny_site_prompt", base=tiny.name, mode="prompt", epochs=1, overrides=[
+        "from.axes=[2]", "from.slices_per_object=1", "from.eval_clicks=1", "from.bootstrap=200",
+        f"out_dir={tmp_path / 'ft'}", f"export.models_dir={tmp_path / 'models'}", "num_threads=1",
+        "optim.lr=1e-2", "progress=false"])
+    res = run_from(cfg, info, log=lambda *_: None)
+    s, rep = res["summary"], res["promotion"]
+    assert s["mode"] == "prompt" and s["trainable_params"] == 8 * 256
+    assert rep["mode"] == "prompt" and isinstance(rep["promoted"], bool) and rep["reason"]
+    assert (tmp_path / "ft" / "promotion.md").is_file()
