@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from ..errors import SamMedError
 from .data import DEFAULT_AUGMENT
+from .prompt_tuning import PROMPT_DEFAULTS
 
 __all__ = ["DEFAULTS", "REPO_ROOT", "apply_overrides", "config_identity", "load_config", "resolve_dataset"]
 
@@ -61,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
               "samples_per_epoch": None, "schedule": "constant", "warmup_steps": 0},
     # mode prompt: K learnable tokens appended to the decoder's sparse prompts, all else frozen
     # (sam_med.training.prompt_tuning); dense_bias: also a learnable bias on the dense embedding
-    "prompt_tuning": {"tokens": 8, "dense_bias": False, "init_std": 0.02},
+    "prompt_tuning": dict(PROMPT_DEFAULTS),
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
     # patience: stop after this many validations without a better validation Dice (None = never;
     # sam_med.training.early_stop)

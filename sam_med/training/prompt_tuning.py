@@ -51,7 +51,7 @@ class PromptTokens(nn.Module):
     def init_from(self, padding_embedding: torch.Tensor, std: float, generator: torch.Generator | None = None) -> None:
         """Tokens := ``padding_embedding (1, C)`` + N(0, std²) noise (see the module docstring)."""
         noise = torch.randn(self.tokens.shape, generator=generator, dtype=torch.float32)
-        self.tokens.copy_(padding_embedding.detach().float().reshape(1, -1).cpu() * 1.0 + float(std) * noise)
+        self.tokens.copy_(padding_embedding.detach().float().reshape(1, -1).cpu() + float(std) * noise)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.tokens.to(sparse.dtype).unsqueeze(0).expand(sparse.shape[0], -1, -1)
