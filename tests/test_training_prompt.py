@@ -163,3 +163,21 @@ def test_finetune_from_folder_in_prompt_mode(tmp_path, data_dir, tiny, capsys, m
     assert s["mode"] == "prompt" and s["trainable_params"] == 8 * 256
     assert rep["mode"] == "prompt" and isinstance(rep["promoted"], bool) and rep["reason"]
     assert (tmp_path / "ft" / "promotion.md").is_file()
+
+
+def test_prompt_mode_best_epoch_0_is_the_base_itself(tmp_path, monkeypatch):
+    """When no epoch beats the base, the final evaluation is the base's own (the initial tokens
+    are not the identity) and nothing is exported."""
+    from sam_med.training import train
+    from test_training_common import CASES
+
+    monkeypatch.setenv("SAM_MED_CONFIGS", str(tmp_path / "models"))
+    make_tiny_model(tmp_path / "models")
+    cfg = tiny_finetune_config(tmp_path / "run", mode="prompt", export={"enabled": True},
+                               eval={"enabled": True, "train_before_after": False},
+                               data={"val_cases": [CASES[2]], "max_slices_per_case": 1},
+                               optim={"epochs": 0}, prompt_tuning={"tokens": 8, "init_std": 1.0})
+    s = train(load_config(data=cfg), log=lambda *_: None)  # no epoch: epoch 0 (the base) is selected
+    assert s["best_epoch"] == 0
+    assert s["dice_after"]["val"] == s["dice_before"]["val"]
+    assert "export" not in s and not (tmp_path / "models" / "tiny_ft_prompt.pt").exists()

@@ -242,18 +242,24 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
             elif best_file.is_file():
                 self._load_state(torch.load(best_file, map_location="cpu", weights_only=True)["trainable"])
             summary["best_epoch"] = self.best["epoch"]
+            # prompt tokens are not the identity at init: epoch 0 selected = the base model itself
+            base_itself = self.best["epoch"] == 0 and getattr(self.model, "prompt_tuning", None) is not None
             before = next((h["before"] for h in self.history if h.get("epoch") == 0 and "before" in h), None)
             summary["history"] = [{k: v for k, v in h.items() if k != "before"} for h in self.history]
             if ec.get("enabled", True):
                 t0 = time.perf_counter()
                 ids = self._before_after_ids()
-                d = self._eval_cases(self.model, ids, not encoder_frozen(cfg["mode"]), "final")
+                d = self._eval_cases(self.lm.model if base_itself else self.model, ids,
+                                     not encoder_frozen(cfg["mode"]), "final")
                 summary["dice_before"] = before
                 summary["dice_after"] = {"train": {c: d[c] for c in self.train_ids if c in d},
                                          "val": {c: d[c] for c in self.val_ids}}
                 summary["final_eval_s"] = time.perf_counter() - t0
             summary["wall_s"] = time.perf_counter() - t_start
-            if cfg["export"].get("enabled", True):
+            if cfg["export"].get("enabled", True) and base_itself:
+                self.log("[finetune] not exported: no epoch beat the base model (best epoch 0), and prompt "
+                         "tokens cannot express the base itself; use the base model")
+            elif cfg["export"].get("enabled", True):
                 from .export import export_finetuned
                 summary["export"] = export_finetuned(self, summary)
             summary["wall_s"] = time.perf_counter() - t_start
