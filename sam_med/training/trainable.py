@@ -7,10 +7,7 @@ import torch
 from .config import DEFAULTS
 from .lora import apply_lora
 
-__all__ = ["MODES", "encoder_frozen", "set_trainable", "trainable_parameters"]
-
-#: fine-tune modes: what trains (see sam_med.training.trainer)
-MODES = ("decoder", "lora", "full", "prompt")
+__all__ = ["encoder_frozen", "set_trainable", "trainable_parameters"]
 
 
 def encoder_frozen(mode: str) -> bool:
