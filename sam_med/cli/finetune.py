@@ -8,7 +8,7 @@ import json
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "finetune", help="fine-tune a model (decoder-only, LoRA, full) and export named weights",
+        "finetune", help="fine-tune a model (decoder-only, LoRA, full, prompt tokens) and export named weights",
         description="Fine-tune a model on a labelled dataset and register the result by name. "
                     "Runs under torchrun too: torchrun --nproc-per-node 2 -m sam_med finetune --config ...",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,8 +26,9 @@ def register(subparsers) -> None:
                           "protocol) and register the weights only if they win")
     p.add_argument("--name", help="--from: the model's name (default <base>_<folder name>)")
     p.add_argument("--base", default="lite_medsam", help="--from: the base model (default lite_medsam)")
-    p.add_argument("--mode", choices=("decoder", "lora", "full"), default="decoder",
-                   help="--from: what trains (default decoder: mask decoder + prompt encoder)")
+    p.add_argument("--mode", choices=("decoder", "lora", "full", "prompt"), default="decoder",
+                   help="--from: what trains (default decoder: mask decoder + prompt encoder; prompt: "
+                        "learnable prompt tokens only, prompt_tuning.tokens=8)")
     p.add_argument("--val-fraction", type=float, default=0.3,
                    help="--from: share of the scans kept for validation (default 0.3; 0 = train only, never promoted)")
     p.add_argument("--epochs", type=int, help="--from: epochs (default 3; early stop after 2 without a better "

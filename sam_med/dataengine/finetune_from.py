@@ -16,7 +16,8 @@ label map of the corrected objects and a checksummed reference to the scan. From
   ``data.val_sources`` item for the trainer's per-epoch validation (box protocol, 3D Dice;
   best epoch kept; ``eval.patience`` stops early, :mod:`sam_med.training.early_stop`);
 * the trainer config: mode ``decoder`` (mask decoder + prompt encoder, embeddings cached)
-  by default, ``lora`` / ``full`` as options, SAM-style iterative click simulation
+  by default, ``lora`` / ``full`` / ``prompt`` (learnable prompt tokens, the rest frozen,
+  embeddings cached; :mod:`sam_med.training.prompt_tuning`; lr 1e-3) as options, SAM-style iterative click simulation
   (``prompts.iterative``), resumable from ``out_dir/last.pt``, ``torchrun`` as the trainer.
   Export is off: :mod:`.promotion` registers the weights only when they win.
 
@@ -44,7 +45,9 @@ __all__ = ["BUILD_DEFAULTS", "manifest", "manifest_hash", "split_by_scan", "buil
 
 #: builder options (``from.KEY=VALUE``); the promotion's own are added by split_options
 BUILD_DEFAULTS: dict[str, Any] = {"axes": [0, 1, 2], "slices_per_object": 3, "clicks": "slice", "val_scans": None}
-_MODES = ("decoder", "lora", "full")
+_MODES = ("decoder", "lora", "full", "prompt")
+#: the learning rate per mode (prompt tuning moves K x 256 numbers only: a larger step)
+_LR = {"prompt": 1e-3}
 
 
 def _sha256_file(path) -> str:
@@ -177,7 +180,7 @@ def build_config(folder, *, name: str | None = None, base: str = "lite_medsam", 
                  "val_sources": [_source(r, opts) for r in val_rows] or None,
                  "embedding_cache_dir": None},
         "prompts": {"iterative": True, "click_prob": 0.8, "max_clicks": 5, "click_point": "mixed"},
-        "optim": {"lr": 1e-4, "schedule": "cosine", "epochs": int(epochs) if epochs else 3, "batch_size": 4},
+        "optim": {"lr": _LR.get(mode, 1e-4), "schedule": "cosine", "epochs": int(epochs) if epochs else 3, "batch_size": 4},
         "eval": {"enabled": bool(val_rows), "protocol": "box", "train_before_after": False, "patience": 2},
         "export": {"enabled": False},
     }

@@ -86,7 +86,7 @@ def evaluate(trainer, rows: list[dict], opts: dict, log: Callable[[str], None]) 
     from .compare import challenge_cases, cvpr_cases, eval_cases_of, model_view
 
     cases = eval_cases_of(rows)
-    encoder_changed = trainer.cfg["mode"] != "decoder"
+    encoder_changed = trainer.cfg["mode"] not in ("decoder", "prompt")  # prompt: encoder frozen too
     new_lm = model_view(trainer.lm, trainer.model, encoder_changed)
     new_cache = trainer.cache if not encoder_changed else EmbeddingCache()
     popt = dict(trainer.cfg["eval"].get("predictor") or {})

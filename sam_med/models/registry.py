@@ -141,10 +141,11 @@ def load_model(name: str | os.PathLike | dict = "lite_medsam", *,
     allow = _SAFE_GLOBALS[arch]() if arch in _SAFE_GLOBALS else ()
     sd, digest = read_state_dict(path, ckpt_cfg.get("sha256"), safe_globals=allow)
     model = builder(**dict(cfg.get("architecture_args") or {}))
+    _attach_prompt_tokens(model, cfg, sd, str(path))
     encoder_of = None
     if cfg.get("delta"):  # fine-tuned weights stored as base model + delta (sam_med.training)
         base_name, base_digest = _load_base_plus_delta(model, cfg, sd, str(path))
-        if cfg["delta"].get("kind") == "partial" and not any(k.startswith("image_encoder.") for k in sd):
+        if cfg["delta"].get("kind") in ("partial", "prompt") and not any(k.startswith("image_encoder.") for k in sd):
             encoder_of = (digest, base_name, base_digest)  # the base's encoder, untouched
     else:
         load_into(model, sd, str(path))
@@ -181,19 +182,43 @@ def _loaded_3d(cfg: dict[str, Any], model: nn.Module, common: dict[str, Any]) ->
 
 
 # --------------------------------------------------------------------------- fine-tuned deltas
+def _attach_prompt_tokens(model: nn.Module, cfg: dict[str, Any], sd: dict[str, torch.Tensor], source: str) -> None:
+    """A config's ``prompt_tuning`` section (mode ``prompt``, :mod:`sam_med.training.prompt_tuning`)
+    puts the learnable prompt tokens on ``model`` before the strict load; a checkpoint without
+    them is refused here, and one with them for a config without the section (strict load)."""
+    if not cfg.get("prompt_tuning"):
+        if any(k.startswith("prompt_tuning.") for k in sd):
+            raise CheckpointError(f"{source} holds prompt tokens (prompt_tuning.*) but model config "
+                                  f"{cfg['config_path'] or cfg['name']} has no prompt_tuning section")
+        return
+    from ..training.prompt_tuning import attach_prompt_tokens
+
+    try:
+        attach_prompt_tokens(model, cfg["prompt_tuning"], initialise=False)
+    except SamMedError as e:
+        raise CheckpointError(f"model config {cfg['config_path'] or cfg['name']}: {e}") from None
+    want = set(model.prompt_tuning.state_dict())
+    have = {k[len("prompt_tuning."):] for k in sd if k.startswith("prompt_tuning.")}
+    if want - have:
+        raise CheckpointError(f"model config {cfg['config_path'] or cfg['name']} names {model.prompt_tuning.num_tokens} "
+                              f"prompt tokens (prompt_tuning) but checkpoint {source} lacks "
+                              f"{sorted('prompt_tuning.' + k for k in want - have)}: not the checkpoint of this config")
+
+
 def _load_base_plus_delta(model: nn.Module, cfg: dict[str, Any], delta: dict[str, torch.Tensor],
                           source: str) -> tuple[str, str]:
     """Load ``cfg['base_model']``'s weights into ``model``, then apply ``delta`` (written by
     :mod:`sam_med.training.export`). ``cfg['delta']['kind']``: ``partial`` (the tensors in
     ``delta`` replace the base's; every key must exist with the same shape) or ``lora``
     (``<module>.lora_A``/``.lora_B`` pairs are merged: ``W += lora_scaling * B @ A``; other
-    keys replace as in ``partial``). The base weights must match the sha256 recorded at
+    keys replace as in ``partial``) or ``prompt`` (the ``prompt_tuning.*`` tokens the config's
+    ``prompt_tuning`` section put on ``model``). The base weights must match the sha256 recorded at
     training time. Returns (the base's name, the sha256 of its weights)."""
     from .checkpoint import load_into, read_state_dict, resolve_checkpoint
 
     spec, base = cfg["delta"], cfg.get("base_model") or {}
-    if spec.get("kind") not in ("partial", "lora") or not base.get("name"):
-        raise CheckpointError(f"{cfg['config_path']}: delta needs kind partial|lora and base_model.name")
+    if spec.get("kind") not in ("partial", "lora", "prompt") or not base.get("name"):
+        raise CheckpointError(f"{cfg['config_path']}: delta needs kind partial|lora|prompt and base_model.name")
     bcfg = read_model_config(str(base["name"]))
     if str(bcfg["architecture"]) != str(cfg["architecture"]):
         raise CheckpointError(f"{cfg['config_path']}: base model {base['name']!r} has architecture "
@@ -209,8 +234,12 @@ def _load_base_plus_delta(model: nn.Module, cfg: dict[str, Any], delta: dict[str
         if a is None or b is None or w is None or (b.shape[0], a.shape[1]) != tuple(w.shape):
             raise CheckpointError(f"{source}: LoRA adapter {p!r} does not fit the base model")
         bsd[f"{p}.weight"] = w + (b.float() @ a.float() * float(spec.get("lora_scaling", 1.0))).to(w.dtype)
+    own = model.state_dict()  # prompt tokens: in the model (from the config), not in the base
     for k, v in delta.items():
         if k in lora:
+            continue
+        if k.startswith("prompt_tuning.") and k in own and k not in bsd:
+            bsd[k] = v  # shape checked by the strict load
             continue
         if k not in bsd or tuple(bsd[k].shape) != tuple(v.shape):
             raise CheckpointError(f"{source}: delta tensor {k!r} is not in the base model (or has another shape)")

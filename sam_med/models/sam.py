@@ -20,6 +20,9 @@ class Sam(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
+        #: optional learnable prompt tokens (sam_med.training.prompt_tuning.PromptTokens):
+        #: ``(sparse, dense) -> (sparse + K tokens, dense [+ bias])``; None = the plain model
+        self.prompt_tuning: nn.Module | None = None
 
     @property
     def image_size(self) -> int:
@@ -37,7 +40,8 @@ class Sam(nn.Module):
 
         embeddings ``(B, 256, 64, 64)`` (or batch 1, broadcast); boxes ``(B, 4)`` XYXY;
         points ``(B, N, 2)`` xy + point_labels ``(B, N)``; mask_input ``(B, 1, 256, 256)``
-        logits; all coordinates in model-input pixels. Returns
+        logits; all coordinates in model-input pixels. With :attr:`prompt_tuning` set, its
+        K learned tokens follow the prompt tokens in the decoder's sparse input. Returns
         ``(low_res_logits (B, K, 256, 256), iou (B, K))``, K = 3 if multimask else 1.
         """
         if boxes is not None and boxes.ndim == 2:
@@ -49,6 +53,8 @@ class Sam(nn.Module):
             pts = (points, point_labels)
         hw = tuple(int(v) for v in embeddings.shape[-2:])
         sparse, dense = self.prompt_encoder(points=pts, boxes=boxes, masks=mask_input, embedding_hw=hw)
+        if self.prompt_tuning is not None:
+            sparse, dense = self.prompt_tuning(sparse, dense)
         return self.mask_decoder(
             image_embeddings=embeddings,
             image_pe=self.prompt_encoder.get_dense_pe(hw),

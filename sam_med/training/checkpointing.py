@@ -66,8 +66,10 @@ class CheckpointMixin:
 
 
     def _base_trainable(self) -> dict[str, torch.Tensor]:
-        """The untrained values of the trainable tensors (LoRA: B = 0 gives the base model)."""
+        """The untrained values of the trainable tensors (LoRA: B = 0 gives the base model;
+        tensors the base lacks, the prompt tokens and lora_A: their initial values)."""
         base = dict(self.lm.model.named_parameters())
+        init = getattr(self, "init_trainable", {})
         out = {}
         for n, p in trainable_parameters(self.model):
             if n in base:
@@ -75,5 +77,5 @@ class CheckpointMixin:
             elif n.endswith("lora_B"):
                 out[n] = torch.zeros_like(p)
             else:
-                out[n] = p.detach().clone()  # lora_A: irrelevant while B = 0
+                out[n] = init.get(n, p).detach().clone()  # lora_A: irrelevant while B = 0
         return out

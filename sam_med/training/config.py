@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from ..errors import SamMedError
 from .data import DEFAULT_AUGMENT
+from .prompt_tuning import PROMPT_DEFAULTS
 
 __all__ = ["DEFAULTS", "REPO_ROOT", "apply_overrides", "config_identity", "load_config", "resolve_dataset"]
 
@@ -23,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS: dict[str, Any] = {
     "name": None,                 # exported model name (required)
     "base_model": "lite_medsam",
-    "mode": "decoder",            # decoder | lora | full
+    "mode": "decoder",            # decoder | lora | full | prompt
     "train_prompt_encoder": False,
     "seed": 0,
     "device": "cpu",
@@ -59,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     # schedule: constant | cosine (from lr to 0 over all steps, after warmup_steps linear warm-up)
     "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
               "samples_per_epoch": None, "schedule": "constant", "warmup_steps": 0},
+    # mode prompt: K learnable tokens appended to the decoder's sparse prompts, all else frozen
+    # (sam_med.training.prompt_tuning); dense_bias: also a learnable bias on the dense embedding
+    "prompt_tuning": dict(PROMPT_DEFAULTS),
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
     # patience: stop after this many validations without a better validation Dice (None = never;
     # sam_med.training.early_stop)
@@ -124,8 +128,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     cfg = apply_overrides(_merge(DEFAULTS, raw), overrides)
     if not cfg.get("name"):
         raise SamMedError("fine-tune config needs a 'name' (the exported model's name)")
-    if cfg["mode"] not in ("decoder", "lora", "full"):
-        raise SamMedError(f"mode must be decoder, lora or full, got {cfg['mode']!r}")
+    if cfg["mode"] not in ("decoder", "lora", "full", "prompt"):
+        raise SamMedError(f"mode must be decoder, lora, full or prompt, got {cfg['mode']!r}")
+    if cfg["mode"] == "prompt":
+        from .prompt_tuning import prompt_spec
+        prompt_spec(cfg.get("prompt_tuning"))
+        if cfg.get("train_prompt_encoder"):
+            raise SamMedError("mode prompt trains the prompt tokens only; train_prompt_encoder must be false")
     dc = cfg["data"]
     if bool(dc.get("dataset")) == bool(dc.get("sources")):
         raise SamMedError("fine-tune config needs data.dataset or data.sources (one of them)")
@@ -160,4 +169,6 @@ def resolve_dataset(path: str) -> str:
 def config_identity(cfg: dict) -> str:
     """16 hex digits of the settings a resumed run must share with the interrupted one."""
     d = {k: v for k, v in cfg.items() if k not in _RESUME_FREE and k != "config_path"}
+    if d.get("mode") != "prompt":  # the section is read only in mode prompt (older runs resume)
+        d.pop("prompt_tuning", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -5,11 +5,13 @@ Writes into the user models directory (``export.models_dir``, else the first ent
 
 * ``<name>.pt``: plain tensors (``torch.load(weights_only=True)``):
   decoder mode -> the mask decoder (+ prompt encoder) tensors only; lora mode -> the LoRA
-  adapters (``<module>.lora_A``/``.lora_B``) + the mask decoder; full -> the whole model.
+  adapters (``<module>.lora_A``/``.lora_B``) + the mask decoder; full -> the whole model;
+  prompt -> the prompt tokens only (``prompt_tuning.*``, :mod:`.prompt_tuning`).
 * ``<name>.yaml``: the base model's config (same architecture and *the same intensity and
   slice preprocessing*, copied verbatim) with ``name``, ``checkpoint`` (absolute path +
   sha256 of the file above), ``base_model`` (name + sha256 of the weights it was trained
-  from), ``delta`` (``kind: partial | lora``, absent for full weights), and a ``training``
+  from), ``delta`` (``kind: partial | lora | prompt``, absent for full weights), for prompt
+  tuning a ``prompt_tuning: {tokens, dense_bias}`` section, and a ``training``
   section: config, data summary, trainable parameters, Dice before/after, wall time.
 
 :func:`sam_med.models.load_model` finds it by name (the directory is on the config search
@@ -40,6 +42,9 @@ def user_models_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 def delta_state_dict(model: torch.nn.Module, mode: str, train_prompt_encoder: bool = False) -> dict:
     """The tensors an export of ``mode`` saves (keys: names in the plain base model)."""
+    if mode == "prompt":
+        from .prompt_tuning import prompt_state_dict
+        return prompt_state_dict(model)
     if mode == "full":
         from .lora import remove_lora
         import copy
@@ -90,6 +95,10 @@ def export_finetuned(trainer, summary: dict) -> dict:
                               "lora_modules": sorted(trainer.lora_names)}
     elif mode == "decoder":
         model_cfg["delta"] = {"kind": "partial"}
+    elif mode == "prompt":
+        pt = trainer.model.prompt_tuning
+        model_cfg["delta"] = {"kind": "prompt"}
+        model_cfg["prompt_tuning"] = {"tokens": int(pt.num_tokens), "dense_bias": pt.dense_bias is not None}
     else:
         model_cfg.pop("delta", None)
     model_cfg["training"] = {

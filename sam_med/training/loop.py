@@ -15,6 +15,7 @@ from ..errors import SamMedError
 from .checkpointing import save_checkpoint
 from .ddp import average_gradients, barrier
 from .early_stop import check_patience, should_stop
+from .trainable import encoder_frozen
 
 __all__ = ["EpochLoopMixin"]
 
@@ -105,7 +106,8 @@ class EpochLoopMixin:
                                    "train_s": time.perf_counter() - t_ep}
             if self.dist.is_main and do_eval and ((epoch + 1) % int(ec.get("every_epochs", 1)) == 0 or epoch + 1 == epochs):
                 t0 = time.perf_counter()
-                val = self._eval_cases(self.model, self.val_ids, cfg["mode"] != "decoder", f"e{epoch + 1}")
+                val = self._eval_cases(self.model, self.val_ids, not encoder_frozen(cfg["mode"]),
+                                       f"e{epoch + 1}")
                 rec["val"] = val
                 rec["val_dice"] = float(np.mean(list(val.values())))
                 rec["eval_s"] = time.perf_counter() - t0

@@ -7,16 +7,31 @@ import torch
 from .config import DEFAULTS
 from .lora import apply_lora
 
-__all__ = ["set_trainable", "trainable_parameters"]
+__all__ = ["encoder_frozen", "set_trainable", "trainable_parameters"]
+
+
+def encoder_frozen(mode: str) -> bool:
+    """True when ``mode`` leaves the image encoder as the base's (embeddings cacheable and
+    shared with the base): ``decoder`` and ``prompt``."""
+    return mode in ("decoder", "prompt")
 
 
 def set_trainable(model: torch.nn.Module, mode: str, lora_cfg: dict | None = None,
-                  train_prompt_encoder: bool = False) -> list[str]:
+                  train_prompt_encoder: bool = False, prompt_cfg: dict | None = None,
+                  seed: int | None = None) -> list[str]:
     """Freeze/unfreeze ``model`` (a :class:`~sam_med.models.sam.Sam`) for ``mode``; LoRA
-    adapters are inserted here. Returns the LoRA-wrapped module names (empty otherwise)."""
+    adapters and (mode ``prompt``) the prompt tokens of :mod:`.prompt_tuning` are inserted
+    here (``prompt_cfg``: the ``prompt_tuning`` section; ``seed``: their init noise).
+    Returns the LoRA-wrapped module names (empty otherwise)."""
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped: list[str] = []
+    if mode == "prompt":
+        from .prompt_tuning import attach_prompt_tokens
+
+        for p in attach_prompt_tokens(model, prompt_cfg, seed=seed).parameters():
+            p.requires_grad_(True)
+        return wrapped
     if mode == "full":
         for p in model.parameters():
             p.requires_grad_(True)

@@ -17,6 +17,9 @@ Modes and what trains:
 * ``lora``: rank-r adapters on the image encoder's attention ``qkv`` (``lora.include``
   picks the stages) + the mask decoder; augmented images go through the encoder each step.
 * ``full``: everything.
+* ``prompt``: K learnable prompt tokens (+ optionally a dense bias) appended to the decoder's
+  sparse prompts, everything else frozen (:mod:`.prompt_tuning`); embeddings cached as in
+  ``decoder`` mode.
 
 Loss: MONAI ``DiceCELoss(sigmoid=True)`` on the low-res logits against the label on the
 model grid. Prompts per sample: the label's box on the source slice with jitter
@@ -60,7 +63,7 @@ from .data import SliceDataset, extract_slices
 from .ddp import DistInfo, barrier, broadcast_parameters, init_distributed, shutdown
 from .losses import SampleLossMixin
 from .loop import EpochLoopMixin
-from .trainable import set_trainable, trainable_parameters
+from .trainable import encoder_frozen, set_trainable, trainable_parameters
 from .validation import ValidationMixin
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "train", "Trainer", "trainable_parameters",
@@ -129,15 +132,17 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
         self.train_ids, self.val_ids = train_ids, val
 
         self.model = copy.deepcopy(self.lm.model).to(self.device).eval()  # no dropout/BN updates
-        self.lora_names = set_trainable(self.model, cfg["mode"], cfg.get("lora"), bool(cfg["train_prompt_encoder"]))
+        self.lora_names = set_trainable(self.model, cfg["mode"], cfg.get("lora"), bool(cfg["train_prompt_encoder"]),
+                                        cfg.get("prompt_tuning"), seed=seed)
+        self.init_trainable = {n: p.detach().clone() for n, p in trainable_parameters(self.model)}
         broadcast_parameters([p for _, p in trainable_parameters(self.model)], self.dist)
         self.n_trainable = sum(p.numel() for _, p in trainable_parameters(self.model))
         self.n_total = sum(p.numel() for p in self.model.parameters())
 
         cache_emb = dc.get("cache_embeddings", "auto")
-        self.cached = (cfg["mode"] == "decoder") if cache_emb == "auto" else bool(cache_emb)
-        if self.cached and cfg["mode"] != "decoder":
-            raise SamMedError("data.cache_embeddings needs a frozen encoder (mode: decoder)")
+        self.cached = encoder_frozen(cfg["mode"]) if cache_emb == "auto" else bool(cache_emb)
+        if self.cached and not encoder_frozen(cfg["mode"]):
+            raise SamMedError("data.cache_embeddings needs a frozen encoder (mode: decoder or prompt)")
         cdir = dc.get("embedding_cache_dir")
         self.cache = EmbeddingCache(max_bytes=4 << 30, cache_dir=Path(cdir).expanduser() if cdir else None)
         pred = SliceWisePredictor(loaded=self.lm, cache=self.cache, **dict(cfg["eval"].get("predictor") or {}))
@@ -237,18 +242,24 @@ class Trainer(SampleLossMixin, EpochLoopMixin, CheckpointMixin, ValidationMixin)
             elif best_file.is_file():
                 self._load_state(torch.load(best_file, map_location="cpu", weights_only=True)["trainable"])
             summary["best_epoch"] = self.best["epoch"]
+            # prompt tokens are not the identity at init: epoch 0 selected = the base model itself
+            base_itself = self.best["epoch"] == 0 and getattr(self.model, "prompt_tuning", None) is not None
             before = next((h["before"] for h in self.history if h.get("epoch") == 0 and "before" in h), None)
             summary["history"] = [{k: v for k, v in h.items() if k != "before"} for h in self.history]
             if ec.get("enabled", True):
                 t0 = time.perf_counter()
                 ids = self._before_after_ids()
-                d = self._eval_cases(self.model, ids, cfg["mode"] != "decoder", "final")
+                d = self._eval_cases(self.lm.model if base_itself else self.model, ids,
+                                     not encoder_frozen(cfg["mode"]), "final")
                 summary["dice_before"] = before
                 summary["dice_after"] = {"train": {c: d[c] for c in self.train_ids if c in d},
                                          "val": {c: d[c] for c in self.val_ids}}
                 summary["final_eval_s"] = time.perf_counter() - t0
             summary["wall_s"] = time.perf_counter() - t_start
-            if cfg["export"].get("enabled", True):
+            if cfg["export"].get("enabled", True) and base_itself:
+                self.log("[finetune] not exported: no epoch beat the base model (best epoch 0), and prompt "
+                         "tokens cannot express the base itself; use the base model")
+            elif cfg["export"].get("enabled", True):
                 from .export import export_finetuned
                 summary["export"] = export_finetuned(self, summary)
             summary["wall_s"] = time.perf_counter() - t_start
