@@ -21,6 +21,14 @@ def blob():
     return blob_volume(SHAPE, CENTER, RADII)
 
 
+@pytest.fixture(scope="module")
+def cache():
+    """One in-memory embedding cache for the module: the blob is encoded once."""
+    from sam_med.predictors.embedding_cache import EmbeddingCache
+
+    return EmbeddingCache()
+
+
 def _first(pred, vol, drop=(), shrink=None):
     """The box's first run, then (as if propagation had stopped early) the slices ``drop``
     emptied and slice ``shrink`` cut to its left half (a wrong mask a click must not touch)."""
@@ -42,9 +50,9 @@ def _masked(state):
     return {z: s.mask.copy() for z, s in state.slices.items() if s.mask.any()}
 
 
-def test_a_click_beyond_the_mask_brings_in_the_unreached_slices_up_to_the_object_end(tiny, blob):
+def test_a_click_beyond_the_mask_brings_in_the_unreached_slices_up_to_the_object_end(tiny, blob, cache):
     vol, ref = blob
-    pred = oracle_predictor(ref, tiny, click_rule="extend")
+    pred = oracle_predictor(ref, tiny, cache, click_rule="extend")
     first = _first(pred, vol, drop=range(11, 15), shrink=9)
     before = _masked(first.state)
     assert sorted(before) == [6, 7, 8, 9, 10]
@@ -58,34 +66,34 @@ def test_a_click_beyond_the_mask_brings_in_the_unreached_slices_up_to_the_object
     assert r.mask[:, :, 9].sum() == before[9].sum() < ref[:, :, 9].sum()
 
 
-def test_the_edit_rule_brings_in_only_the_clicked_slice(tiny, blob):
+def test_the_edit_rule_brings_in_only_the_clicked_slice(tiny, blob, cache):
     vol, ref = blob
-    pred = oracle_predictor(ref, tiny)  # default: edit
+    pred = oracle_predictor(ref, tiny, cache)  # default: edit
     first = _first(pred, vol, drop=range(11, 15))
     r = _click(pred, first, vol, (24.0, 20.0, 13.0))
     assert r.mask.any(axis=(0, 1)).nonzero()[0].tolist() == [6, 7, 8, 9, 10, 13]
 
 
-def test_a_click_on_an_object_with_no_mask_runs_it_from_the_click_within_the_range(tiny, blob):
+def test_a_click_on_an_object_with_no_mask_runs_it_from_the_click_within_the_range(tiny, blob, cache):
     vol, ref = blob
-    pred = oracle_predictor(ref, tiny, click_rule="extend")
+    pred = oracle_predictor(ref, tiny, cache, click_rule="extend")
     first = _first(pred, vol, drop=range(0, SHAPE[2]))
     assert not _masked(first.state)
     r = _click(pred, first, vol, (24.0, 20.0, 12.0))
     assert (r.mask == ref).all()
 
 
-def test_extend_is_deterministic_and_leaves_other_clicks_to_edit(tiny, blob):
+def test_extend_is_deterministic_and_leaves_other_clicks_to_edit(tiny, blob, cache):
     vol, ref = blob
     runs = []
     for rule in ("extend", "extend", "edit"):
-        pred = oracle_predictor(ref, tiny, click_rule=rule)
+        pred = oracle_predictor(ref, tiny, cache, click_rule=rule)
         first = _first(pred, vol, drop=range(11, 15))
         runs.append(_click(pred, first, vol, (24.0, 20.0, 13.0)).mask)
     assert (runs[0] == runs[1]).all() and not (runs[0] == runs[2]).all()
     neg = []
     for rule in ("extend", "edit"):  # a negative click inside the mask: the same disk edit
-        pred = oracle_predictor(ref, tiny, click_rule=rule)
+        pred = oracle_predictor(ref, tiny, cache, click_rule=rule)
         first = _first(pred, vol)
         neg.append(_click(pred, first, vol, (24.0, 20.0, 10.0), positive=False).mask)
     assert (neg[0] == neg[1]).all() and not neg[0][24, 20, 10]
