@@ -13,7 +13,9 @@ For ``a`` it also records how many slices away the nearest slice with a mask is.
 ``click_classes.jsonl`` (one line per click) and prints the counts per case and in all.
 
     PYTHONPATH=$PWD python benchmarks/clicks_classify.py ../shared/cvpr25/cases /tmp/ext/edit \
-        --option cache_dir=/work/notes/emb_eval [--option click_rule=edit]
+        --option cache_dir=/work/notes/emb_eval [--option click_rule=edit] [--protocol points --clicks 3]
+
+(other protocols than cvpr25 write no clicks.jsonl: then only the totals are printed).
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def main(argv: list[str]) -> int:
         return orig(pred, st, geo, p, k, rule)
 
     mod.apply_click = wrapped
-    rc = cli_main(["evaluate", argv[0], "--protocol", "cvpr25", "--out", str(out), *argv[2:]])
+    extra = list(argv[2:]) if "--protocol" in argv[2:] else ["--protocol", "cvpr25", *argv[2:]]
+    rc = cli_main(["evaluate", argv[0], "--out", str(out), *extra])
     # the protocol runs the cases in order: attribute clicks to cases through clicks.jsonl
     per_case = collections.OrderedDict()
     i = 0
