@@ -97,3 +97,13 @@ def test_extend_is_deterministic_and_leaves_other_clicks_to_edit(tiny, blob, cac
         first = _first(pred, vol)
         neg.append(_click(pred, first, vol, (24.0, 20.0, 10.0), positive=False).mask)
     assert (neg[0] == neg[1]).all() and not neg[0][24, 20, 10]
+
+
+def test_a_click_the_model_misses_on_an_empty_slice_adds_a_small_disk_not_the_slice():
+    from sam_med.predictors.slicewise.corrections import correct_slice
+
+    def decode(box):  # a model that answers nothing
+        return SliceOut(np.zeros((64, 64), bool), None, box, 0.1)
+
+    change, by_model = correct_slice(decode, np.zeros((64, 64), bool), np.array([10, 10, 20, 20]), 30, 40, True, 3)
+    assert not by_model and change[40, 30] and change.sum() == (np.hypot(*np.mgrid[-3:4, -3:4]) <= 3).sum()

@@ -77,6 +77,11 @@ def correct_slice(decode: Callable, mask: np.ndarray, box, x: int, y: int, posit
         return delta, True
     # the model does not honour the click: the smallest edit that does (not carried: only
     # a change the model makes is evidence about the neighbouring slices)
+    if positive and not area:
+        # no mask to reach to (the disk edit would cover the whole slice): the click's own
+        # box, as a disk of its half-size
+        yy, xx = np.ogrid[: hw[0], : hw[1]]
+        return (xx - x) ** 2 + (yy - y) ** 2 <= m * m, False
     edited = local_edit(mask, [(x, y, positive)])
     return ((edited & ~mask) if positive else (mask & ~edited)), False
 
