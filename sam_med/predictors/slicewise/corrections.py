@@ -36,7 +36,7 @@ from .clicks import local_edit, nearest_box, shrink_past
 from .seeding import scan_box
 from .state import SliceOut
 
-__all__ = ["correct_slice", "carry_correction", "apply_click"]
+__all__ = ["correct_slice", "carry_correction", "apply_correction", "apply_click"]
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -77,6 +77,11 @@ def correct_slice(decode: Callable, mask: np.ndarray, box, x: int, y: int, posit
         return delta, True
     # the model does not honour the click: the smallest edit that does (not carried: only
     # a change the model makes is evidence about the neighbouring slices)
+    if positive and not area:
+        # no mask to reach to (the disk edit would cover the whole slice): the click's own
+        # box, as a disk of its half-size
+        yy, xx = np.ogrid[: hw[0], : hw[1]]
+        return (xx - x) ** 2 + (yy - y) ** 2 <= m * m, False
     edited = local_edit(mask, [(x, y, positive)])
     return ((edited & ~mask) if positive else (mask & ~edited)), False
 
@@ -102,7 +107,7 @@ def carry_correction(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, posit
     ``pred``: the :class:`~.predictor.SliceWisePredictor` (public methods and options)."""
     o = pred.options
     n = geo.n_slices
-    first = _apply(pred, st, geo, k, x, y, positive)
+    first = apply_correction(pred, st, geo, k, x, y, positive)
     if first is None:
         return []
     changed = [k]
@@ -117,7 +122,7 @@ def carry_correction(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, posit
             at = _anchor(prev, m, positive)
             if at is None:
                 break
-            got = _apply(pred, st, geo, z, at[0], at[1], positive, dry=True)
+            got = apply_correction(pred, st, geo, z, at[0], at[1], positive, dry=True)
             delta = None if got is None or not got[1] else got[0]
             if (delta is None or not delta.any() or not (delta & ndimage.binary_dilation(prev, _EIGHT, 2)).any()
                     or delta.sum() > o.carry_growth * prev.sum() + 4):
@@ -129,7 +134,11 @@ def carry_correction(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, posit
     return changed
 
 
-def _apply(pred, st, geo: PlaneGeometry, z: int, x: int, y: int, positive: bool, dry: bool = False):
+def apply_correction(pred, st, geo: PlaneGeometry, z: int, x: int, y: int, positive: bool, dry: bool = False):
+    """The click at plane ``(x, y)`` of slice ``z`` corrected by :func:`correct_slice` (the
+    slice's box, else its mask's box, else the nearest segmented slice's box, else the box
+    search around the click); committed to ``st.slices`` unless ``dry``. Returns
+    ``(change, by_model)`` or None (the slice already agrees, or nothing to remove)."""
     cur = st.slices.get(z)
     m = cur.mask if cur is not None else np.zeros(geo.hw, bool)
     box = cur.box if cur is not None and cur.box is not None and cur.mask.any() else None
@@ -164,7 +173,13 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> 
     """Refinement click ``p`` (a voxel :class:`~sam_med.prompts.Point`, already in
     ``st.prompts``) on slice ``k`` under ``click_rule`` "edit" (the disk edit on the clicked
     slice; a slice the object has not reached is seeded there by the model, not carried) or
-    "carry" (see the module docstring)."""
+    "carry" (see the module docstring) or "extend" (:mod:`.extend`: a positive click on a
+    slice with no mask is seeded there and propagated into the unreached slices)."""
+    if rule == "extend":
+        from .extend import extend_click  # extend handles its other clicks as "edit"
+
+        extend_click(pred, st, geo, p, k)
+        return
     _, fx, fy = geo.to_plane(p.ijk)
     x, y = int(round(fx)), int(round(fy))
     if rule == "edit":

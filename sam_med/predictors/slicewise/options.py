@@ -59,7 +59,10 @@ class SliceWiseOptions:
     # edit 0.830 / carry 0.818 / repropagate 0.818; TotalSeg MR 0.610 -> edit 0.639 / carry
     # 0.636; CT lesions 0.838 -> edit 0.847 / repropagate 0.849 (but two lesions drop below
     # their box step). edit has the fewest and smallest drops (README).
-    click_rule: str = _choice("edit", "edit", "auto", "carry", "repropagate")
+    # "extend" = edit, but a positive click on a slice with no mask seeds it and propagates
+    # into the slices the object has not reached (never changing a slice with a mask;
+    # slicewise/extend.py, benchmarks/clicks_extend.md)
+    click_rule: str = _choice("edit", "edit", "auto", "carry", "repropagate", "extend")
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
     # click, else the disk edit (slicewise/refine.py); None: the disk edit
