@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import SamMedError
+from ..io.atomic import pid_alive
 from ..volume import Volume
 from .checksum import scan_checksum
 
@@ -200,16 +201,6 @@ def _stem(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "scan"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_partial(root) -> list[str]:
     """Remove ``entries/.tmp-<id>-<pid>`` folders of processes that are gone (what a killed
     writer left); returns the names removed."""
@@ -221,7 +212,7 @@ def sweep_partial(root) -> list[str]:
         if not d.name.startswith(TMP_PREFIX):
             continue
         tail = d.name.rsplit("-", 1)[-1]
-        if tail.isdigit() and int(tail) != os.getpid() and not _pid_alive(int(tail)):
+        if tail.isdigit() and int(tail) != os.getpid() and not pid_alive(int(tail)):
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d.name)
     return gone

@@ -54,7 +54,8 @@ def _ext(name: str) -> str:
     return os.path.splitext(name)[1]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,7 +82,7 @@ def sweep_stale(root: str | None = None) -> None:
             pid = int(name[len(_STAGE_PREFIX):].split("-", 1)[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             _roll_forward(os.path.join(root, name))
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
