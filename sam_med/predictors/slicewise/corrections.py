@@ -174,7 +174,8 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> 
     ``st.prompts``) on slice ``k`` under ``click_rule`` "edit" (the disk edit on the clicked
     slice; a slice the object has not reached is seeded there by the model, not carried) or
     "carry" (see the module docstring) or "extend" (:mod:`.extend`: a positive click on a
-    slice with no mask is seeded there and propagated into the unreached slices)."""
+    slice with no mask is seeded there and propagated into the unreached slices) or "ball"
+    (:mod:`.ball`: "edit" with the disk continued through the neighbouring slices)."""
     if rule == "extend":
         from .extend import extend_click  # extend handles its other clicks as "edit"
 
@@ -182,7 +183,7 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> 
         return
     _, fx, fy = geo.to_plane(p.ijk)
     x, y = int(round(fx)), int(round(fy))
-    if rule == "edit":
+    if rule in ("edit", "ball"):
         cur = st.slices.get(k)
         from .refine import refine_slice  # refine_model: the click decoded by that model
 
@@ -196,6 +197,12 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> 
         elif cur is not None and cur.mask.any():
             new = local_edit(cur.mask, [(x, y, p.positive)])
             st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+            if rule == "ball":  # the disk continued through the neighbours (.ball)
+                from .ball import ball_radius, continue_ball
+
+                r = ball_radius(cur.mask, x, y, p.positive)
+                if r is not None:
+                    continue_ball(st, geo, k, x, y, p.positive, r)
         elif p.positive:
             carry_correction(pred, st, geo, k, x, y, True, set(), carry=False)
     else:

@@ -371,7 +371,7 @@ class SliceWisePredictor:
         rule = self.options.click_rule
         if rule == "auto":
             rule = "repropagate" if st.crop is not None else "edit"
-        if rule in ("edit", "carry", "extend"):
+        if rule in ("edit", "carry", "extend", "ball"):
             t0 = time.perf_counter()
             apply_click(self, st, geo, p, k, rule)
             self.timings["click_slice"] = time.perf_counter() - t0  # (carry: incl. the carried slices)
