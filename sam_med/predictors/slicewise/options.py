@@ -64,7 +64,7 @@ class SliceWiseOptions:
     # slicewise/extend.py, benchmarks/clicks_extend.md)
     # "ball" = edit, with the disk continued through the neighbouring slices as a ball while the
     # click's pixel is still wrong there (slicewise/ball.py; CVPR25 six cases: final 0.8076 ->
-    # 0.8254, DSC_AUC 3.218 -> 3.272, but CT stomach 0.858 -> 0.742 and MR class 7 -0.05: opt-in)
+    # 0.8256, DSC_AUC 3.218 -> 3.273, but CT stomach 0.858 -> 0.748 and MR class 7 -0.05: opt-in)
     click_rule: str = _choice("edit", "edit", "auto", "carry", "repropagate", "extend", "ball")
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
