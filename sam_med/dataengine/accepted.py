@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import SamMedError
-from ..io.atomic import pid_alive
+from ..io.atomic import fsync_path, pid_alive
 from ..volume import Volume
 from .checksum import scan_checksum
 
@@ -315,14 +315,6 @@ def _scan_record(volume: Volume) -> dict[str, Any]:
     return rec
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_entry(root, volume: Volume, label_map: np.ndarray, objects: Sequence[dict],
                 model: dict | None = None, *, versions: dict | None = None) -> AcceptedEntry:
     """Add one accepted result to the dataset folder ``root`` (made when missing/empty).
@@ -361,11 +353,11 @@ def write_entry(root, volume: Volume, label_map: np.ndarray, objects: Sequence[d
             io.save_label(labels, tmp / MASK_NAME, like=volume)
             atomic_write_text(tmp / ENTRY_NAME, json.dumps(record, indent=1, allow_nan=False) + "\n")
             for f in (tmp / MASK_NAME, tmp / ENTRY_NAME, tmp):
-                _fsync_path(f)
+                fsync_path(f)
             if final.exists():
                 raise SamMedError(f"{final}: an entry with this id exists; not overwriting it")
             os.rename(tmp, final)
-            _fsync_path(base)
+            fsync_path(base)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

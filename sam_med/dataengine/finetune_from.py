@@ -50,19 +50,15 @@ _MODES = ("decoder", "lora", "full", "prompt")
 _LR = {"prompt": 1e-3}
 
 
-def _sha256_file(path) -> str:
-    from ..models.checkpoint import sha256_file
-
-    return sha256_file(path)
-
-
 def manifest(entries: Sequence) -> list[dict]:
     """One row per entry: ``id``, ``scan`` (path), ``scan_sha256``, ``mask_sha256``, ``objects``
     (``[{label, name}]``), ``modality``; sorted by id."""
+    from ..models.checkpoint import sha256_file
+
     rows = []
     for e in sorted(entries, key=lambda x: x.id):
         rows.append({"id": e.id, "scan": str(e.scan_path), "scan_sha256": e.scan_sha256,
-                     "mask_sha256": _sha256_file(e.mask_path), "modality": e.modality,
+                     "mask_sha256": sha256_file(e.mask_path), "modality": e.modality,
                      "objects": [{"label": int(o["label"]), "name": str(o.get("name") or f"label {o['label']}")}
                                  for o in e.objects]})
     return rows

@@ -166,7 +166,8 @@ class _Stage:
             self.root = None
 
 
-def _fsync(path: str) -> None:
+def fsync_path(path) -> None:
+    """Flush one file (or folder) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -281,7 +282,7 @@ class OutputSet:
     def commit(self) -> list[str]:
         """Rename every staged file onto its destination, in write order; returns the destinations."""
         for tmp, dest in self._files:  # data on disk first: the renames below then take microseconds
-            _fsync(tmp)              # (ext4 otherwise flushes during rename-over-existing)
+            fsync_path(tmp)              # (ext4 otherwise flushes during rename-over-existing)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             os.chmod(tmp, default_file_mode())
         with _signals_blocked():
