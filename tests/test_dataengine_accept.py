@@ -97,6 +97,25 @@ def test_changed_moved_scan_is_refused(tmp_path, scan):
         entry.verify()
 
 
+def test_verify_hashes_once_while_the_files_are_untouched(tmp_path, scan, monkeypatch):
+    from sam_med.dataengine import AcceptedDataset, accepted, write_entry
+
+    vol, seg = scan
+    lm, objs = _objects(seg)
+    write_entry(tmp_path / "acc", vol, lm, objs)
+    [entry] = AcceptedDataset(tmp_path / "acc").entries()
+    calls = []
+    real = accepted.scan_checksum
+    monkeypatch.setattr(accepted, "scan_checksum", lambda p: calls.append(p) or real(p))
+    entry.verify()
+    entry.load_scan()  # evaluate: verified on opening, again on loading
+    assert len(calls) == 1
+    st = os.stat(vol.source)
+    os.utime(vol.source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: hash again
+    entry.verify()
+    assert len(calls) == 2
+
+
 def test_folder_checksum_covers_names_and_bytes(tmp_path):
     from sam_med.dataengine import scan_checksum
 

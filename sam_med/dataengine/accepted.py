@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import SamMedError
 from ..io.atomic import fsync_path, pid_alive
 from ..volume import Volume
-from .checksum import scan_checksum
+from .checksum import scan_checksum, scan_stamp
 
 FORMAT = "sam-med-accepted/1"
 ENTRY_FORMAT = "sam-med-accepted-entry/1"
@@ -89,6 +89,7 @@ class AcceptedEntry:
         self.objects: list[dict] = list(record["objects"])
         self.model: dict = dict(record.get("model") or {})
         self.created: str | None = record.get("created")
+        self._verified_stamp: tuple | None = None  # scan_stamp at the last successful verify
 
     @property
     def mask_path(self) -> Path:
@@ -121,7 +122,12 @@ class AcceptedEntry:
 
     def verify(self) -> None:
         """Raise ``SamMedError("scan changed since it was accepted: PATH")`` unless the scan
-        still has the recorded size and sha256 (a missing scan is a change too)."""
+        still has the recorded size and sha256 (a missing scan is a change too). The checksum
+        is computed once per entry object while the files' size, mtime and inode stay the same
+        (:func:`~.checksum.scan_stamp`): ``evaluate`` verifies on opening and on loading."""
+        stamp = scan_stamp(self.scan_path)
+        if stamp is not None and stamp == self._verified_stamp:
+            return
         try:
             digest, n = scan_checksum(self.scan_path)
         except SamMedError:
@@ -129,6 +135,7 @@ class AcceptedEntry:
                               f"entry {self.id})") from None
         if n != self.scan_bytes or digest != self.scan_sha256:
             raise SamMedError(f"scan changed since it was accepted: {self.scan_path} (entry {self.id})")
+        self._verified_stamp = stamp
 
     def load_scan(self) -> Volume:
         """The scan as a :class:`Volume` (verified first; read with the recorded series /

@@ -7,7 +7,7 @@ import os
 
 from ..errors import SamMedError
 
-__all__ = ["scan_checksum"]
+__all__ = ["scan_checksum", "scan_stamp"]
 
 
 def _file_sha256(path: str) -> tuple[str, int]:
@@ -47,3 +47,28 @@ def scan_checksum(path) -> tuple[str, int]:
         return _file_sha256(p)
     except OSError as exc:
         raise SamMedError(f"{p}: cannot read the scan to checksum it ({exc.strerror or exc})") from None
+
+
+def scan_stamp(path) -> tuple | None:
+    """A cheap fingerprint of a scan's files: ``(relative name, size, mtime_ns, inode)`` of the
+    file, or of every regular file under the folder, sorted; None when unreadable. Equal
+    stamps mean the bytes were not rewritten in between, so a checksum verified at one stamp
+    need not be recomputed at the same stamp (within one process)."""
+    from ..io.guards import is_regular
+
+    p = os.path.abspath(os.fspath(path))
+    try:
+        files = []
+        if os.path.isdir(p):
+            for dirpath, _dirs, names in os.walk(p):
+                files += [os.path.join(dirpath, n) for n in names]
+        else:
+            files = [p]
+        rows = []
+        for f in files:
+            if is_regular(f):
+                st = os.stat(f)
+                rows.append((os.path.relpath(f, p), st.st_size, st.st_mtime_ns, st.st_ino))
+        return tuple(sorted(rows)) or None
+    except OSError:
+        return None
