@@ -66,6 +66,12 @@ class SliceWiseOptions:
     # click's pixel is still wrong there (slicewise/ball.py; CVPR25 six cases: final 0.8076 ->
     # 0.8256, DSC_AUC 3.218 -> 3.273, but CT stomach 0.858 -> 0.748 and MR class 7 -0.05: opt-in)
     click_rule: str = _choice("edit", "edit", "auto", "carry", "repropagate", "extend", "ball")
+    # click_rule="ball": which part of each slice's disk is painted / cut (slicewise/ball_guard.py):
+    # "none" the raw disk, "connected" the part connected to the click, "intensity" that part
+    # within ball_guard_sd robust SDs of the click's patch intensity (the ball stops where the
+    # click's pixel is not like it), "intensity_cap" + the radius capped by that region's extent
+    ball_guard: str = _choice("none", "none", "connected", "intensity", "intensity_cap")
+    ball_guard_sd: float = 3.0
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
     # click, else the disk edit (slicewise/refine.py); None: the disk edit
