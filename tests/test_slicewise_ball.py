@@ -206,3 +206,21 @@ def test_guarded_ball_rule_in_the_predictor_stays_in_the_blob(tiny):
     outside = lambda m: int((m & ~ref).sum())  # noqa: E731
     assert outside(extra["none"]) > 100 and outside(extra["intensity"]) < 0.05 * outside(extra["none"])
     assert (extra["intensity"] & ref).sum() > 0.5 * (extra["none"] & ref).sum()
+
+
+def test_volume_radius_stops_at_the_end_of_the_mask_slices():
+    from sam_med.predictors.planes import PlaneGeometry
+    from sam_med.predictors.slicewise.ball import ball_radius_3d
+
+    geo = PlaneGeometry(2, (30, 30, 12))
+    st = _State({z: _square(2, 28) for z in range(3, 12)})  # the mask starts at slice 3
+    r2 = ball_radius(st.slices[5].mask, 15, 15, positive=False)
+    assert r2 == pytest.approx(13.0)
+    assert ball_radius_3d(st, geo, 5, 15, 15, False, r2) == pytest.approx(3.0)  # slice 2 has no mask
+    assert ball_radius_3d(st, geo, 9, 15, 15, False, ball_radius(st.slices[9].mask, 15, 15, False)) == \
+        pytest.approx(7.0)  # slice 2 again (slice 12 is past the volume: no bound)
+    pos = _State({z: _square(2, 10) for z in range(0, 12)})
+    pos.slices[6] = SliceOut(_square(2, 20), None, None, 0.9)  # the neighbour reaches closer
+    r2 = ball_radius(pos.slices[5].mask, 24, 5, positive=True)
+    assert r2 == pytest.approx(15.0)
+    assert ball_radius_3d(pos, geo, 5, 24, 5, True, r2) == pytest.approx(np.sqrt(1 + 5 ** 2))

@@ -24,7 +24,7 @@ from scipy import ndimage
 from ..planes import PlaneGeometry, mask_bbox
 from .state import SliceOut
 
-__all__ = ["ball_radius", "continue_ball", "ball_click"]
+__all__ = ["ball_radius", "ball_radius_3d", "continue_ball", "ball_click"]
 
 
 def ball_radius(mask: np.ndarray, x: int, y: int, positive: bool) -> float | None:
@@ -35,6 +35,30 @@ def ball_radius(mask: np.ndarray, x: int, y: int, positive: bool) -> float | Non
         return None
     dist = ndimage.distance_transform_edt(~mask if positive else mask)
     return max(float(dist[y, x]), 1.5)
+
+
+def ball_radius_3d(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float) -> float:
+    """The largest ball around the click (slice ``k``, plane ``(x, y)``) on the click's side of
+    the 3D mask: the distance, in voxel units, to the nearest voxel of the other kind over the
+    slices ``k ± r`` of the volume (``r`` the in-plane radius, an upper bound; a slice with no
+    mask is all "outside"), at least 1.5. The 3D form of the edit rule's "from the click to the
+    mask's edge": a negative click near the end of the object's slices cuts a ball that stops
+    there, not one as wide as the slice's mask."""
+    a = int(np.ceil(r))
+    y0, y1, x0, x1 = max(0, y - a), y + a + 1, max(0, x - a), x + a + 1
+    yy, xx = np.ogrid[y0:min(y1, geo.hw[0]), x0:min(x1, geo.hw[1])]
+    d2 = (xx - x) ** 2 + (yy - y) ** 2
+    best = r * r
+    for z in range(max(0, k - a), min(geo.n_slices, k + a + 1)):
+        dz2 = (z - k) ** 2
+        if dz2 >= best:
+            continue
+        cur = st.slices.get(z)
+        m = cur.mask[y0:y1, x0:x1] if cur is not None else None
+        other = (m if positive else ~m) if m is not None else (None if positive else np.ones(d2.shape, bool))
+        if other is not None and other.any():
+            best = min(best, dz2 + float(d2[other].min()))
+    return max(float(np.sqrt(best)), 1.5)
 
 
 def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float,
@@ -76,6 +100,8 @@ def ball_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: b
         return []
     h, w = geo.hw
     yy, xx = np.ogrid[:h, :w]
+    if pred.options.ball_radius == "volume":
+        r = ball_radius_3d(st, geo, k, x, y, positive, r)
     guard = make_guard(pred, st, geo, k, x, y, positive, r)
     if guard is not None:
         r = guard.radius  # "intensity_cap": capped by the clicked tissue's extent
