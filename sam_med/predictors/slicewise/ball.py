@@ -100,7 +100,8 @@ def ball_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: b
         return []
     h, w = geo.hw
     yy, xx = np.ogrid[:h, :w]
-    if pred.options.ball_radius == "volume":
+    mode = pred.options.ball_radius
+    if mode == "volume" or (mode == "volume_negative" and not positive):
         r = ball_radius_3d(st, geo, k, x, y, positive, r)
     guard = make_guard(pred, st, geo, k, x, y, positive, r)
     if guard is not None:

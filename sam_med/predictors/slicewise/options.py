@@ -73,8 +73,9 @@ class SliceWiseOptions:
     ball_guard: str = _choice("none", "none", "connected", "intensity", "intensity_cap")
     ball_guard_sd: float = 3.0
     # click_rule="ball": the ball's radius, "plane" = from the click to the mask's edge on its
-    # slice, "volume" = to the 3D mask's edge over the neighbouring slices (slicewise/ball.py)
-    ball_radius: str = _choice("plane", "plane", "volume")
+    # slice, "volume" = to the 3D mask's edge over the neighbouring slices (slicewise/ball.py),
+    # "volume_negative" = volume for negative clicks, plane for positive ones
+    ball_radius: str = _choice("plane", "plane", "volume", "volume_negative")
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
     # click, else the disk edit (slicewise/refine.py); None: the disk edit
