@@ -14,6 +14,12 @@ click (negative clicks: of the mask inside the disk); ``"intensity"`` the part o
 intensity (the model-range image the predictor holds, 0..255) is within ``ball_guard_sd``
 robust SDs of the click's patch, connected to the click on each slice; the ball stops on a
 slice where the click's own pixel is not like that.
+
+``ball_radius``: ``"plane"`` ``r`` as above; ``"volume"`` the largest 3D ball on the click's
+side of the mask (:func:`ball_radius_3d`); ``"volume_negative"`` volume for negative clicks
+(a cut is bounded by where the mask ends, also along the slices: the intensity guard cannot
+tell a mask continued past the object's end in the same tissue), plane for positive ones
+(their paint is already bounded by the guard).
 """
 
 from __future__ import annotations
