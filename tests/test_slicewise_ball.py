@@ -86,11 +86,11 @@ N_Z, SIDE = 9, 40
 class _Pred:
     """What the guard needs of the predictor: its options and the model-range slice image."""
 
-    def __init__(self, img_xyz, guard):
+    def __init__(self, img_xyz, guard, radius="plane"):
         from sam_med.predictors.slicewise.options import SliceWiseOptions
 
         self.img = img_xyz.astype(np.float32)
-        self.options = SliceWiseOptions(click_rule="ball", ball_guard=guard)
+        self.options = SliceWiseOptions(click_rule="ball", ball_guard=guard, ball_radius=radius)
 
     def slice_image(self, geo, k, crop=None):
         return np.ascontiguousarray(geo.slice_of(self.img, k))
@@ -171,6 +171,9 @@ def test_connected_guard_cuts_only_the_piece_under_the_click():
     st = _State(masks)
     ball_click(_Pred(img, "none"), st, geo, 4, 24, 20, False)
     assert (masks[5] & ~st.slices[5].mask)[:, :20].any()  # the raw disk cuts both
+    st = _State(masks)
+    ball_click(_Pred(img, "none", "volume_negative"), st, geo, 4, 24, 20, False)
+    assert st.slices[4].mask[20, 19] and st.slices[4].mask[20, 29]  # the 3D ball: r = sqrt(10) (slice 5, x 21)
 
 
 def test_click_tolerance_follows_the_noise_not_the_scale():
