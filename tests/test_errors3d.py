@@ -128,7 +128,7 @@ def test_refine_model_honours_the_click_and_checks_the_encoder(tiny, case, tmp_p
     from sam_med.training.errors3d import _key_box
 
     vol, gt, seen = case
-    pred = oracle_predictor(seen, tiny, refine_model=tiny.name)
+    pred = oracle_predictor(seen, tiny, refine_model=tiny.name, click_rule="edit")
     first = pred.predict(vol, ObjectPrompts(key_box=_key_box(gt, "blob:1")))
     r = pred.predict(vol, ObjectPrompts(key_box=first.state.prompts.key_box, points=[Point((30.0, 20.0, 10.0), True)]),
                      previous=first)

@@ -77,3 +77,153 @@ def test_ball_rule_in_the_predictor_edits_more_than_edit_and_is_deterministic(ti
     ball_changed = out["ball"][0][0]
     assert {9, 10, 11} <= ball_changed and ball_changed <= set(range(6, 15))
     assert np.array_equal(out["ball"][0][1], out["ball"][1][1])
+
+
+# ---------------------------------------------------------------- the guard (ball_guard.py)
+N_Z, SIDE = 9, 40
+
+
+class _Pred:
+    """What the guard needs of the predictor: its options and the model-range slice image."""
+
+    def __init__(self, img_xyz, guard, radius="plane"):
+        from sam_med.predictors.slicewise.options import SliceWiseOptions
+
+        self.img = img_xyz.astype(np.float32)
+        self.options = SliceWiseOptions(click_rule="ball", ball_guard=guard, ball_radius=radius)
+
+    def slice_image(self, geo, k, crop=None):
+        return np.ascontiguousarray(geo.slice_of(self.img, k))
+
+
+def _scene(seed=0):
+    """(image [x, y, z] 0..255, geometry): a bright object (x 4..19, y 6..33) next to a dark
+    neighbour (x >= 20), on slices 1..7 (slices 0 and 8: dark everywhere), noise sd 5."""
+    from sam_med.predictors.planes import PlaneGeometry
+
+    rng = np.random.default_rng(seed)
+    img = np.full((SIDE, SIDE, N_Z), 60.0)
+    img[4:20, 6:34, 1:8] = 200.0
+    img += rng.normal(0, 5, img.shape)
+    return np.clip(img, 0, 255), PlaneGeometry(2, (SIDE, SIDE, N_Z))
+
+
+def _plane_masks(x0, x1, y0=6, y1=34, zs=range(N_Z)):
+    """{z: (H, W) mask with columns x0..x1-1, rows y0..y1-1} (H = y, W = x)."""
+    out = {}
+    for z in zs:
+        m = np.zeros((SIDE, SIDE), bool)
+        m[y0:y1, x0:x1] = True
+        out[z] = m
+    return out
+
+
+def test_guarded_positive_ball_does_not_paint_the_dark_neighbour():
+    from sam_med.predictors.slicewise.ball import ball_click
+
+    img, geo = _scene()
+    masks = _plane_masks(4, 10)  # the mask misses the object's columns 10..19 on every slice
+    x, y, k = 17, 20, 4  # a positive click in the missed part: r = 7, the raw disk reaches x = 24
+    painted = {}
+    for guard in ("none", "intensity"):
+        st = _State(masks)
+        changed = ball_click(_Pred(img, guard), st, geo, k, x, y, True)
+        painted[guard] = {z: st.slices[z].mask & ~masks[z] for z in changed}
+    dark = np.zeros((SIDE, SIDE), bool)
+    dark[:, 20:] = True
+    assert any((p & dark).any() for p in painted["none"].values())  # the raw ball leaks
+    for z, p in painted["intensity"].items():
+        assert p[y, x] and not (p & dark).any()  # the guard keeps to the bright tissue
+        assert 1 <= z <= 7  # ... and stops where the object ends (slices 0 and 8 are dark)
+    assert set(painted["none"]) > set(painted["intensity"]) >= {3, 4, 5}
+    # the clicked slice gains the missed part between the click and the mask, nothing else
+    assert painted["intensity"][k][y, 10:20].all()
+
+
+def test_guarded_negative_ball_removes_the_leak_not_the_object():
+    from sam_med.predictors.slicewise.ball import ball_click
+
+    img, geo = _scene(seed=1)
+    masks = _plane_masks(4, 27)  # the object (x 4..19) + a leak into the dark tissue (x 20..26)
+    x, y, k = 22, 20, 4  # a negative click in the leak: r = 5, the raw disk reaches x = 17
+    cut = {}
+    for guard in ("none", "intensity"):
+        st = _State(masks)
+        changed = ball_click(_Pred(img, guard), st, geo, k, x, y, False)
+        cut[guard] = {z: masks[z] & ~st.slices[z].mask for z in changed}
+    obj = np.zeros((SIDE, SIDE), bool)
+    obj[6:34, 4:20] = True  # the object, on slices 1..7 (slices 0 and 8: the mask is all leak)
+    assert any((c & obj).any() for z, c in cut["none"].items() if 1 <= z <= 7)  # the raw ball cuts it
+    assert cut["intensity"] and all(not (c & obj).any() for z, c in cut["intensity"].items() if 1 <= z <= 7)
+    assert cut["intensity"][k][y, 20:27].all()  # the leak under the click's row is gone
+
+
+def test_connected_guard_cuts_only_the_piece_under_the_click():
+    from sam_med.predictors.slicewise.ball import ball_click
+
+    img, geo = _scene()
+    masks = _plane_masks(10, 30)
+    masks[5][:, 20:22] = False  # on slice 5 the mask is two pieces; the click is on the right one
+    st = _State(masks)
+    ball_click(_Pred(img, "connected"), st, geo, 4, 24, 20, False)
+    removed = masks[5] & ~st.slices[5].mask
+    assert removed[20, 24] and not removed[:, :20].any()  # the left piece is untouched
+    st = _State(masks)
+    ball_click(_Pred(img, "none"), st, geo, 4, 24, 20, False)
+    assert (masks[5] & ~st.slices[5].mask)[:, :20].any()  # the raw disk cuts both
+    st = _State(masks)
+    ball_click(_Pred(img, "none", "volume_negative"), st, geo, 4, 24, 20, False)
+    assert st.slices[4].mask[20, 19] and st.slices[4].mask[20, 29]  # the 3D ball: r = sqrt(10) (slice 5, x 21)
+
+
+def test_click_tolerance_follows_the_noise_not_the_scale():
+    from sam_med.predictors.slicewise.ball_guard import click_tolerance
+
+    rng = np.random.default_rng(3)
+    flat = np.full((40, 40), 100.0)
+    m0, t0 = click_tolerance(flat, 20, 20, 5.0, 3.0)
+    assert m0 == 100.0 and t0 == 1.0  # no noise: the quantisation floor
+    noisy = flat + rng.normal(0, 6, flat.shape)
+    m1, t1 = click_tolerance(noisy, 20, 20, 5.0, 3.0)
+    assert abs(m1 - 100) < 6 and 10 < t1 < 30  # ~3 x sd 6
+    edge = noisy.copy()
+    edge[:, 26:] += 120  # a strong edge inside the window does not inflate the noise estimate
+    assert click_tolerance(edge, 20, 20, 8.0, 3.0)[1] < 1.5 * t1
+
+
+def test_guarded_ball_rule_in_the_predictor_stays_in_the_blob(tiny):
+    from sam_med.predictors.embedding_cache import EmbeddingCache
+
+    vol, ref = blob_volume(SHAPE, CENTER, RADII)
+    wrong = ref.copy()
+    wrong[:, 15:, :] = False  # the mask misses the blob's rows y >= 15 (the blob spans 13..27)
+    cache = EmbeddingCache()
+    click = Point((24.0, 25.0, 10.0), True)  # far from the mask's edge: r = 11 reaches y = 36
+    extra = {}
+    for guard in ("none", "intensity"):
+        pred = oracle_predictor(wrong, tiny, cache, click_rule="ball", ball_guard=guard)
+        first = pred.predict(vol, ObjectPrompts(key_box=KEY))
+        r = pred.predict(vol, ObjectPrompts(key_box=KEY, points=[click]), previous=first)
+        assert r.mask[24, 25, 10]
+        extra[guard] = r.mask & ~first.mask
+    outside = lambda m: int((m & ~ref).sum())  # noqa: E731
+    assert outside(extra["none"]) > 100 and outside(extra["intensity"]) < 0.05 * outside(extra["none"])
+    assert (extra["intensity"] & ref).sum() > 0.5 * (extra["none"] & ref).sum()
+
+
+def test_volume_radius_stops_at_the_end_of_the_mask_slices():
+    from sam_med.predictors.planes import PlaneGeometry
+    from sam_med.predictors.slicewise.ball import ball_radius_3d
+
+    geo = PlaneGeometry(2, (30, 30, 12))
+    st = _State({z: _square(2, 28) for z in range(3, 12)})  # the mask starts at slice 3
+    r2 = ball_radius(st.slices[5].mask, 15, 15, positive=False)
+    assert r2 == pytest.approx(13.0)
+    assert ball_radius_3d(st, geo, 5, 15, 15, False, r2) == pytest.approx(3.0)  # slice 2 has no mask
+    assert ball_radius_3d(st, geo, 9, 15, 15, False, ball_radius(st.slices[9].mask, 15, 15, False)) == \
+        pytest.approx(7.0)  # slice 2 again (slice 12 is past the volume: no bound)
+    pos = _State({z: _square(2, 10) for z in range(0, 12)})
+    pos.slices[6] = SliceOut(_square(2, 20), None, None, 0.9)  # the neighbour reaches closer
+    r2 = ball_radius(pos.slices[5].mask, 24, 5, positive=True)
+    assert r2 == pytest.approx(15.0)
+    assert ball_radius_3d(pos, geo, 5, 24, 5, True, r2) == pytest.approx(np.sqrt(1 + 5 ** 2))

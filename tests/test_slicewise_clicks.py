@@ -22,8 +22,7 @@ def blob():
 
 def test_edit_rule_changes_only_the_clicked_slice(tiny, blob):
     vol, ref = blob
-    pred = oracle_predictor(ref, tiny)
-    assert pred.options.click_rule == "edit"
+    pred = oracle_predictor(ref, tiny, click_rule="edit")  # (the default is "ball": test_slicewise_ball.py)
     first = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
     r = pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[Point((24.0, 20.0, 12.0), False)]),
                      previous=first)

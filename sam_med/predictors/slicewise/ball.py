@@ -7,6 +7,19 @@ the clicked slice only: its radius ``r`` reaches from the click to the mask's ed
 radius ``sqrt(r² - j²)`` around the same in-plane pixel (a ball of radius ``r`` in voxel units)
 and stops, in each direction, at the first slice that has no mask or where the click's pixel
 is already right (the error does not reach that slice there). No decoder call.
+
+``ball_guard`` (:mod:`.ball_guard`) keeps the painted part of each slice's disk to what the image
+says is the clicked tissue: ``"none"`` the raw disk; ``"connected"`` the part connected to the
+click (negative clicks: of the mask inside the disk); ``"intensity"`` the part of the disk whose
+intensity (the model-range image the predictor holds, 0..255) is within ``ball_guard_sd``
+robust SDs of the click's patch, connected to the click on each slice; the ball stops on a
+slice where the click's own pixel is not like that.
+
+``ball_radius``: ``"plane"`` ``r`` as above; ``"volume"`` the largest 3D ball on the click's
+side of the mask (:func:`ball_radius_3d`); ``"volume_negative"`` volume for negative clicks
+(a cut is bounded by where the mask ends, also along the slices: the intensity guard cannot
+tell a mask continued past the object's end in the same tissue), plane for positive ones
+(their paint is already bounded by the guard).
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from scipy import ndimage
 from ..planes import PlaneGeometry, mask_bbox
 from .state import SliceOut
 
-__all__ = ["ball_radius", "continue_ball"]
+__all__ = ["ball_radius", "ball_radius_3d", "continue_ball", "ball_click"]
 
 
 def ball_radius(mask: np.ndarray, x: int, y: int, positive: bool) -> float | None:
@@ -30,9 +43,36 @@ def ball_radius(mask: np.ndarray, x: int, y: int, positive: bool) -> float | Non
     return max(float(dist[y, x]), 1.5)
 
 
-def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float) -> list[int]:
+def ball_radius_3d(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float) -> float:
+    """The largest ball around the click (slice ``k``, plane ``(x, y)``) on the click's side of
+    the 3D mask: the distance, in voxel units, to the nearest voxel of the other kind over the
+    slices ``k ± r`` of the volume (``r`` the in-plane radius, an upper bound; a slice with no
+    mask is all "outside"), at least 1.5. The 3D form of the edit rule's "from the click to the
+    mask's edge": a negative click near the end of the object's slices cuts a ball that stops
+    there, not one as wide as the slice's mask."""
+    a = int(np.ceil(r))
+    y0, y1, x0, x1 = max(0, y - a), y + a + 1, max(0, x - a), x + a + 1
+    yy, xx = np.ogrid[y0:min(y1, geo.hw[0]), x0:min(x1, geo.hw[1])]
+    d2 = (xx - x) ** 2 + (yy - y) ** 2
+    best = r * r
+    for z in range(max(0, k - a), min(geo.n_slices, k + a + 1)):
+        dz2 = (z - k) ** 2
+        if dz2 >= best:
+            continue
+        cur = st.slices.get(z)
+        m = cur.mask[y0:y1, x0:x1] if cur is not None else None
+        other = (m if positive else ~m) if m is not None else (None if positive else np.ones(d2.shape, bool))
+        if other is not None and other.any():
+            best = min(best, dz2 + float(d2[other].min()))
+    return max(float(np.sqrt(best)), 1.5)
+
+
+def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float,
+                  guard=None) -> list[int]:
     """Continue a disk edit of radius ``r`` made on slice ``k`` at ``(x, y)`` through the
-    neighbouring slices of ``st.slices`` (see the module docstring); returns the slices changed."""
+    neighbouring slices of ``st.slices`` (see the module docstring); returns the slices changed.
+    ``guard(z, mask, disk) -> region | None``: the part of ``disk`` to paint (positive) or cut
+    on slice ``z`` (None: the ball stops there); None: the raw disk."""
     h, w = geo.hw
     yy, xx = np.ogrid[:h, :w]
     changed = []
@@ -44,7 +84,38 @@ def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool
             if rr2 < 1 or cur is None or not cur.mask.any() or bool(cur.mask[y, x]) == positive:
                 break  # the error does not reach this slice at the click
             disk = (xx - x) ** 2 + (yy - y) ** 2 <= rr2
+            if guard is not None:
+                disk = guard(z, cur.mask, disk)
+                if disk is None:
+                    break  # the clicked tissue is not at the click's pixel here
             new = (cur.mask | disk) if positive else (cur.mask & ~disk)
             st.slices[z] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
             changed.append(z)
     return changed
+
+
+def ball_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool) -> list[int]:
+    """A click at plane ``(x, y)`` of slice ``k`` (which has a mask) under ``click_rule="ball"``:
+    the guarded disk on slice ``k`` (the click's pixel always honoured), then the ball through
+    the neighbours; returns the slices changed (``k`` first; empty when the click agrees)."""
+    from .ball_guard import make_guard
+
+    cur = st.slices[k]
+    r = ball_radius(cur.mask, x, y, positive)
+    if r is None:
+        return []
+    h, w = geo.hw
+    yy, xx = np.ogrid[:h, :w]
+    mode = pred.options.ball_radius
+    if mode == "volume" or (mode == "volume_negative" and not positive):
+        r = ball_radius_3d(st, geo, k, x, y, positive, r)
+    guard = make_guard(pred, st, geo, k, x, y, positive, r)
+    if guard is not None:
+        r = guard.radius  # "intensity_cap": capped by the clicked tissue's extent
+    disk = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+    if guard is not None:
+        disk = guard(k, cur.mask, disk, first=True)
+    disk[y, x] = True
+    new = (cur.mask | disk) if positive else (cur.mask & ~disk)
+    st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+    return [k] + continue_ball(st, geo, k, x, y, positive, r, guard)

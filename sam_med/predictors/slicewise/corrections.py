@@ -195,14 +195,13 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int, rule: str = "edit") -> 
                 from .refine import refine_carry
                 refine_carry(pred, st, geo, k, x, y, p.positive, got.mask ^ old)
         elif cur is not None and cur.mask.any():
-            new = local_edit(cur.mask, [(x, y, p.positive)])
-            st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
-            if rule == "ball":  # the disk continued through the neighbours (.ball)
-                from .ball import ball_radius, continue_ball
+            if rule == "ball":  # the (guarded) disk continued through the neighbours (.ball)
+                from .ball import ball_click
 
-                r = ball_radius(cur.mask, x, y, p.positive)
-                if r is not None:
-                    continue_ball(st, geo, k, x, y, p.positive, r)
+                ball_click(pred, st, geo, k, x, y, p.positive)
+            else:
+                new = local_edit(cur.mask, [(x, y, p.positive)])
+                st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
         elif p.positive:
             carry_correction(pred, st, geo, k, x, y, True, set(), carry=False)
     else:
