@@ -234,7 +234,7 @@ def refine_rule_dice(model: torch.nn.Module, loaded, items: Sequence[dict],
 
 def edit_dice(items: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     """(Dice of the predictor's mask before the click, Dice after the disk edit of the
-    default ``click_rule=edit``) per sample: what the model has to beat."""
+    ``click_rule=edit`` rule, the default when these weights were trained) per sample: what the model has to beat."""
     from ..predictors.slicewise.clicks import local_edit
 
     before, after = [], []
