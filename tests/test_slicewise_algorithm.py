@@ -50,7 +50,7 @@ def test_propagation_stops_where_the_object_vanishes(tiny, blob, cache):
     vol, ref = blob
     lo, hi = box_from_mask(ref).int_bounds()
     loose = Box(lo=(lo[0], lo[1], 1), hi=(hi[0], hi[1], 19))  # slices 1..19, object 6..14
-    pred = oracle_predictor(ref, tiny, cache)
+    pred = oracle_predictor(ref, tiny, cache, slice_step=1)  # every slice (skipping: test_slicewise_speed.py)
     r = pred.predict(vol, ObjectPrompts(box=loose))
     np.testing.assert_array_equal(r.mask, ref)
     assert 15 in pred.decoded and 5 in pred.decoded  # the first empty slice on each side ...
@@ -178,7 +178,7 @@ def test_key_slice_box_bounds_only_its_slice(tiny, blob, cache):
     vol, ref = blob
     lo, hi = box_from_mask(ref[:, :, 7:8]).int_bounds()
     kb = KeySliceBox(axis=2, slice=7, range=(6, 14), rect=(lo[0], lo[1], hi[0], hi[1]))
-    pred = oracle_predictor(ref, tiny, cache)
+    pred = oracle_predictor(ref, tiny, cache, slice_step=1)  # every slice decoded: the exact mask
     r = pred.predict(vol, ObjectPrompts(key_box=kb))
     assert r.state.key == 7 and r.state.key_only
     np.testing.assert_array_equal(r.mask, ref)  # not clipped to slice 7's rectangle
@@ -188,7 +188,7 @@ def test_key_slice_box_bounds_only_its_slice(tiny, blob, cache):
     outside[:, :, 6:15] = False
     assert not (r.mask & outside).any()  # the range still bounds the slices
 
-    s = Session(vol, oracle_predictor(ref, tiny, cache))
+    s = Session(vol, oracle_predictor(ref, tiny, cache, slice_step=1))
     o = s.add_object("blob")
     s.set_key_slice_box(o.id, kb)
     np.testing.assert_array_equal(s.mask(o.id), ref)
