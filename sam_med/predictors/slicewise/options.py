@@ -83,6 +83,14 @@ class SliceWiseOptions:
     # intensity): plane leaves MR class 7 at 0.761 (a negative ball cut through the object's
     # slices); volume fixes it but costs the positive balls (final 0.8224); volume_negative both
     ball_radius: str = _choice("volume_negative", "plane", "volume", "volume_negative")
+    # click_rule="ball": "voxel" = a ball in voxel units (one slice step = one pixel), "mm" = in
+    # millimetres from the volume's spacing (slicewise/ball.py; benchmarks/clicks_seedpart.md)
+    ball_units: str = _choice("voxel", "voxel", "mm")
+    # click_rule="ball": a positive click in a separate missed part (its tissue does not reach the
+    # mask within the ball's disk): "ball" = the guarded ball; "seed" = the slice seeded by the
+    # box search with the click, the part propagated both ways until it meets the mask or fades
+    # (slicewise/seed_part.py; benchmarks/clicks_seedpart.md)
+    missed_part: str = _choice("ball", "ball", "seed")
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
     # click, else the disk edit (slicewise/refine.py); None: the disk edit
