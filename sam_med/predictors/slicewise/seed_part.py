@@ -104,17 +104,17 @@ def _propagate_part(pred, st: ObjectState, geo: PlaneGeometry, k: int, seed: np.
         if not out.mask.any() or out.score < o.iou_stop:
             break  # the part vanished
         part = _parts_touching(out.mask, prev)
-        if not part.any() or part.sum() > 1.5 * max(prev.sum(), 1):
-            break  # faded, or a leak
+        cur = st.slices.get(z)
+        have = cur.mask if cur is not None else np.zeros(geo.hw, bool)
+        if (part & have).sum() * 2 >= part.sum():
+            break  # met the existing mask (or faded: nothing touches the previous part)
+        if part.sum() > 1.5 * max(prev.sum(), 1):
+            break  # a leak
         img = pred.slice_image(geo, z)
         if o.point_intensity_stop is not None:
             mean = float(img[part].mean())
             if abs(mean - stats[0]) > max(o.point_intensity_stop * stats[1], 30.0):
                 break  # another tissue
-        cur = st.slices.get(z)
-        have = cur.mask if cur is not None else np.zeros(geo.hw, bool)
-        if (part & have).sum() * 2 >= part.sum():
-            break  # met the existing mask
         _commit(st, z, part, geo)
         done.append(z)
         prev = part
