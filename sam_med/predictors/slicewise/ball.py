@@ -119,19 +119,34 @@ def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool
 def ball_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool) -> list[int]:
     """A click at plane ``(x, y)`` of slice ``k`` (which has a mask) under ``click_rule="ball"``:
     the guarded disk on slice ``k`` (the click's pixel always honoured), then the ball through
-    the neighbours; returns the slices changed (``k`` first; empty when the click agrees)."""
-    from .ball_guard import make_guard
-
+    the neighbours; returns the slices changed (``k`` first; empty when the click agrees).
+    ``missed_part`` "seed" / "seed_ball": a positive click in a separate missed part is seeded
+    and propagated instead of / as well as the ball (:mod:`.seed_part`)."""
     cur = st.slices[k]
     r = ball_radius(cur.mask, x, y, positive)
     if r is None:
         return []
-    if positive and pred.options.missed_part == "seed":
-        from .seed_part import seed_part_click
+    part = pred.options.missed_part
+    if positive and part in ("seed", "seed_ball"):
+        from .seed_part import seed_part_click, union_slices
 
+        before = dict(st.slices)
         got = seed_part_click(pred, st, geo, k, x, y)
         if got is not None:
-            return got
+            if part == "seed":
+                return got
+            seeded = dict(st.slices)  # seed_ball: the ball from the masks before, then both
+            st.slices.clear()
+            st.slices.update(before)
+            return union_slices(st, seeded, got + _ball(pred, st, geo, k, x, y, positive, r))
+    return _ball(pred, st, geo, k, x, y, positive, r)
+
+
+def _ball(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float) -> list[int]:
+    """:func:`ball_click` once the radius ``r`` (in-plane) is known: the guarded ball."""
+    from .ball_guard import make_guard
+
+    cur = st.slices[k]
     a = slice_scale(pred, st, geo)
     h, w = geo.hw
     yy, xx = np.ogrid[:h, :w]

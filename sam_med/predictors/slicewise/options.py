@@ -89,8 +89,8 @@ class SliceWiseOptions:
     # click_rule="ball": a positive click in a separate missed part (its tissue does not reach the
     # mask within the ball's disk): "ball" = the guarded ball; "seed" = the slice seeded by the
     # box search with the click, the part propagated both ways until it meets the mask or fades
-    # (slicewise/seed_part.py; benchmarks/clicks_seedpart.md)
-    missed_part: str = _choice("ball", "ball", "seed")
+    # (slicewise/seed_part.py; benchmarks/clicks_seedpart.md); "seed_ball" = both, united
+    missed_part: str = _choice("ball", "ball", "seed", "seed_ball")
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
     # click, else the disk edit (slicewise/refine.py); None: the disk edit

@@ -39,7 +39,7 @@ from .propagation import base_box
 from .seeding import scan_box
 from .state import ObjectState, SliceOut
 
-__all__ = ["is_separate_part", "seed_part_click"]
+__all__ = ["is_separate_part", "seed_part_click", "union_slices"]
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -154,3 +154,20 @@ def seed_part_click(pred, st: ObjectState, geo: PlaneGeometry, k: int, x: int, y
     for step in (+1, -1):
         changed += _propagate_part(pred, st, geo, k, part, step, stats)
     return changed
+
+
+def union_slices(st: ObjectState, other: dict[int, SliceOut], zs: list[int]) -> list[int]:
+    """``missed_part="seed_ball"``: slice ``z`` of ``st`` becomes ``st``'s mask | ``other``'s,
+    for each ``z`` of ``zs``; returns ``zs`` without repeats, in order."""
+    out: list[int] = []
+    for z in zs:
+        if z in out:
+            continue
+        out.append(z)
+        a, b = st.slices.get(z), other.get(z)
+        if a is None or b is None:
+            st.slices[z] = a if b is None else b
+            continue
+        new = a.mask | b.mask
+        st.slices[z] = SliceOut(new, None, mask_bbox(new), a.score)
+    return out
