@@ -116,3 +116,14 @@ def test_ball_in_mm_reaches_fewer_thick_slices():
         S.slices = {z: SliceOut(base.copy(), None, None, 0.9) for z in range(SHAPE[2])}
         assert continue_ball(S(), geo, 10, 20, 20, True, 7.5, None, a) == want
         assert S.slices[12].mask[20, 20] and (a == 1.0 or not S.slices[13].mask[20, 20])
+
+
+def test_either_test_also_calls_a_click_farther_than_the_object_is_thick_separate():
+    from sam_med.predictors.slicewise.seed_part import is_separate_part
+
+    img = np.full((40, 40), 160.0)  # one tissue everywhere: the tissue test never separates
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 5:9] = True  # a strip 4 px wide: half-thickness 2
+    assert not is_separate_part(img, mask, 20, 20, 3.0)
+    assert is_separate_part(img, mask, 20, 20, 3.0, "either")  # 12 px away > 2
+    assert not is_separate_part(img, mask, 10, 20, 3.0, "either")  # 2 px away: not farther than it is thick

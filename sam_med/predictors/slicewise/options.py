@@ -91,6 +91,10 @@ class SliceWiseOptions:
     # box search with the click, the part propagated both ways until it meets the mask or fades
     # (slicewise/seed_part.py; benchmarks/clicks_seedpart.md); "seed_ball" = both, united
     missed_part: str = _choice("ball", "ball", "seed", "seed_ball")
+    # missed_part: which clicks are in a separate part: "tissue" = the click's like-intensity
+    # region inside the ball's disk (+2 px) does not touch the mask; "either" = that, or the click
+    # is farther from the mask than the mask's half-thickness on the slice (seed_part.py)
+    missed_part_test: str = _choice("tissue", "tissue", "either")
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
     # click, else the disk edit (slicewise/refine.py); None: the disk edit

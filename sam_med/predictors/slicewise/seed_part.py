@@ -44,10 +44,12 @@ __all__ = ["is_separate_part", "seed_part_click", "union_slices"]
 _EIGHT = np.ones((3, 3), bool)
 
 
-def is_separate_part(img: np.ndarray, mask: np.ndarray, x: int, y: int, n_sd: float) -> bool:
+def is_separate_part(img: np.ndarray, mask: np.ndarray, x: int, y: int, n_sd: float, test: str = "tissue") -> bool:
     """True when a positive click at ``(x, y)`` (outside ``mask``, both ``(H, W)``; ``img`` the
     slice on the model's 0..255 scale) lies in tissue that does not reach the mask within the
-    ball's disk grown by 2 px (see the module docstring, step 1)."""
+    ball's disk grown by 2 px (see the module docstring, step 1). ``test="either"``: also when
+    the click is farther from the mask than the mask's own half-thickness on the slice (the
+    largest distance from a mask pixel to the mask's edge): farther than the object is thick."""
     from .ball_guard import click_tolerance
 
     if mask[y, x] or not mask.any():
@@ -55,6 +57,8 @@ def is_separate_part(img: np.ndarray, mask: np.ndarray, x: int, y: int, n_sd: fl
     r = float(ndimage.distance_transform_edt(~mask)[y, x])
     if r < 2:
         return False
+    if test == "either" and r > float(ndimage.distance_transform_edt(mask).max()):
+        return True
     m, tol = click_tolerance(img, x, y, r, n_sd)
     h, w = mask.shape
     yy, xx = np.ogrid[:h, :w]
@@ -129,7 +133,7 @@ def seed_part_click(pred, st: ObjectState, geo: PlaneGeometry, k: int, x: int, y
     o = pred.options
     cur = st.slices[k]
     img = pred.slice_image(geo, k)
-    if not is_separate_part(img, cur.mask, x, y, o.ball_guard_sd):
+    if not is_separate_part(img, cur.mask, x, y, o.ball_guard_sd, o.missed_part_test):
         return None
     emb = pred.view_embeddings(st, geo, [k])[k]
 
