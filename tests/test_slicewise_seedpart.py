@@ -55,7 +55,7 @@ def test_a_click_in_a_missed_second_blob_brings_it_in_across_its_slices(tiny, ca
     assert np.array_equal(first.mask, a)  # the box's run found the first blob only
     assert np.array_equal(r.mask & b, b)  # the whole second blob, on every one of its slices
     assert np.array_equal(r.mask & ~b, a)  # the first blob exactly as it was, nothing else
-    _, ball, pred = _run(tiny, cache, ref, vol, (46.0, 20.0, 10.0))  # the default: the guarded ball
+    _, ball, pred = _run(tiny, cache, ref, vol, (46.0, 20.0, 10.0), missed_part="ball")  # the guarded ball
     assert pred.decoded == []  # ... makes no decoder call
     _, both, _ = _run(tiny, cache, ref, vol, (46.0, 20.0, 10.0), missed_part="seed_ball")
     assert np.array_equal(both.mask, r.mask | ball.mask)  # seed_ball: the union of the two
