@@ -1,5 +1,6 @@
-"""``missed_part="seed"`` (under ``click_rule="ball"``): a positive click in a missed part of the
-object seeds that part on its slice and propagates it both ways.
+"""``missed_part="seed"`` / ``"seed_ball"`` (default; under ``click_rule="ball"``): a positive
+click in a missed part of the object seeds that part on its slice and propagates it both ways
+(``seed_ball``: united with the guarded ball made from the masks before the click).
 
 The CVPR 2025 protocol clicks at the centre of the largest 3D error component; for a long,
 curved organ (colon) or a lobed one that is often a whole *part* the mask never reached, lying
@@ -10,8 +11,9 @@ radius = the distance to the mask, only as far along the slices as that radius. 
    patch, :func:`~.ball_guard.click_tolerance`, connected to the click) inside the ball's own
    disk grown by 2 px (radius ``r + 2``, ``r`` = distance from the click to the mask) does not
    touch the mask (dilated by one pixel), and ``r >= 2`` (not adjacent). A click whose tissue
-   runs into the mask is a missed rim: the guarded ball handles it. The test uses only the
-   object's own geometry (its distance to the click) and the image.
+   runs into the mask is a missed rim: the guarded ball handles it. ``missed_part_test="either"``
+   (default): also a click farther from the mask than the slice's mask is thick (its largest
+   inner distance to its edge). The tests use only the object's own geometry and the image.
 2. **Seed the slice**: the points-only box search (:func:`~.seeding.scan_box`) around the click,
    then the slice decoded from that box with the click (:meth:`slice_with_clicks`); the part is
    the decoded component containing the click, minus the mask. It is refused (the ball is used)
