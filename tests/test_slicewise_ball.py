@@ -90,7 +90,8 @@ class _Pred:
         from sam_med.predictors.slicewise.options import SliceWiseOptions
 
         self.img = img_xyz.astype(np.float32)
-        self.options = SliceWiseOptions(click_rule="ball", ball_guard=guard, ball_radius=radius)
+        self.options = SliceWiseOptions(click_rule="ball", ball_guard=guard, ball_radius=radius,
+                                        missed_part="ball")  # the ball itself, not the seed (seed_part.py)
 
     def slice_image(self, geo, k, crop=None):
         return np.ascontiguousarray(geo.slice_of(self.img, k))

@@ -83,6 +83,25 @@ class SliceWiseOptions:
     # intensity): plane leaves MR class 7 at 0.761 (a negative ball cut through the object's
     # slices); volume fixes it but costs the positive balls (final 0.8224); volume_negative both
     ball_radius: str = _choice("volume_negative", "plane", "volume", "volume_negative")
+    # click_rule="ball": "voxel" = a ball in voxel units (one slice step = one pixel), "mm" = in
+    # millimetres from the volume's spacing (slicewise/ball.py). Measured (benchmarks/
+    # clicks_seedpart.md): only the lesions are anisotropic (5 mm slices, 0.31-0.98 mm pixels;
+    # TotalSeg 3 mm iso: unchanged); their mean final 0.8522 -> 0.8489, three of four lower
+    ball_units: str = _choice("voxel", "voxel", "mm")
+    # click_rule="ball": a positive click in a separate missed part (missed_part_test): "ball" =
+    # the guarded ball; "seed" = the slice seeded by the box search with the click, the part
+    # propagated both ways until it meets the mask or fades (slicewise/seed_part.py);
+    # "seed_ball" (default) = the seeded part united with the guarded ball. CVPR25 six cases
+    # (benchmarks/clicks_seedpart.md), ball -> seed_ball + either: final 0.8297 -> 0.8300, DSC_AUC
+    # 3.2939 -> 3.2953 (MR classes 1, 4, 8; CT and lesions unchanged); seed alone: 0.8302 but
+    # DSC_AUC 3.2884 (MR class 8's seed at click 2 0.089 vs the ball's 0.180). Cost: a seeded
+    # click decodes (and may encode) slices: 7 of 100 clicks over 1 s (max 5.1 s), median 0.003 s
+    missed_part: str = _choice("seed_ball", "ball", "seed", "seed_ball")
+    # missed_part: which clicks are in a separate part: "tissue" = the click's like-intensity
+    # region inside the ball's disk (+2 px) does not touch the mask; "either" (default) = that,
+    # or the click is farther from the mask than the mask's half-thickness on the slice
+    # (seed_part.py). Measured with seed_ball: tissue 0.8299 / 3.2947, either 0.8300 / 3.2953
+    missed_part_test: str = _choice("either", "tissue", "either")
     # a click on a slice with a mask under click_rule="edit": decoded (box + the slice's clicks
     # as points) by this model's decoder on the same embeddings, kept when it honours the
     # click, else the disk edit (slicewise/refine.py); None: the disk edit
