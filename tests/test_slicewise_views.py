@@ -72,6 +72,35 @@ def test_select_view_takes_the_zoom_only_by_the_margin():
     assert scored == [wide]  # the zoom cannot win by the margin: not encoded
 
 
+def test_whole_res_alt_replaces_the_whole_slice_only_by_the_margin():
+    """A box whose context square does not fit: the whole slice at S is scored against the
+    whole slice at whole_res_alt; the smaller input wins only by zoom_margin, and a context
+    crop (not the whole slice) never scores the alternative."""
+    from sam_med.predictors.base import OptionError
+
+    o = SliceWiseOptions(zoom_margin=0.1, whole_res_alt=192)
+    big_zoom = ((10, 10, 500, 500), None)  # 5 x this box's side does not fit the 512 slice
+    assert context_view(o, big_zoom[0], (512, 512), 256) == (None, None)
+    table = {(None, None): 0.6, (None, 192): 0.75, big_zoom: 0.5}
+    scored = []
+
+    def score(view):
+        scored.append(view)
+        return table[view]
+
+    assert select_view(o, big_zoom, (512, 512), 256, score) == (None, 192)
+    assert scored[:2] == [(None, None), (None, 192)]
+    table[(None, 192)] = 0.65  # better, but not by the margin
+    assert select_view(o, big_zoom, (512, 512), 256, score) == (None, None)
+    scored.clear()
+    small = ((90, 90, 111, 111), None)  # its context square fits: a crop, no alternative
+    table.update({context_view(o, small[0], (512, 512), 256): 0.7, small: 0.7})
+    select_view(o, small, (512, 512), 256, score)
+    assert (None, 192) not in scored
+    with pytest.raises(OptionError, match="whole_res_alt=100"):
+        select_view(SliceWiseOptions(whole_res_alt=100), big_zoom, (512, 512), 256, score)
+
+
 def test_decoding_adapter_matches_the_2d_predictor_in_a_crop(tiny, cache):
     vol, inside = blob_volume()
     pred = SliceWisePredictor(loaded=tiny, cache=cache)

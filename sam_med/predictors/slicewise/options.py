@@ -129,6 +129,9 @@ class SliceWiseOptions:
     # whole-slice views of box prompts (large objects: the context crop would not fit),
     # None = the model's S; the encoder's cost grows with the input area.
     whole_res: int | None = None
+    # a second whole-slice input size, scored against whole_res at the key slice: kept when
+    # its predicted IoU is higher by zoom_margin (views.select_view; one more key-slice encode)
+    whole_res_alt: int | None = None
     # first runs from a box: decode every slice_step-th slice, fill the slices between by
     # signed-distance interpolation when the two decoded ends agree (2D Dice >= skip_dice),
     # else decode that gap slice by slice as with slice_step 1 (see skipping.py). Default 2

@@ -23,7 +23,7 @@ import numpy as np
 from ..base import OptionError
 from .options import SliceWiseOptions
 
-__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "whole_res", "context_view", "select_view"]
+__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "whole_res", "context_view", "select_view", "whole_res_alt"]
 
 View = tuple  # (crop | None, res | None)
 
@@ -79,6 +79,19 @@ def whole_res(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | N
     return r if reduced_ok and r < size else None
 
 
+def whole_res_alt(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | None:
+    """``options.whole_res_alt``: a second input size for a box prompt's whole-slice view,
+    scored against :func:`whole_res` at the key slice (:func:`select_view`); None when unset
+    or when the encoder takes only S. Same checks as :func:`whole_res`."""
+    r = options.whole_res_alt
+    if r is None:
+        return None
+    r = int(r)
+    if r % 16 or not 64 <= r <= size:
+        raise OptionError(f"whole_res_alt={r}: use a multiple of 16 from 64 to {size}, or none")
+    return r if reduced_ok and r < size else None
+
+
 def context_view(options: SliceWiseOptions, zoom_crop, hw, size: int, reduced_ok: bool = True) -> View:
     """The non-zoomed view for a zoom crop: the whole slice (at :func:`whole_res`), or
     (``context``) a square crop of ``context`` x the box side around the box at the whole
@@ -101,9 +114,16 @@ def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Cal
                 reduced_ok: bool = True) -> View:
     """Zoom or context view? ``score(view)``: the model's predicted IoU of the key slice's
     box decoded in ``view`` (costs an encode). The zoom is not scored when the context
-    view's score is so high that it cannot win by the margin."""
+    view's score is so high that it cannot win by the margin. When the context view is the
+    whole slice and ``whole_res_alt`` is set, the whole slice at that size is scored too and
+    replaces it when its score is higher by ``zoom_margin``."""
     wide = context_view(options, zoom[0], hw, size, reduced_ok)
     s_wide = score(wide)
+    alt = whole_res_alt(options, size, reduced_ok)
+    if wide[0] is None and alt is not None and alt != wide[1]:
+        s_alt = score((None, alt))
+        if s_alt > s_wide + options.zoom_margin:
+            wide, s_wide = (None, alt), s_alt
     if s_wide + options.zoom_margin >= 1.0:
         return wide
     return zoom if score(zoom) > s_wide + options.zoom_margin else wide
