@@ -130,8 +130,11 @@ class SliceWiseOptions:
     # None = the model's S; the encoder's cost grows with the input area.
     whole_res: int | None = None
     # a second whole-slice input size, scored against whole_res at the key slice: kept when
-    # its predicted IoU is higher by zoom_margin (views.select_view; one more key-slice encode)
-    whole_res_alt: int | None = None
+    # its predicted IoU is higher by zoom_margin (views.select_view; one more key-slice encode,
+    # ~0.3 s). Default 192 (benchmarks/fullsize.md): it is chosen for 2 of 28 objects gated -
+    # the CVPR25 CT colon 0.424 -> 0.704 (six-case final 0.8326 -> 0.8384) and the MR spleen
+    # (tight box) 0.108 -> 0.825 - and changes no other object; None: the whole slice at S only
+    whole_res_alt: int | None = 192
     # first runs from a box: decode every slice_step-th slice, fill the slices between by
     # signed-distance interpolation when the two decoded ends agree (2D Dice >= skip_dice),
     # else decode that gap slice by slice as with slice_step 1 (see skipping.py). Default 2
