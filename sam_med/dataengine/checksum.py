@@ -20,6 +20,19 @@ def _file_sha256(path: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def _folder_files(p: str) -> list[str]:
+    """The regular files under folder ``p``, as sorted relative posix names."""
+    from ..io.guards import is_regular
+
+    rows = []
+    for dirpath, _dirs, names in os.walk(p):
+        for name in names:
+            f = os.path.join(dirpath, name)
+            if is_regular(f):
+                rows.append(os.path.relpath(f, p).replace(os.sep, "/"))
+    return sorted(rows)
+
+
 def scan_checksum(path) -> tuple[str, int]:
     """``(sha256 hex, bytes)`` of a scan: of the file itself, or, for a folder (DICOM), of the
     lines ``"<relative posix name>\\t<file sha256>\\n"`` of every regular file under it in
@@ -30,14 +43,8 @@ def scan_checksum(path) -> tuple[str, int]:
     p = os.path.abspath(os.fspath(path))
     try:
         if os.path.isdir(p):
-            rows = []
-            for dirpath, _dirs, names in os.walk(p):
-                for name in names:
-                    f = os.path.join(dirpath, name)
-                    if is_regular(f):
-                        rows.append(os.path.relpath(f, p).replace(os.sep, "/"))
             h, total = hashlib.sha256(), 0
-            for rel in sorted(rows):
+            for rel in _folder_files(p):
                 digest, n = _file_sha256(os.path.join(p, rel))
                 h.update(f"{rel}\t{digest}\n".encode("utf-8"))
                 total += n
@@ -58,17 +65,14 @@ def scan_stamp(path) -> tuple | None:
 
     p = os.path.abspath(os.fspath(path))
     try:
-        files = []
         if os.path.isdir(p):
-            for dirpath, _dirs, names in os.walk(p):
-                files += [os.path.join(dirpath, n) for n in names]
+            names = _folder_files(p)
         else:
-            files = [p]
+            names = ["."] if is_regular(p) else []
         rows = []
-        for f in files:
-            if is_regular(f):
-                st = os.stat(f)
-                rows.append((os.path.relpath(f, p), st.st_size, st.st_mtime_ns, st.st_ino))
-        return tuple(sorted(rows)) or None
+        for rel in names:
+            st = os.stat(os.path.join(p, rel) if rel != "." else p)
+            rows.append((rel, st.st_size, st.st_mtime_ns, st.st_ino))
+        return tuple(rows) or None
     except OSError:
         return None

@@ -33,9 +33,9 @@ instead (:mod:`.seed_part`); the ball is the fallback.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..planes import PlaneGeometry, mask_bbox
+from .clicks import edit_radius
 from .state import SliceOut
 
 __all__ = ["ball_radius", "ball_radius_3d", "continue_ball", "ball_click", "slice_scale"]
@@ -44,22 +44,15 @@ __all__ = ["ball_radius", "ball_radius_3d", "continue_ball", "ball_click", "slic
 def slice_scale(pred, st, geo: PlaneGeometry) -> float:
     """Pixels per slice step of the ball: 1 (``ball_units="voxel"``, or no volume), else the
     volume's spacing along the slicing axis over its mean in-plane spacing."""
-    vol = getattr(st, "volume", None)
-    if getattr(pred.options, "ball_units", "voxel") != "mm" or vol is None:
+    if pred.options.ball_units != "mm" or st.volume is None:
         return 1.0
+    vol = st.volume
     sp = np.asarray(vol.spacing, dtype=float)
     p, q = geo.inplane
     return float(sp[geo.axis] / (0.5 * (sp[p] + sp[q])))
 
 
-def ball_radius(mask: np.ndarray, x: int, y: int, positive: bool) -> float | None:
-    """The edit rule's disk radius for a click at plane pixel ``(x, y)`` of ``mask``
-    (distance to the nearest pixel of the other kind, at least 1.5); None when the pixel
-    already agrees with the click."""
-    if bool(mask[y, x]) == positive:
-        return None
-    dist = ndimage.distance_transform_edt(~mask if positive else mask)
-    return max(float(dist[y, x]), 1.5)
+ball_radius = edit_radius  # the edit rule's disk radius: the ball's in-plane radius
 
 
 def ball_radius_3d(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float,
@@ -88,6 +81,12 @@ def ball_radius_3d(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: boo
     return max(float(np.sqrt(best)), 1.5)
 
 
+def _edited(cur: SliceOut, region: np.ndarray, positive: bool) -> SliceOut:
+    """``cur`` with ``region`` painted (positive) or cut; no logits, the same score."""
+    new = (cur.mask | region) if positive else (cur.mask & ~region)
+    return SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+
+
 def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float,
                   guard=None, a: float = 1.0) -> list[int]:
     """Continue a disk edit of radius ``r`` made on slice ``k`` at ``(x, y)`` through the
@@ -110,8 +109,7 @@ def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool
                 disk = guard(z, cur.mask, disk)
                 if disk is None:
                     break  # the clicked tissue is not at the click's pixel here
-            new = (cur.mask | disk) if positive else (cur.mask & ~disk)
-            st.slices[z] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+            st.slices[z] = _edited(cur, disk, positive)
             changed.append(z)
     return changed
 
@@ -160,6 +158,5 @@ def _ball(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, 
     if guard is not None:
         disk = guard(k, cur.mask, disk, first=True)
     disk[y, x] = True
-    new = (cur.mask | disk) if positive else (cur.mask & ~disk)
-    st.slices[k] = SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+    st.slices[k] = _edited(cur, disk, positive)
     return [k] + continue_ball(st, geo, k, x, y, positive, r, guard, a)

@@ -108,19 +108,28 @@ def clicked_part(m: np.ndarray, clicks: list[Click]) -> np.ndarray | None:
     return np.logical_or.reduce(parts) if parts else None
 
 
-def local_edit(mask: np.ndarray, clicks: list[Click]) -> np.ndarray:
-    """The smallest edit of ``mask`` that honours the clicks: a disk at each unsatisfied
-    click, reaching from the click to the mask's edge, is added (positive) or cut (negative)."""
+def edit_radius(mask: np.ndarray, x: int, y: int, positive: bool) -> float | None:
+    """The edit rule's disk radius for a click at plane pixel ``(x, y)`` of ``mask``: the
+    distance to the nearest pixel of the other kind, at least 1.5; None when the pixel
+    already agrees with the click."""
     from scipy import ndimage
 
+    if bool(mask[y, x]) == positive:
+        return None
+    dist = ndimage.distance_transform_edt(~mask if positive else mask)
+    return max(float(dist[y, x]), 1.5)
+
+
+def local_edit(mask: np.ndarray, clicks: list[Click]) -> np.ndarray:
+    """The smallest edit of ``mask`` that honours the clicks: a disk at each unsatisfied
+    click, reaching from the click to the mask's edge (:func:`edit_radius`), is added
+    (positive) or cut (negative)."""
     out = mask.copy()
     yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
     for x, y, pos in clicks:
-        if bool(out[y, x]) == pos:
+        r = edit_radius(out, x, y, pos)
+        if r is None:
             continue
-        # distance from the click to the nearest pixel of the other kind
-        dist = ndimage.distance_transform_edt(~out if pos else out)
-        r = max(float(dist[y, x]), 1.5)
         disk = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
         out = (out | disk) if pos else (out & ~disk)
     return out

@@ -34,7 +34,7 @@ from .clicks import slice_with_clicks as decode_with_clicks
 from .decoding import SliceDecoder
 from .encoding import SliceEncoder
 from .options import SliceWiseOptions, resolve_workers
-from .propagation import propagate_pass
+from .propagation import intensity_stats, propagate_pass
 from .seeding import seed_from_points
 from .skipping import skip_pass, uses_skipping
 from .state import ObjectState, Propagation, SliceOut, is_extension, mask_bounds
@@ -357,8 +357,7 @@ class SliceWisePredictor:
             st.slices[k] = seed_from_points(self, st, geo, k, emb, clicks)
             seed = st.slices[k].mask
             if seed.any():
-                v = geo.slice_of(self.model_range, k)[seed]
-                st.seed_stats = (float(v.mean()), float(v.std()))
+                st.seed_stats = intensity_stats(geo.slice_of(self.model_range, k), seed)
         else:
             st.slices[k] = self.slice_with_clicks(st, geo, k, emb, base, None, clicks)
         st.pending = [Propagation(k, +1), Propagation(k, -1)]

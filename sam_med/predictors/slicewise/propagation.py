@@ -43,15 +43,25 @@ def base_box(st: ObjectState, geo: PlaneGeometry, prev: SliceOut, margin: int) -
     return bb
 
 
+def intensity_stats(plane_image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(mean, sd) of ``plane_image`` (the slice on the model's 0-255 scale) under ``mask``."""
+    v = plane_image[mask].astype(np.float64)
+    return float(v.mean()), float(v.std())
+
+
+def departs(stats: tuple[float, float] | None, plane_image: np.ndarray, mask: np.ndarray, k: float | None) -> bool:
+    """True when ``mask``'s mean intensity departs from ``stats`` (mean, sd) by more than
+    ``k`` x the sd, and at least 30 on the 0-255 scale (False when ``stats`` or ``k`` is None
+    or the mask is empty)."""
+    if stats is None or k is None or not mask.any():
+        return False
+    return abs(float(plane_image[mask].mean()) - stats[0]) > max(k * stats[1], 30.0)
+
+
 def unlike_seed(st: ObjectState, plane_image: np.ndarray, mask: np.ndarray, k: float | None) -> bool:
     """Points only (no box bounds the slices): the mask has left the object when its mean
-    intensity (``plane_image``: the slice on the model's 0-255 scale) departs from the
-    seed slice's mean by more than ``k`` x the seed's sd, and at least 30."""
-    if st.seed_stats is None or k is None or not mask.any():
-        return False
-    mean, sd = st.seed_stats
-    v = float(plane_image[mask].mean())
-    return abs(v - mean) > max(k * sd, 30.0)
+    intensity departs from the seed slice's (:func:`departs` with ``st.seed_stats``)."""
+    return departs(st.seed_stats, plane_image, mask, k)
 
 
 def clicks_beyond(st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> bool:

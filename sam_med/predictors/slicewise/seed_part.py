@@ -1,4 +1,4 @@
-"""``missed_part="seed"`` / ``"seed_ball"`` (default; under ``click_rule="ball"``): a positive
+"""``missed_part="seed"`` / ``"seed_ball"`` (opt-in; under ``click_rule="ball"``): a positive
 click in a missed part of the object seeds that part on its slice and propagates it both ways
 (``seed_ball``: united with the guarded ball made from the masks before the click).
 
@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from ..planes import PlaneGeometry, component_at, mask_bbox
 from .clicks import clicks_on
-from .propagation import base_box
+from .propagation import base_box, departs, intensity_stats
 from .seeding import scan_box
 from .state import ObjectState, SliceOut
 
@@ -86,11 +86,6 @@ def _commit(st: ObjectState, z: int, part: np.ndarray, geo: PlaneGeometry) -> No
     st.slices[z] = SliceOut(new, None, mask_bbox(new), 0.0 if cur is None else cur.score)
 
 
-def _stats(img: np.ndarray, part: np.ndarray) -> tuple[float, float]:
-    v = img[part].astype(np.float64)
-    return float(v.mean()), float(v.std())
-
-
 def _propagate_part(pred, st: ObjectState, geo: PlaneGeometry, k: int, seed: np.ndarray, step: int,
                     stats: tuple[float, float]) -> list[int]:
     """Carry the part ``seed`` of slice ``k`` in direction ``step`` (module docstring, step 3)."""
@@ -116,11 +111,8 @@ def _propagate_part(pred, st: ObjectState, geo: PlaneGeometry, k: int, seed: np.
             break  # met the existing mask (or faded: nothing touches the previous part)
         if part.sum() > 1.5 * max(prev.sum(), 1):
             break  # a leak
-        img = pred.slice_image(geo, z)
-        if o.point_intensity_stop is not None:
-            mean = float(img[part].mean())
-            if abs(mean - stats[0]) > max(o.point_intensity_stop * stats[1], 30.0):
-                break  # another tissue
+        if departs(stats, pred.slice_image(geo, z), part, o.point_intensity_stop):
+            break  # another tissue
         _commit(st, z, part, geo)
         done.append(z)
         prev = part
@@ -155,7 +147,7 @@ def seed_part_click(pred, st: ObjectState, geo: PlaneGeometry, k: int, x: int, y
     if not part[y, x] or part.sum() > largest:
         return None
     _commit(st, k, part, geo)
-    stats = _stats(img, part)
+    stats = intensity_stats(img, part)
     changed = [k]
     for step in (+1, -1):
         changed += _propagate_part(pred, st, geo, k, part, step, stats)

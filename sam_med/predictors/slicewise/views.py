@@ -66,30 +66,28 @@ def zoom_res(options: SliceWiseOptions, crop, size: int, reduced_ok: bool) -> in
     return None if res >= size else max(res, 64)
 
 
-def whole_res(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | None:
-    """Encoder input size of a box prompt's whole-slice view: ``options.whole_res`` when
-    the encoder takes reduced inputs and it is below the model's S, else None (S).
-    Raises :class:`~sam_med.predictors.base.OptionError` unless it is a multiple of 16 in 64..S."""
-    r = options.whole_res
+def _checked_res(name: str, r, size: int, reduced_ok: bool) -> int | None:
+    """Option ``name``'s whole-slice input size ``r``: None when unset, or when the encoder
+    takes only S or ``r`` is S; raises :class:`~sam_med.predictors.base.OptionError` unless
+    it is a multiple of 16 in 64..S."""
     if r is None:
         return None
     r = int(r)
     if r % 16 or not 64 <= r <= size:
-        raise OptionError(f"whole_res={r}: use a multiple of 16 from 64 to {size}, or none")
+        raise OptionError(f"{name}={r}: use a multiple of 16 from 64 to {size}, or none")
     return r if reduced_ok and r < size else None
+
+
+def whole_res(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | None:
+    """Encoder input size of a box prompt's whole-slice view: ``options.whole_res`` when
+    the encoder takes reduced inputs and it is below the model's S, else None (S)."""
+    return _checked_res("whole_res", options.whole_res, size, reduced_ok)
 
 
 def whole_res_alt(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | None:
     """``options.whole_res_alt``: a second input size for a box prompt's whole-slice view,
-    scored against :func:`whole_res` at the key slice (:func:`select_view`); None when unset
-    or when the encoder takes only S. Same checks as :func:`whole_res`."""
-    r = options.whole_res_alt
-    if r is None:
-        return None
-    r = int(r)
-    if r % 16 or not 64 <= r <= size:
-        raise OptionError(f"whole_res_alt={r}: use a multiple of 16 from 64 to {size}, or none")
-    return r if reduced_ok and r < size else None
+    scored against :func:`whole_res` at the key slice (:func:`select_view`); same checks."""
+    return _checked_res("whole_res_alt", options.whole_res_alt, size, reduced_ok)
 
 
 def context_view(options: SliceWiseOptions, zoom_crop, hw, size: int, reduced_ok: bool = True) -> View:
