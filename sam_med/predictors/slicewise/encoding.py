@@ -63,6 +63,22 @@ class SliceEncoder:
         self.timings["encode"] = self.timings.get("encode", 0.0) + time.perf_counter() - t0
         return out
 
+    def _key(self, k: int, crop, res: int | None) -> tuple:
+        return ("s", int(k), crop) if res is None or res == self.size else ("s", int(k), crop, res)
+
+    def ahead(self, geo: PlaneGeometry, ks: list[int], crop=None, res: int | None = None) -> torch.Tensor:
+        """The embedding of slice ``ks[0]``; when it is not cached it is encoded in one batch
+        with the next uncached slices of ``ks`` (the slices propagation reaches next), up to
+        ``batch_size``: a window that slides one slice at a time would leave one new slice,
+        a batch of one, at every step."""
+        ns = self.binding.namespace(geo.axis)
+        z = int(ks[0])
+        take = [z]
+        if not self.cache.contains(ns, self._key(z, crop, res)):
+            rest = [int(k) for k in ks[1:] if not self.cache.contains(ns, self._key(k, crop, res))]
+            take += rest[: max(0, self.batch_size - 1)]
+        return self.embeddings(geo, take, crop, None, res)[z]
+
     def embeddings(self, geo: PlaneGeometry, ks: Iterable[int], crop=None, progress: ProgressFn | None = None,
                    res: int | None = None) -> dict[int, torch.Tensor]:
         """``{k: embedding}`` of slices ``ks`` along ``geo.axis`` in the view ``(crop, res)``."""
@@ -75,6 +91,6 @@ class SliceEncoder:
             x, _meta = pre(self.binding.slice_image(geo, key[1], key[2]))
             return x
 
-        keys = [("s", k, crop) if res is None else ("s", k, crop, res) for k in ks]
+        keys = [self._key(k, crop, res) for k in ks]
         embs = self.cache.get_many(ns, keys, make_input, self._encode, self.batch_size, progress)
         return dict(zip(ks, embs))

@@ -143,6 +143,13 @@ class SliceWiseOptions:
     # liver 30 -> 23 encodes (0.79 x the time); lesions and the brain skip next to nothing
     slice_step: int = 2
     skip_dice: float = 0.9
+    # the most encoder work a box prompt's first run plans for, in S x S slice encodes: a box
+    # spanning n > encode_budget slices has its view encoded at the largest input r (a multiple
+    # of 16, at least encode_budget_min_res) with n x (r / S)^2 <= encode_budget (views.budget_res;
+    # PredictionResult.info["res_cap"]). 40 encodes at 256^2 are ~18 s on a 2-core AVX-512-bf16
+    # CPU; the MNI brain (154 slices) is encoded at 128^2. None: always the view's own size
+    encode_budget: float | None = 40.0
+    encode_budget_min_res: int = 128
     window: tuple[float, float] | None = None  # CT (level, width)
     modality: str | None = None  # override "CT"/"MR"
 

@@ -38,7 +38,7 @@ from .propagation import intensity_stats, propagate_pass
 from .seeding import seed_from_points
 from .skipping import skip_pass, uses_skipping
 from .state import ObjectState, Propagation, SliceOut, is_extension, mask_bounds
-from .views import choose_crop, select_view, whole_res, zoom_res
+from .views import budget_res, cap_view, choose_crop, select_view, whole_res, zoom_res
 from .volume_binding import VolumeBinding
 
 __all__ = ["SliceWisePredictor"]
@@ -117,11 +117,17 @@ class SliceWisePredictor:
 
     def choose_view(self, st: ObjectState, geo: PlaneGeometry, k: int, base) -> tuple:
         """Zoom (the state's current view) or context view, by the key slice's predicted IoU."""
-        def score(view) -> float:
-            emb = self.embeddings(geo, [k], view[0], None, view[1])[k]
-            return self.decode_slice(geo, k, view, emb, base).score
+        seen: dict = {}
 
-        return select_view(self.options, st.view, geo.hw, self.size, score, self.loaded.supports_reduced_input)
+        def score(view) -> float:
+            view = cap_view(view, st.res_cap, self.size)
+            if view not in seen:
+                emb = self.embeddings(geo, [k], view[0], None, view[1])[k]
+                seen[view] = self.decode_slice(geo, k, view, emb, base).score
+            return seen[view]
+
+        view = select_view(self.options, st.view, geo.hw, self.size, score, self.loaded.supports_reduced_input)
+        return cap_view(view, st.res_cap, self.size)
 
     # ------------------------------------------------------------ encoder / decoder
     def embeddings(self, geo: PlaneGeometry, ks: Sequence[int], crop=None, progress: ProgressFn | None = None,
@@ -134,14 +140,16 @@ class SliceWisePredictor:
         return self.encoder.embeddings(geo, ks, st.crop, progress, st.res)
 
     def prefetch(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> torch.Tensor:
-        """Embedding of slice ``z``, encoding up to ``batch_size`` slices ahead in direction ``step``."""
-        ks = [z]
+        """Embedding of slice ``z``; when it is not cached, encoded with up to ``batch_size`` - 1
+        uncached slices ahead in direction ``step`` (:meth:`SliceEncoder.ahead`)."""
+        return self.ahead_embedding(st, geo, z, step, 1)
+
+    def ahead_embedding(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int, n: int) -> torch.Tensor:
+        """Embedding of slice ``z`` in the object's view, batched with the uncached slices
+        ``z + i * n * step`` ahead of it within the slice range (``n``: the slice step)."""
         s0, s1 = st.srange
-        zz = z + step
-        while len(ks) < self.options.batch_size and s0 <= zz <= s1:
-            ks.append(zz)
-            zz += step
-        return self.view_embeddings(st, geo, ks)[z]
+        ks = [z + i * n * step for i in range(2 * max(1, self.options.batch_size))]
+        return self.encoder.ahead(geo, [k for k in ks if s0 <= k <= s1] or [z], st.crop, st.res)
 
     def decode_slice(self, geo: PlaneGeometry, k: int, view, emb, box2d, points=None, labels=None,
                      mask_input=None, multimask: bool = False):
@@ -287,6 +295,7 @@ class SliceWisePredictor:
             "axis": geo.axis,
             "zoom_crop": st.crop,
             "input_size": st.res or self.size,
+            "res_cap": st.res_cap,
             "slices": st.mask_slices(),
             "seconds": time.perf_counter() - t0,
             "encode_seconds": self.timings["encode"] - enc0,
@@ -334,7 +343,9 @@ class SliceWisePredictor:
         crop = self.choose_crop(extent, geo.hw, from_points=st.bound2d is None)
         res = self.zoom_res(crop) if crop is not None or st.bound2d is None else \
             whole_res(self.options, self.size, self.loaded.supports_reduced_input)
-        st.set_view((crop, res))
+        st.res_cap = None if st.bound2d is None else budget_res(
+            self.options, st.srange[1] - st.srange[0] + 1, self.size, self.loaded.supports_reduced_input)
+        st.set_view(cap_view((crop, res), st.res_cap, self.size))
 
     def _first_slice(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> int:
         """Decode the key slice of a first run; leave both directions pending."""

@@ -67,6 +67,7 @@ class ObjectState:
     pending: list[Propagation] = field(default_factory=list)
     volume: Any = None
     key_only: bool = False  # bound2d bounds the key slice only (a key-slice box)
+    res_cap: int | None = None  # the encode budget's cap on the view's input size (views.budget_res)
 
     @property
     def view(self) -> tuple[tuple[int, int, int, int] | None, int | None]:

@@ -9,6 +9,10 @@
 * **whole-slice view** of a box prompt: the whole slice at ``whole_res`` (None: at S)
   when the encoder takes reduced inputs (:func:`whole_res`).
 
+A box prompt that spans more slices than ``encode_budget`` has every view's input size capped
+(:func:`budget_res`, :func:`cap_view`): the encoder's cost grows with the input area, so a
+long object is encoded at a smaller input instead of taking minutes.
+
 :func:`select_view` decodes the key slice in both and keeps the zoom only when the
 model's own predicted IoU there beats the context view's by ``zoom_margin``. Crops are
 inclusive ``(x0, y0, x1, y1)`` plane pixels; None = the whole slice.
@@ -23,7 +27,8 @@ import numpy as np
 from ..base import OptionError
 from .options import SliceWiseOptions
 
-__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "whole_res", "context_view", "select_view", "whole_res_alt"]
+__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "whole_res", "context_view", "select_view",
+           "whole_res_alt", "budget_res", "cap_view"]
 
 View = tuple  # (crop | None, res | None)
 
@@ -125,3 +130,27 @@ def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Cal
     if s_wide + options.zoom_margin >= 1.0:
         return wide
     return zoom if score(zoom) > s_wide + options.zoom_margin else wide
+
+
+def budget_res(options: SliceWiseOptions, n_slices: int, size: int, reduced_ok: bool) -> int | None:
+    """The input-size cap of a box prompt spanning ``n_slices`` under ``options.encode_budget``
+    (S x S slice encodes): None when the budget is off, the encoder takes only S, or
+    ``n_slices`` fits; else the largest multiple of 16 ``r`` with ``n_slices x (r / S)^2 <=
+    budget``, at least ``encode_budget_min_res`` (and below S)."""
+    b = options.encode_budget
+    if b is None or not reduced_ok or n_slices <= b:
+        return None
+    if b <= 0:
+        raise OptionError(f"encode_budget={b}: use a positive number of slice encodes, or none")
+    lo = _checked_res("encode_budget_min_res", options.encode_budget_min_res, size, True)
+    r = int(size * np.sqrt(b / n_slices)) // 16 * 16
+    r = max(r, lo or size)
+    return r if r < size else None
+
+
+def cap_view(view: View, cap: int | None, size: int) -> View:
+    """``view`` with its input size at most ``cap`` (None: no cap)."""
+    crop, res = view
+    if cap is None or (res or size) <= cap:
+        return view
+    return crop, cap
