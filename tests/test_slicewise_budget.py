@@ -1,5 +1,5 @@
-"""The encode budget (a long box is encoded at a smaller input), full prefetch batches and the
-shared skip grid (issue #16), with the oracle decoder and the tiny random encoder."""
+"""The encode budget (a long box is encoded at a smaller input) and full prefetch batches
+(issue #16), with the oracle decoder and the tiny random encoder."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from _helpers import blob_volume, oracle_predictor
 from sam_med.predictors.base import OptionError
 from sam_med.predictors.embedding_cache import EmbeddingCache
 from sam_med.predictors.slicewise.options import SliceWiseOptions
-from sam_med.predictors.slicewise.skipping import _next_on_grid
 from sam_med.predictors.slicewise.views import budget_res, cap_view
-from sam_med.prompts import Box, ObjectPrompts, box_from_mask
+from sam_med.prompts import ObjectPrompts, box_from_mask
 
 SHAPE = (48, 40, 30)
 
@@ -76,20 +75,3 @@ def test_prefetch_encodes_full_batches(tiny, long_blob):
     pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
     assert sizes[0] == 1 and sum(sizes) == 30  # the key slice alone, then every slice once
     assert sizes.count(2) >= 13  # 29 slices ahead of the key: in pairs, not one new slice per step
-
-
-def test_skip_grid_is_shared_by_objects_on_one_scan(tiny, long_blob):
-    assert [_next_on_grid(z, 2, 1) for z in (4, 5)] == [6, 6]
-    assert [_next_on_grid(z, 2, -1) for z in (4, 5)] == [2, 4]
-    assert [_next_on_grid(z, 3, -1) for z in (6, 7, 8)] == [3, 6, 6]
-    vol, ref = long_blob
-    cache = EmbeddingCache()
-    pred = oracle_predictor(ref, tiny, cache, zoom="never", slice_step=2)
-    lo, hi = box_from_mask(ref).int_bounds()
-    first = pred.predict(vol, ObjectPrompts(box=Box(lo=lo, hi=(hi[0], hi[1], 28))))  # key slice 14
-    a, b = first.mask[..., :29], ref[..., :29]
-    assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97  # interpolated between decoded slices
-    before = cache.encoded
-    second = pred.predict(vol, ObjectPrompts(box=Box(lo=lo, hi=(hi[0], hi[1], 27))))  # key slice 13
-    assert cache.encoded - before <= 2  # its key slice (and the range end): the even slices are shared
-    assert second.mask[..., :28].sum() > 0.97 * ref[..., :28].sum()

@@ -3,9 +3,7 @@ slices between by shape-based interpolation where the object changes slowly.
 
 One pass (direction ``step``) from the decoded slice ``z``:
 
-1. the next slice ``t`` on the volume's grid of every ``slice_step``-th slice (indices
-   divisible by it; ``t = z + slice_step x step`` once ``z`` is on the grid; at most the range
-   end: objects on one scan then decode, and encode, the same slices) is decoded from ``z``'s
+1. the slice ``t = z + slice_step x step`` (at most the range end) is decoded from ``z``'s
    mask box grown by ``margin x gap`` px (the object may grow over the gap), within the
    3D box's in-plane extent;
 2. if ``t``'s mask is not empty and agrees with ``z``'s (2D Dice >= ``skip_dice``), the
@@ -61,7 +59,7 @@ def skip_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) -> It
     z = job.start
     while z != end:
         prev = st.slices[z]
-        t = _next_on_grid(z, n, step)
+        t = z + n * step
         t = min(t, end) if step > 0 else max(t, end)
         gap = abs(t - z)
         if not prev.mask.any():
@@ -97,13 +95,6 @@ def skip_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) -> It
         st.slices[t] = out_t
         yield t, out_t
         z = t
-
-
-def _next_on_grid(z: int, n: int, step: int) -> int:
-    """The next slice after ``z`` in direction ``step`` on the volume's grid of every ``n``-th
-    slice (indices divisible by ``n``): objects on one scan decode the same slices, so a
-    further object reuses the embeddings of the first one's instead of the ones it skipped."""
-    return (z // n + 1) * n if step > 0 else -((-z) // n) * n - n
 
 
 def _clear_beyond(st: ObjectState, z: int, step: int, s0: int, s1: int) -> None:
