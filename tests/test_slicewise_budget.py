@@ -22,7 +22,8 @@ def long_blob():  # spans all 30 slices, changes slowly from slice to slice
 
 
 def test_budget_res_is_the_largest_input_that_fits():
-    o = SliceWiseOptions()  # budget 40 S x S encodes, at least 128
+    assert SliceWiseOptions().encode_budget is None  # opt-in
+    o = SliceWiseOptions(encode_budget=40)  # 40 S x S encodes, at least 128
     assert budget_res(o, 40, 256, True) is None  # fits
     assert budget_res(o, 154, 256, True) == 128  # the MNI brain: 256 * sqrt(40 / 154) = 130 -> 128
     assert budget_res(o, 60, 256, True) == 208  # 256 * sqrt(40 / 60) = 209 -> 208; 60 * (208/256)^2 <= 40
@@ -33,7 +34,7 @@ def test_budget_res_is_the_largest_input_that_fits():
     with pytest.raises(OptionError):
         budget_res(SliceWiseOptions(encode_budget=0), 100, 256, True)
     with pytest.raises(OptionError):
-        budget_res(SliceWiseOptions(encode_budget_min_res=100), 1000, 256, True)
+        budget_res(SliceWiseOptions(encode_budget=40, encode_budget_min_res=100), 1000, 256, True)
 
 
 def test_cap_view_only_lowers_the_input():
@@ -56,7 +57,7 @@ def test_a_long_box_is_encoded_at_the_budget_size(tiny, long_blob):
         vol, ObjectPrompts(box=box))
     assert auto.info["input_size"] <= 144
     # under the budget nothing changes
-    short = oracle_predictor(ref, tiny, EmbeddingCache(), zoom="never", slice_step=1).predict(
+    short = oracle_predictor(ref, tiny, EmbeddingCache(), encode_budget=40, zoom="never", slice_step=1).predict(
         vol, ObjectPrompts(box=box))
     assert short.info["res_cap"] is None and short.info["input_size"] == tiny.image_size
 

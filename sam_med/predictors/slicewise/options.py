@@ -146,9 +146,11 @@ class SliceWiseOptions:
     # the most encoder work a box prompt's first run plans for, in S x S slice encodes: a box
     # spanning n > encode_budget slices has its view encoded at the largest input r (a multiple
     # of 16, at least encode_budget_min_res) with n x (r / S)^2 <= encode_budget (views.budget_res;
-    # PredictionResult.info["res_cap"]). 40 encodes at 256^2 are ~18 s on a 2-core AVX-512-bf16
-    # CPU; the MNI brain (154 slices) is encoded at 128^2. None: always the view's own size
-    encode_budget: float | None = 40.0
+    # PredictionResult.info["res_cap"]). Opt-in (benchmarks/fullsize.md): with 40 the MNI brain
+    # (154 slices, at 128^2) takes 13.3 s instead of 83.4 s, Dice 0.167 -> 0.172, but its
+    # 100-slice part (at 160^2) drops 0.251 -> 0.090; no gated object spans over 40 slices.
+    # None: always the view's own size
+    encode_budget: float | None = None
     encode_budget_min_res: int = 128
     window: tuple[float, float] | None = None  # CT (level, width)
     modality: str | None = None  # override "CT"/"MR"
