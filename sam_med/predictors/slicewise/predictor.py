@@ -117,17 +117,12 @@ class SliceWisePredictor:
 
     def choose_view(self, st: ObjectState, geo: PlaneGeometry, k: int, base) -> tuple:
         """Zoom (the state's current view) or context view, by the key slice's predicted IoU."""
-        seen: dict = {}
-
         def score(view) -> float:
-            view = cap_view(view, st.res_cap, self.size)
-            if view not in seen:
-                emb = self.embeddings(geo, [k], view[0], None, view[1])[k]
-                seen[view] = self.decode_slice(geo, k, view, emb, base).score
-            return seen[view]
+            emb = self.embeddings(geo, [k], view[0], None, view[1])[k]
+            return self.decode_slice(geo, k, view, emb, base).score
 
-        view = select_view(self.options, st.view, geo.hw, self.size, score, self.loaded.supports_reduced_input)
-        return cap_view(view, st.res_cap, self.size)
+        return select_view(self.options, st.view, geo.hw, self.size, score, self.loaded.supports_reduced_input,
+                           cap=st.res_cap)
 
     # ------------------------------------------------------------ encoder / decoder
     def embeddings(self, geo: PlaneGeometry, ks: Sequence[int], crop=None, progress: ProgressFn | None = None,
@@ -139,17 +134,13 @@ class SliceWisePredictor:
         """Embeddings of slices ``ks`` in the object's view."""
         return self.encoder.embeddings(geo, ks, st.crop, progress, st.res)
 
-    def prefetch(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int) -> torch.Tensor:
-        """Embedding of slice ``z``; when it is not cached, encoded with up to ``batch_size`` - 1
-        uncached slices ahead in direction ``step`` (:meth:`SliceEncoder.ahead`)."""
-        return self.ahead_embedding(st, geo, z, step, 1)
-
-    def ahead_embedding(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int, n: int) -> torch.Tensor:
-        """Embedding of slice ``z`` in the object's view, batched with the uncached slices
-        ``z + i * n * step`` ahead of it within the slice range (``n``: the slice step)."""
+    def prefetch(self, st: ObjectState, geo: PlaneGeometry, z: int, step: int, n: int = 1) -> torch.Tensor:
+        """Embedding of slice ``z`` in the object's view; when it is not cached, encoded in one
+        batch with the uncached slices ``z + i * n * step`` ahead within the slice range
+        (:meth:`SliceEncoder.ahead`; ``n``: the slice step)."""
         s0, s1 = st.srange
-        ks = [z + i * n * step for i in range(2 * max(1, self.options.batch_size))]
-        return self.encoder.ahead(geo, [k for k in ks if s0 <= k <= s1] or [z], st.crop, st.res)
+        ks = [k for k in (z + i * n * step for i in range(2 * max(1, self.options.batch_size))) if s0 <= k <= s1]
+        return self.encoder.ahead(geo, ks or [z], st.crop, st.res)
 
     def decode_slice(self, geo: PlaneGeometry, k: int, view, emb, box2d, points=None, labels=None,
                      mask_input=None, multimask: bool = False):

@@ -67,7 +67,7 @@ def skip_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) -> It
         inner = range(z + step, t, step)
         out_t = None
         if gap > 1 and not _has_clicks(st, geo, min(z, t), max(z, t)):
-            emb = pred.ahead_embedding(st, geo, t, step, n)
+            emb = pred.prefetch(st, geo, t, step, n)
             out_t = pred.slice_with_clicks(st, geo, t, emb, base_box(st, geo, prev, o.margin * gap), None, [])
             if out_t.score < o.iou_stop or not out_t.mask.any() or dice2d(prev.mask, out_t.mask) < o.skip_dice:
                 out_t = None

@@ -114,12 +114,27 @@ def context_view(options: SliceWiseOptions, zoom_crop, hw, size: int, reduced_ok
 
 
 def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Callable[[View], float],
-                reduced_ok: bool = True) -> View:
+                reduced_ok: bool = True, cap: int | None = None) -> View:
     """Zoom or context view? ``score(view)``: the model's predicted IoU of the key slice's
     box decoded in ``view`` (costs an encode). The zoom is not scored when the context
     view's score is so high that it cannot win by the margin. When the context view is the
     whole slice and ``whole_res_alt`` is set, the whole slice at that size is scored too and
-    replaces it when its score is higher by ``zoom_margin``."""
+    replaces it when its score is higher by ``zoom_margin``. ``cap``: the encode budget's
+    input-size cap (:func:`budget_res`), applied to every view scored and to the result."""
+    seen: dict = {}  # capped views already scored (two may cap to the same view)
+    raw_score = score
+
+    def score(view: View) -> float:
+        view = cap_view(view, cap, size)
+        if view not in seen:
+            seen[view] = raw_score(view)
+        return seen[view]
+
+    return cap_view(_select(options, zoom, hw, size, score, reduced_ok), cap, size)
+
+
+def _select(options: SliceWiseOptions, zoom: View, hw, size: int, score: Callable[[View], float],
+            reduced_ok: bool) -> View:
     wide = context_view(options, zoom[0], hw, size, reduced_ok)
     s_wide = score(wide)
     alt = whole_res_alt(options, size, reduced_ok)
