@@ -67,13 +67,15 @@ def make_guard(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: b
         return None
     tol = None
     if mode in ("intensity", "intensity_cap"):
-        m, t = click_tolerance(pred.slice_image(geo, k), x, y, r, pred.options.ball_guard_sd)
-        tol = (m, t)
+        tol = click_tolerance(pred.slice_image(geo, k), x, y, r, pred.options.ball_guard_sd)
+
+    def like_click(z: int) -> np.ndarray:  # the pixels of slice z like the clicked tissue
+        return np.abs(pred.slice_image(geo, z) - tol[0]) <= tol[1]
 
     def guard(z: int, mask: np.ndarray, disk: np.ndarray, first: bool = False) -> np.ndarray | None:
         region = disk if positive else disk & mask
         if tol is not None:
-            like = np.abs(pred.slice_image(geo, z) - tol[0]) <= tol[1]
+            like = like_click(z)
             if not first and not like[y, x]:
                 return None
             region = region & like
@@ -83,7 +85,7 @@ def make_guard(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: b
 
     guard.radius = r
     if mode == "intensity_cap" and positive:
-        like = np.abs(pred.slice_image(geo, k) - tol[0]) <= tol[1]
+        like = like_click(k)
         like[y, x] = True
         part = component_at(like, x, y)
         edge = ndimage.distance_transform_edt(part)

@@ -64,6 +64,7 @@ class SliceEncoder:
         return out
 
     def _key(self, k: int, crop, res: int | None) -> tuple:
+        """The cache key of slice ``k`` in view ``(crop, res)`` (``res`` S or None: the model's size)."""
         return ("s", int(k), crop) if res is None or res == self.size else ("s", int(k), crop, res)
 
     def ahead(self, geo: PlaneGeometry, ks: list[int], crop=None, res: int | None = None) -> torch.Tensor:
@@ -84,7 +85,6 @@ class SliceEncoder:
         """``{k: embedding}`` of slices ``ks`` along ``geo.axis`` in the view ``(crop, res)``."""
         ks = [int(k) for k in ks]
         ns = self.binding.namespace(geo.axis)
-        res = None if res == self.size else res
         pre = self.transform(res)
 
         def make_input(key):

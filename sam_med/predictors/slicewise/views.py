@@ -122,15 +122,14 @@ def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Cal
     replaces it when its score is higher by ``zoom_margin``. ``cap``: the encode budget's
     input-size cap (:func:`budget_res`), applied to every view scored and to the result."""
     seen: dict = {}  # capped views already scored (two may cap to the same view)
-    raw_score = score
 
-    def score(view: View) -> float:
+    def capped_score(view: View) -> float:
         view = cap_view(view, cap, size)
         if view not in seen:
-            seen[view] = raw_score(view)
+            seen[view] = score(view)
         return seen[view]
 
-    return cap_view(_select(options, zoom, hw, size, score, reduced_ok), cap, size)
+    return cap_view(_select(options, zoom, hw, size, capped_score, reduced_ok), cap, size)
 
 
 def _select(options: SliceWiseOptions, zoom: View, hw, size: int, score: Callable[[View], float],
@@ -153,10 +152,10 @@ def budget_res(options: SliceWiseOptions, n_slices: int, size: int, reduced_ok: 
     ``n_slices`` fits; else the largest multiple of 16 ``r`` with ``n_slices x (r / S)^2 <=
     budget``, at least ``encode_budget_min_res`` (and below S)."""
     b = options.encode_budget
+    if b is not None and b <= 0:
+        raise OptionError(f"encode_budget={b}: use a positive number of slice encodes, or none")
     if b is None or not reduced_ok or n_slices <= b:
         return None
-    if b <= 0:
-        raise OptionError(f"encode_budget={b}: use a positive number of slice encodes, or none")
     lo = _checked_res("encode_budget_min_res", options.encode_budget_min_res, size, True)
     r = int(size * np.sqrt(b / n_slices)) // 16 * 16
     r = max(r, lo or size)
