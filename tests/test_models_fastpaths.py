@@ -86,3 +86,54 @@ def test_reduced_input_shapes_and_decoder(lite_medsam):
     assert torch.equal(pe.get_dense_pe((32, 32)), pe.get_dense_pe()[..., :32, :32])
     with pytest.raises(ValueError):
         lm.encode(torch.zeros(1, 3, 120, 120))  # not a multiple of 16
+
+
+def _reference_masks(dec, src, h, w, hyper):
+    """The mask decoder's upscaling as the modules define it: NCHW transposed convolutions."""
+    b, _, c = src.shape
+    up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # (B, C/8, 4h, 4w)
+    bb, cc, hh, ww = up.shape
+    return (hyper @ up.view(bb, cc, hh * ww)).view(bb, -1, hh, ww)
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (40, 40)])
+def test_decoder_upscaling_matches_the_modules(lite_medsam, hw):
+    dec = lite_medsam.model.mask_decoder
+    torch.manual_seed(0)
+    h, w = hw
+    src = torch.randn(2, h * w, dec.transformer_dim)
+    hyper = torch.randn(2, dec.num_mask_tokens, dec.transformer_dim // 8)
+    with torch.inference_mode():
+        fast = dec._masks_from_tokens(src, h, w, hyper)
+        ref = _reference_masks(dec, src, h, w, hyper)
+    assert fast.shape == (2, dec.num_mask_tokens, 4 * h, 4 * w)
+    assert float((fast - ref).abs().max()) < 1e-3 * float(ref.abs().max())
+
+
+def test_decode_at_inference_equals_the_plain_path(lite_medsam):
+    """The memoised positional encodings and the fused decoder give what autograd mode (no
+    memo) gives, for full and reduced grids, and a changed PE buffer is not served stale."""
+    lm = lite_medsam
+    pe = lm.model.prompt_encoder
+    torch.manual_seed(1)
+    box = torch.tensor([[40.0, 50.0, 150.0, 170.0]])
+    for hw in ((64, 64), (32, 32), (64, 64)):
+        emb = torch.randn(1, 256, *hw)
+        with torch.enable_grad():
+            ref_low, ref_iou = (t.detach() for t in lm.model.decode(emb, boxes=box))
+        with torch.inference_mode():
+            for _ in range(2):  # the second call takes the memoised grids
+                low, iou = lm.model.decode(emb, boxes=box)
+                assert float((low - ref_low).abs().max()) < 1e-4 and torch.allclose(iou, ref_iou, atol=1e-5)
+    g = pe.pe_layer.positional_encoding_gaussian_matrix
+    with torch.no_grad():
+        before = pe.get_dense_pe().clone()
+        g.mul_(2.0)
+        try:
+            changed = pe.get_dense_pe()
+            assert not torch.allclose(changed, before)
+            with torch.enable_grad():
+                assert torch.allclose(changed, pe.get_dense_pe(), atol=1e-6)
+        finally:
+            g.div_(2.0)
+        assert torch.allclose(pe.get_dense_pe(), before, atol=1e-6)

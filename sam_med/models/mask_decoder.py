@@ -56,14 +56,16 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
                 multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                        dense_prompt_embeddings)
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou[:, sl]
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                        dense_prompt_embeddings, which=sl)
+        return masks, iou[:, sl]
 
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
-                      dense_prompt_embeddings):
-        """All ``num_mask_tokens`` masks ``(B, T, 4h, 4w)`` and IoU predictions ``(B, T)``."""
+                      dense_prompt_embeddings, which: slice = slice(None)):
+        """The masks ``(B, T, 4h, 4w)`` of the mask tokens ``which`` (default all
+        ``num_mask_tokens``; each mask depends only on its own token) and the IoU predictions
+        of all of them ``(B, num_mask_tokens)``."""
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         out_tokens = out_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.shape[0], -1, -1)
         tokens = torch.cat([out_tokens.to(sparse_prompt_embeddings.dtype),
@@ -78,8 +80,8 @@ class MaskDecoder(nn.Module):
         hs, src = self.transformer(src, pos, tokens)
         iou_out = hs[:, 0, :]
         mask_out = hs[:, 1:1 + self.num_mask_tokens, :]
-        hyper = torch.stack([mlp(mask_out[:, i, :])
-                             for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        hyper = torch.stack([self.output_hypernetworks_mlps[i](mask_out[:, i, :])
+                             for i in range(self.num_mask_tokens)[which]], dim=1)
         masks = self._masks_from_tokens(src, h, w, hyper)
         return masks, self.iou_prediction_head(iou_out)
 
@@ -88,20 +90,21 @@ class MaskDecoder(nn.Module):
         products -> masks ``(B, T, 4h, 4w)``.
 
         The two 2x2 stride-2 transposed convolutions are per-pixel linear maps followed by
-        a pixel shuffle, so they run here as matrix products on the token layout, with the
-        channel LayerNorm on the last axis and the shuffle deferred to the T mask channels:
-        the same arithmetic as ``output_upscaling`` (kept for its weights and as the
-        reference), without its layout conversions (measured 2-3x faster on CPU)."""
+        a pixel shuffle, so they run here as matrix products (bias fused) on the token layout,
+        with the channel LayerNorm and activations on the last axis. Both shuffles are deferred
+        to the T mask channels: every output pixel's features stay in the row of its source
+        token, ``(b, i, j, dy1, dx1, dy2, dx2, c)``, and only the masks are permuted to
+        ``(4i + 2 dy1 + dy2, 4j + 2 dx1 + dx2)``. The same arithmetic as ``output_upscaling``
+        (kept for its weights and as the reference), without its layout conversions."""
         up1, ln, act1, up2, act2 = self.output_upscaling
         b = src.shape[0]
         c1, c2 = up1.out_channels, up2.out_channels
         w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, 4 * c1)  # (C, (dy, dx, c1))
-        x = (src @ w1).view(b, h, w, 2, 2, c1) + up1.bias
-        x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c1)  # pixel shuffle
+        x = torch.addmm(up1.bias.repeat(4), src.reshape(-1, src.shape[-1]), w1).view(-1, c1)
         x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps))
         w2 = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        y = act2((x @ w2).view(b, 2 * h, 2 * w, 2, 2, c2) + up2.bias)  # (B, 2h, 2w, dy, dx, c2)
-        m = y.reshape(b, -1, c2) @ hyper.transpose(1, 2)  # (B, 2h*2w*4, T)
+        y = act2(torch.addmm(up2.bias.repeat(4), x, w2))  # (B h w 2 2, (dy2, dx2, c2))
+        m = y.view(b, -1, c2) @ hyper.transpose(1, 2)  # (B, h*w*16, T)
         t = hyper.shape[1]
-        m = m.view(b, 2 * h, 2 * w, 2, 2, t).permute(0, 5, 1, 3, 2, 4)
+        m = m.view(b, h, w, 2, 2, 2, 2, t).permute(0, 7, 1, 3, 5, 2, 4, 6)  # b t i dy1 dy2 j dx1 dx2
         return m.reshape(b, t, 4 * h, 4 * w)

@@ -73,10 +73,17 @@ class PromptEncoder(nn.Module):
         the top-left corner of a zero-padded ``S x S`` canvas, the layout the model was
         trained on for non-square images: its grid takes the top-left ``(h, w)`` of the full
         encoding, and prompt coordinates stay normalised by ``S``."""
+        hw = tuple(self.image_embedding_size) if embedding_hw is None else tuple(int(v) for v in embedding_hw)
+        g = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (hw, g.data_ptr(), None if g.is_inference() else g._version, g.device, g.dtype)
+        memo = None if self.training or torch.is_grad_enabled() else getattr(self, "_pe_memo", None)
+        if memo is not None and memo[0] == key:
+            return memo[1]  # the same (constant) grid: computed once per size at inference
         pe = self.pe_layer(self.image_embedding_size).unsqueeze(0)
-        if embedding_hw is not None and tuple(embedding_hw) != tuple(self.image_embedding_size):
-            h, w = embedding_hw
-            pe = pe[..., :h, :w]
+        if hw != tuple(self.image_embedding_size):
+            pe = pe[..., :hw[0], :hw[1]]
+        if not (self.training or torch.is_grad_enabled()):
+            self._pe_memo = (key, pe)
         return pe
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
