@@ -123,6 +123,13 @@ class MLPBlock(nn.Module):
         return self.lin2(self.act(self.lin1(x)))
 
 
+def tensor_stamp(t: torch.Tensor) -> tuple:
+    """What identifies a tensor's current values for an inference cache: its storage, its
+    in-place modification counter (None for an inference tensor, which has none and cannot be
+    modified outside inference mode), device and dtype."""
+    return (t.data_ptr(), None if t.is_inference() else t._version, t.device, t.dtype)
+
+
 class ConvBN(nn.Sequential):
     """Bias-free ``Conv2d`` (child ``c``) followed by ``BatchNorm2d`` (child ``bn``)."""
 
@@ -156,7 +163,7 @@ class ConvBN(nn.Sequential):
     def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         conv, bn = self.c, self.bn
         tensors = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+        key = tuple(tensor_stamp(t) for t in tensors)
         if self._fused is None or self._fused[0] != key:
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             w = conv.weight * scale.view(-1, 1, 1, 1)

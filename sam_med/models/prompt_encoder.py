@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .common import mask_downscaling
+from .common import mask_downscaling, tensor_stamp
 
 
 class RandomFourierPE(nn.Module):
@@ -75,7 +75,7 @@ class PromptEncoder(nn.Module):
         encoding, and prompt coordinates stay normalised by ``S``."""
         hw = tuple(self.image_embedding_size) if embedding_hw is None else tuple(int(v) for v in embedding_hw)
         g = self.pe_layer.positional_encoding_gaussian_matrix
-        key = (hw, g.data_ptr(), None if g.is_inference() else g._version, g.device, g.dtype)
+        key = (hw, tensor_stamp(g))
         memo = None if self.training or torch.is_grad_enabled() else getattr(self, "_pe_memo", None)
         if memo is not None and memo[0] == key:
             return memo[1]  # the same (constant) grid: computed once per size at inference
