@@ -8,7 +8,8 @@ The other checkout's ``MaskDecoder``, ``TwoWayTransformer`` (and its blocks) and
     python benchmarks/bench_decoder.py --base-code /path/to/other/checkout [--calls 200]
 
 It prints the median and 2.5th-percentile ms per decode and their ratio (this / base) for a
-256² input (64 x 64 embedding) and a 160² one (40 x 40), plus the largest logit difference.
+256² input (64 x 64 embedding) and a 160² one (40 x 40), the largest logit difference, and the
+decoder's GFLOP per call (torch's FLOP counter) over this CPU's fp32 matmul rate: the floor.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import argparse
 import copy
 import importlib.util
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_fullsize import cpu_report, matmul_gflops  # noqa: E402
 from sam_med.models import load_model  # noqa: E402
 
 
@@ -60,8 +63,7 @@ def main(argv=None) -> int:
     new = load_model("lite_medsam")
     base = _with_base_classes(new, *_import_base(args.base_code))
     torch.manual_seed(0)
-    flags = sorted({f for f in Path("/proc/cpuinfo").read_text().split() if f.startswith(("avx", "amx"))})
-    out = {"cpu": platform.processor() or platform.machine(), "flags": flags, "threads": torch.get_num_threads()}
+    out = {**cpu_report(), "fp32_matmul_gflops": round(matmul_gflops("fp32"), 1)}
     box = torch.tensor([[40.0, 50.0, 150.0, 170.0]])
     for hw in (64, 40):
         emb = torch.randn(1, 256, hw, hw)
@@ -75,12 +77,17 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     m.decode(emb, boxes=box)
                     times[name].append(time.perf_counter() - t0)
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            new.decode(emb, boxes=box)
+        gflop = fc.get_total_flops() / 1e9
         q = {k: sorted(v) for k, v in times.items()}
         med = {k: 1000 * v[len(v) // 2] for k, v in q.items()}
         p2 = {k: 1000 * v[len(v) // 40] for k, v in q.items()}
         out[f"{4 * hw}^2"] = {"median_ms": {k: round(v, 2) for k, v in med.items()},
                               "p2.5_ms": {k: round(v, 2) for k, v in p2.items()},
                               "ratio_median": round(med["this"] / med["base"], 3),
+                              "decoder_gflop": round(gflop, 3),
+                              "floor_ms": round(1000 * gflop / out["fp32_matmul_gflops"], 1),
                               "max_abs_logit_diff": float((low_b - low_n).abs().max()),
                               "mask_pixels_differing": int(((low_b > 0) != (low_n > 0)).sum())}
     print(json.dumps(out, indent=1))

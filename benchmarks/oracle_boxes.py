@@ -26,14 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sam_med.cli.evaluate import make_factory  # noqa: E402
+from sam_med.evaluation.metrics import dice  # noqa: E402
 from sam_med.evaluation.cvpr25.cases import open_cases  # noqa: E402
 from sam_med.evaluation.cvpr25.protocol import InProcessStepper  # noqa: E402
 from sam_med.predictors.planes import PlaneGeometry, mask_bbox  # noqa: E402
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / s if s else 1.0
 
 
 def oracle_mask(pred, st, gt: np.ndarray) -> np.ndarray:
@@ -67,7 +63,7 @@ def main(argv=None) -> int:
             st = obj.result.state
             rows.append({"case": cs.case_id, "class": int(c), "slices": int(g.any(axis=(0, 1)).sum()),
                          "view": "crop" if st.crop is not None else "whole", "res": st.res or pred.size,
-                         "box_step": round(dice(obj.mask, g), 4), "oracle": round(dice(oracle_mask(pred, st, g), g), 4)})
+                         "box_step": round(float(dice(obj.mask, g)), 4), "oracle": round(float(dice(oracle_mask(pred, st, g), g)), 4)})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| case | class | view | box step | oracle (tight box per slice) |\n|---|---|---|---|---|")
     for r in rows:

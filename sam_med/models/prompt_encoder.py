@@ -76,13 +76,14 @@ class PromptEncoder(nn.Module):
         hw = tuple(self.image_embedding_size) if embedding_hw is None else tuple(int(v) for v in embedding_hw)
         g = self.pe_layer.positional_encoding_gaussian_matrix
         key = (hw, tensor_stamp(g))
-        memo = None if self.training or torch.is_grad_enabled() else getattr(self, "_pe_memo", None)
+        inference = not (self.training or torch.is_grad_enabled())
+        memo = getattr(self, "_pe_memo", None) if inference else None
         if memo is not None and memo[0] == key:
             return memo[1]  # the same (constant) grid: computed once per size at inference
         pe = self.pe_layer(self.image_embedding_size).unsqueeze(0)
         if hw != tuple(self.image_embedding_size):
             pe = pe[..., :hw[0], :hw[1]]
-        if not (self.training or torch.is_grad_enabled()):
+        if inference:
             self._pe_memo = (key, pe)
         return pe
 
