@@ -173,10 +173,10 @@ def cmd_rss(a) -> None:
     r = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
     print(json.dumps({"volume_shape": list(vol.shape), "volume_dtype": str(vol.array.dtype),
                       "budget_mb": a.budget_mb, "cache_mb": round(cache.nbytes / 2**20, 1),
-                      "cache_entries": len(cache), "encoded": cache.encoded, "object_slices": len(r.info["slices"]),
+                      "cache_entries": len(cache), "encoded": cache.encoded, "object_slices": len(r.info.slices),
                       "rss_start_mb": round(rss0), "rss_after_volume_and_model_mb": round(rss_model),
                       "rss_after_bind_mb": round(rss_bound), "peak_rss_mb": round(peak_rss_mb()),
-                      "seconds": round(r.info["seconds"], 1)}))
+                      "seconds": round(r.info.seconds, 1)}))
 
 
 def cpu_report() -> dict:

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                      "ours_s": t_ours, "ratio": t_ours / t_recipe,
                      "ratio_vs_recipe_fast_encoder": t_ours / t_recipe_fast,
                      "view": f"{r.info['zoom_crop']} @ {r.info['input_size']}",
-                     "encoder_share": r.info["encode_seconds"] / t_ours, "encoded": pred.cache.encoded,
+                     "encoder_share": r.info.encode_seconds / t_ours, "encoded": pred.cache.encoded,
                      "dice_recipe": d_recipe, "dice_ours": dice(r.mask, g)})
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             s.add_point(o.id, c.ijk, c.positive)
             lat.append(time.perf_counter() - t0)
-            lat_slice.append(s.get(o.id).result.info["click_slice_seconds"])
+            lat_slice.append(s.get(o.id).result.info.click_slice_seconds)
         t0 = time.perf_counter()
         s.run(o.id)  # whole object re-propagated from cached embeddings
         rows[-1]["click_s"] = lat

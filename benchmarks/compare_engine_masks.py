@@ -94,7 +94,7 @@ def _load(path: str) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", required=True,
+    ap.add_argument("--before",
                     help="checkout of the reference code (e.g. a git worktree of the commit before the change)")
     ap.add_argument("--after", default=str(ROOT), help="checkout of the changed code")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "sam_med_cmp_cache"))
@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     if args.run:
         run_checkout(args.run, args.cache_dir, data, args.clicks)
         return 0
+    if not args.before:
+        ap.error("--before is required")
     outdir = Path(args.keep or tempfile.mkdtemp(prefix="sam_med_cmp_"))
     outdir.mkdir(parents=True, exist_ok=True)
     results = {}

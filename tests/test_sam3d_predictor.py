@@ -87,7 +87,7 @@ def test_world_point_lands_on_crop_voxel_and_mask_returns_in_world(mr, kind):
     vol = vol.with_array(arr)
     world = vol.voxel_to_world(ijk)
     model = SphereModel()
-    pred = VolumetricPredictor(model=model)
+    pred = VolumetricPredictor(loaded=model)
     res = pred.predict(vol, ObjectPrompts(points=[point_from_world(world, vol, True)]))
 
     call = model.calls[0]
@@ -110,7 +110,7 @@ def test_world_point_lands_on_crop_voxel_and_mask_returns_in_world(mr, kind):
 
 def test_box_becomes_crop_centre_point_and_restricts_mask(mr):
     model = SphereModel()
-    pred = VolumetricPredictor(model=model)
+    pred = VolumetricPredictor(loaded=model)
     box = Box((50.0, 35.0, 6.0), (70.0, 55.0, 14.0))
     res = pred.predict(mr, ObjectPrompts(box=box))
     call = model.calls[0]
@@ -130,10 +130,10 @@ def test_large_box_is_tiled_and_merged(data_dir):
     img = nib.load(str(data_dir / "totalseg" / "example_ct_sm.nii.gz"))  # 366 x 303 x 90 mm
     vol = Volume(array=np.asanyarray(img.dataobj), affine=img.affine, modality="CT", intensity="HU")
     model = SphereModel(constant=10.0)  # "everything is foreground": tiles must cover the box exactly
-    pred = VolumetricPredictor(model=model)
+    pred = VolumetricPredictor(loaded=model)
     box = Box((2.0, 3.0, 1.0), (118.0, 97.0, 28.0))
     res = pred.predict(vol, ObjectPrompts(box=box))
-    assert res.info["crops"] >= 4
+    assert res.info.crops >= 4
     expected = np.zeros(vol.shape, bool)
     expected[2:119, 3:98, 1:29] = True
     np.testing.assert_array_equal(res.mask, expected)
@@ -141,7 +141,7 @@ def test_large_box_is_tiled_and_merged(data_dir):
 
 def test_refinement_feeds_previous_logits_and_keeps_crop(mr):
     model = SphereModel()
-    pred = VolumetricPredictor(model=model)
+    pred = VolumetricPredictor(loaded=model)
     pts = [Point((60.0, 45.0, 11.0), True)]
     r1 = pred.predict(mr, ObjectPrompts(points=pts))
     assert float(model.calls[0]["mask"].abs().max()) == 0.0  # zeros on the first click (official loop)
@@ -157,7 +157,7 @@ def test_refinement_feeds_previous_logits_and_keeps_crop(mr):
 
 
 def test_errors_and_protocol(mr):
-    pred = VolumetricPredictor(model=SphereModel())
+    pred = VolumetricPredictor(loaded=SphereModel())
     assert isinstance(pred, VolumePredictor)
     with pytest.raises(PromptError):
         pred.predict(mr, ObjectPrompts(points=[Point((60.0, 45.0, 11.0), False)]))
@@ -170,7 +170,7 @@ def test_real_small_model_through_session(data_dir):
     vol = Volume(array=np.asanyarray(img.dataobj), affine=img.affine, modality="CT", intensity="HU")
     torch.manual_seed(0)
     model = build_sam3d(Sam3DConfig.small())
-    pred = VolumetricPredictor(model=model)
+    pred = VolumetricPredictor(loaded=model)
     session = Session(vol, pred)
     obj = session.add_object("liver")
     session.add_point(obj.id, (40, 50, 15), True)

@@ -58,7 +58,7 @@ def test_mask_stays_in_box_and_on_prompted_axis(cases, box_results):
         outside = r.mask.copy()
         outside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = False
         assert not outside.any()
-        assert r.info["axis"] == 2
+        assert r.info.axis == 2
 
 
 def test_cache_reuse_and_disk_store(cases, lite_medsam, embedding_cache_dir, predictor):
@@ -103,12 +103,12 @@ def test_corrective_clicks_do_not_hurt(cases, predictor):
             if click is None:
                 break
             s.add_point(o.id, click.ijk, click.positive)
-            assert s.get(o.id).result.info["mode"] == "refine"
+            assert s.get(o.id).result.info.mode == "refine"
             assert s.mask(o.id)[click.ijk] == click.positive
             curve.append(dice(s.mask(o.id), g))
         curves.append(curve + [curve[-1]] * (4 - len(curve)))
         s.run(o.id)
-        assert s.get(o.id).result.info["mode"] == "full"
+        assert s.get(o.id).result.info.mode == "full"
         reruns.append(dice(s.mask(o.id), g))
     mean = np.mean(curves, axis=0)
     print("Dice per click", np.round(mean, 4), "full re-run", round(float(np.mean(reruns)), 4))

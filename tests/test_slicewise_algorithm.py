@@ -39,8 +39,8 @@ def test_tight_box_propagates_both_ways_to_the_box_extent(tiny, blob, cache):
     vol, ref = blob
     pred = oracle_predictor(ref, tiny, cache)
     r = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
-    assert r.info["mode"] == "full" and r.state.key == 10
-    assert r.info["slices"] == object_slices(ref) == list(range(6, 15))
+    assert r.info.mode == "full" and r.state.key == 10
+    assert r.info.slices == object_slices(ref) == list(range(6, 15))
     np.testing.assert_array_equal(r.mask, ref)
     assert pred.decoded[-1] != 10 and {9, 11} <= set(pred.decoded)  # decoded on both sides
     assert pred.cache.encoded > 0  # embeddings came from the tiny encoder through the cache
@@ -58,24 +58,22 @@ def test_propagation_stops_where_the_object_vanishes(tiny, blob, cache):
     assert set(r.state.slices) == set(range(5, 16))
 
 
-def test_iou_stop_ends_propagation_at_a_low_predicted_iou(tiny, blob, cache):
-    vol, ref = blob
-    r = oracle_predictor(ref, tiny, cache, iou_stop=0.95).predict(vol, ObjectPrompts(box=box_from_mask(ref)))
-    assert r.info["slices"] == [10]  # the oracle rates 0.9: every neighbour is dropped
-
-
 def test_generator_first_yields_the_key_slice_and_matches_predict(tiny, blob, cache):
     vol, ref = blob
     prompts = ObjectPrompts(box=box_from_mask(ref))
     pred = oracle_predictor(ref, tiny, cache)
     state = pred.init_state(vol, prompts)
     assert state.key is None and not state.slices  # nothing decoded yet
-    k, mask2d = pred.add_prompts(state)
-    assert k == 10 and mask2d.shape == (40, 48) and mask2d.any()
-    order = [z for z, _ in pred.propagate(state)]
+    k, plane = pred.add_prompts(state)
+    assert k == 10 and plane.shape == (48, 40) and plane.any()  # the volume's own index order
+    seen = list(pred.propagate(state))
+    order = [z for z, _ in seen]
     assert order[0] == 10 and order[1:6] == [11, 12, 13, 14] + [9] and order[-1] == 6
     assert not state.pending and list(pred.propagate(state)) == []  # nothing left to run
-    np.testing.assert_array_equal(pred.volume_mask(state), pred.predict(vol, prompts).mask)
+    full = pred.predict(vol, prompts).mask
+    np.testing.assert_array_equal(pred.volume_mask(state), full)
+    for z, m in seen:  # mask3d[:, :, z] = plane paints the volume
+        np.testing.assert_array_equal(m, full[:, :, z])
 
 
 def test_break_cancels_propagation(tiny, blob, cache):
@@ -94,19 +92,27 @@ def test_break_cancels_propagation(tiny, blob, cache):
     assert sorted(set(np.nonzero(mask)[2])) == [10, 11, 12]
 
 
-def test_negative_click_edits_the_slice_and_repropagates_locally(tiny, blob, cache):
+def test_a_click_changes_are_all_yielded_by_propagate(tiny, blob, cache):
+    """A negative click under the default ball rule changes the clicked slice and its
+    neighbours; add_prompts returns the clicked slice, propagate yields every changed slice
+    (the clicked one first), each equal to the refined result's slice."""
     vol, ref = blob
-    pred = oracle_predictor(ref, tiny, cache, click_rule="repropagate")
+    pred = oracle_predictor(ref, tiny, cache)
     prompts = ObjectPrompts(box=box_from_mask(ref))
     first = pred.predict(vol, prompts)
-    click = Point((24.0, 20.0, 12.0), False)  # inside the object on slice 12
-    pred.decoded.clear()
+    click = Point((24.0, 20.0, 10.0), False)  # inside the object on its middle slice
     r = pred.predict(vol, ObjectPrompts(box=prompts.box, points=[click]), previous=first)
-    assert r.info["mode"] == "refine" and r.info["click_slice_seconds"] is not None
-    assert not r.mask[24, 20, 12]  # the click is honoured
-    removed = first.mask & ~r.mask
-    assert removed.any() and set(np.nonzero(removed)[2]) == {12}  # local: only the clicked slice
-    assert pred.decoded == [13]  # re-propagated downstream (away from the key), stopped: unchanged
+    assert r.info.mode == "refine" and r.info.click_slice_seconds is not None
+    assert not r.mask[24, 20, 10]  # the click is honoured
+    changed = sorted(set(np.nonzero(first.mask ^ r.mask)[2]))
+    assert len(changed) > 1 and 10 in changed  # the ball reaches the neighbouring slices
+    st = first.state.branch(first.state.prompts)
+    st.volume = vol
+    k, plane = pred.add_prompts(st, [click])
+    seen = list(pred.propagate(st))
+    assert k == 10 and seen[0][0] == 10 and set(changed) <= {z for z, _ in seen}
+    for z, m in seen:
+        np.testing.assert_array_equal(m, r.mask[:, :, z])
     assert first.state.prompts.points == []  # the earlier result (an undo snapshot) is untouched
     np.testing.assert_array_equal(first.mask, ref)
 
@@ -117,9 +123,9 @@ def test_positive_click_beyond_the_box_extends_the_object(tiny, blob, cache):
     short = Box(lo=(lo[0], lo[1], 8), hi=(hi[0], hi[1], 12))  # the box stops short of 6..14
     pred = oracle_predictor(ref, tiny, cache)
     first = pred.predict(vol, ObjectPrompts(box=short))
-    assert first.info["slices"] == [8, 9, 10, 11, 12]
+    assert first.info.slices == [8, 9, 10, 11, 12]
     r = pred.predict(vol, ObjectPrompts(box=short, points=[Point((24.0, 20.0, 14.0), True)]), previous=first)
-    assert r.mask[24, 20, 14] and 14 in r.info["slices"]  # seeded from the nearest segmented slice
+    assert r.mask[24, 20, 14] and 14 in r.info.slices  # seeded from the nearest segmented slice
     assert not r.mask[:, :, 13].any()  # outside the box and not clicked: stays out of the mask
 
 
@@ -143,7 +149,7 @@ def test_undo_redo_through_the_session(tiny, blob, cache):
     boxed = s.mask(o.id).copy()
     s.add_point(o.id, (24, 20, 12), False)
     clicked = s.mask(o.id).copy()
-    assert not clicked[24, 20, 12] and s.get(o.id).result.info["mode"] == "refine"
+    assert not clicked[24, 20, 12] and s.get(o.id).result.info.mode == "refine"
     s.undo()
     np.testing.assert_array_equal(s.mask(o.id), boxed)
     s.redo()
@@ -165,8 +171,8 @@ def test_real_tiny_decoder_end_to_end(tiny, blob, cache):
     outside = r.mask.copy()
     outside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = False
     assert r.mask.shape == vol.shape and not outside.any()
-    assert r.state.key == 10 and set(r.info["slices"]) <= set(range(6, 15))
-    assert r.info["encode_seconds"] >= 0 and r.info["decode_seconds"] > 0
+    assert r.state.key == 10 and set(r.info.slices) <= set(range(6, 15))
+    assert r.info.encode_seconds >= 0 and r.info.decode_seconds > 0
 
 
 def test_key_slice_box_bounds_only_its_slice(tiny, blob, cache):
@@ -215,6 +221,6 @@ def test_a_rerun_replays_the_clicks_in_order(tiny, blob, cache):
         s.add_point(o.id, c.ijk, positive=c.positive)
     interactive = s.mask(o.id)
     rerun = oracle_predictor(ref, tiny, cache).predict(vol, ObjectPrompts(key_box=kb, points=clicks))
-    assert rerun.info["mode"] == "full"
+    assert rerun.info.mode == "full"
     np.testing.assert_array_equal(rerun.mask, interactive)
     assert not interactive[24, 20, 12] and interactive[24, 20, 10] and not interactive[20, 20, 8]

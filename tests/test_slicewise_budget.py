@@ -28,13 +28,11 @@ def test_budget_res_is_the_largest_input_that_fits():
     assert budget_res(o, 154, 256, True) == 128  # the MNI brain: 256 * sqrt(40 / 154) = 130 -> 128
     assert budget_res(o, 60, 256, True) == 208  # 256 * sqrt(40 / 60) = 209 -> 208; 60 * (208/256)^2 <= 40
     assert 60 * (208 / 256) ** 2 <= 40 < 60 * (224 / 256) ** 2
-    assert budget_res(o, 1000, 256, True) == 128  # never below encode_budget_min_res
+    assert budget_res(o, 1000, 256, True) == 128  # never below BUDGET_MIN_RES
     assert budget_res(o, 1000, 256, False) is None  # the encoder takes only S
     assert budget_res(SliceWiseOptions(encode_budget=None), 1000, 256, True) is None
     with pytest.raises(OptionError):
         budget_res(SliceWiseOptions(encode_budget=0), 100, 256, True)
-    with pytest.raises(OptionError):
-        budget_res(SliceWiseOptions(encode_budget=40, encode_budget_min_res=100), 1000, 256, True)
 
 
 def test_cap_view_only_lowers_the_input():
@@ -48,18 +46,18 @@ def test_a_long_box_is_encoded_at_the_budget_size(tiny, long_blob):
     box = box_from_mask(ref)
     pred = oracle_predictor(ref, tiny, EmbeddingCache(), encode_budget=10, zoom="never", slice_step=1)
     r = pred.predict(vol, ObjectPrompts(box=box))
-    assert r.info["res_cap"] == 144 and r.info["input_size"] == 144  # 256 * sqrt(10 / 30) = 147.8
+    assert r.info.res_cap == 144 and r.info.input_size == 144  # 256 * sqrt(10 / 30) = 147.8
     np.testing.assert_array_equal(r.mask, ref)
     keys = [k for k in pred.cache.keys(pred.embedding_namespace(2))]
     assert keys and all(len(k) == 4 and k[3] == 144 for k in keys)  # every slice at 144^2
     # the zoom / context choice is capped too
     auto = oracle_predictor(ref, tiny, EmbeddingCache(), encode_budget=10, slice_step=1).predict(
         vol, ObjectPrompts(box=box))
-    assert auto.info["input_size"] <= 144
+    assert auto.info.input_size <= 144
     # under the budget nothing changes
     short = oracle_predictor(ref, tiny, EmbeddingCache(), encode_budget=40, zoom="never", slice_step=1).predict(
         vol, ObjectPrompts(box=box))
-    assert short.info["res_cap"] is None and short.info["input_size"] == tiny.image_size
+    assert short.info.res_cap is None and short.info.input_size == tiny.image_size
 
 
 def test_prefetch_encodes_full_batches(tiny, long_blob):

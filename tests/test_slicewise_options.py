@@ -33,20 +33,30 @@ def test_parse_option_pairs_reads_yaml_values():
 
 def test_build_options_converts_to_the_field_types():
     o = build_options(SliceWiseOptions, parse_option_pairs(
-        ["mask_prompt=false", "context=5", "window=[40,400]", "axis=1", "zoom_upsample=inf"]))
-    assert o.mask_prompt is False and o.context == 5.0 and isinstance(o.context, float)
-    assert o.window == (40.0, 400.0) and o.axis == 1 and o.zoom_upsample == float("inf")
-    o = build_options(SliceWiseOptions, {"mask_prompt": "true", "context": "none", "margin": "4", "zoom": "always"})
-    assert o.mask_prompt is True and o.context is None and o.margin == 4 and o.zoom == "always"
+        ["slice_step=1", "encode_budget=40", "window=[40,400]", "axis=1", "whole_res_alt=none"]))
+    assert o.slice_step == 1 and o.encode_budget == 40.0 and isinstance(o.encode_budget, float)
+    assert o.window == (40.0, 400.0) and o.axis == 1 and o.whole_res_alt is None
+    o = build_options(SliceWiseOptions, {"encode_workers": "1", "zoom": "never", "click_rule": "edit"})
+    assert o.encode_workers == 1 and o.zoom == "never" and o.click_rule == "edit"
+
+
+def test_the_engine_has_few_options_each_documented():
+    import dataclasses
+
+    from sam_med.predictors.slicewise.options import option_docs
+
+    fields = dataclasses.fields(SliceWiseOptions)
+    assert len(fields) <= 15
+    docs = option_docs()
+    assert [d[0] for d in docs] == [f.name for f in fields] and all(len(d[2]) > 20 for d in docs)
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"mask_promt": False}, "does not take option(s) mask_promt"),
-    ({"mask_prompt": "maybe"}, "expected true or false"),
-    ({"margin": 2.5}, "expected an integer"),
-    ({"zoom": "sometimes"}, "must be one of auto, always, never"),
+    ({"slice_stpe": 1}, "does not take option(s) slice_stpe"),
+    ({"slice_step": 2.5}, "expected an integer"),
+    ({"zoom": "sometimes"}, "must be one of auto, never"),
     ({"window": [40]}, "expected 2 values"),
-    ({"context": [1, 2]}, "context"),
+    ({"encode_budget": [1, 2]}, "encode_budget"),
 ])
 def test_build_options_rejects_what_does_not_fit(values, message):
     with pytest.raises(OptionError) as e:
@@ -55,8 +65,8 @@ def test_build_options_rejects_what_does_not_fit(values, message):
 
 
 def test_predictor_takes_typed_options(tiny):
-    pred = SliceWisePredictor(loaded=tiny, mask_prompt="false", context="6", options=SliceWiseOptions(margin=5))
-    assert pred.options.mask_prompt is False and pred.options.context == 6.0 and pred.options.margin == 5
+    pred = SliceWisePredictor(loaded=tiny, zoom="never", encode_budget="60", options=SliceWiseOptions(slice_step=3))
+    assert pred.options.zoom == "never" and pred.options.encode_budget == 60.0 and pred.options.slice_step == 3
     assert pred.options.encode_workers >= 1 and pred.options.batch_size >= 1  # resolved for the device
     with pytest.raises(OptionError, match="does not take"):
         SliceWisePredictor(loaded=tiny, unknown_option=1)
@@ -101,15 +111,15 @@ def test_evaluate_option_reaches_the_predictor_typed(tiny, tmp_path, capsys, mon
     original = SliceWisePredictor.predict
 
     def spy(self, *a, **k):
-        seen.append((self.options.mask_prompt, self.options.context))
+        seen.append((self.options.zoom, self.options.encode_budget))
         return original(self, *a, **k)
 
     monkeypatch.setattr(SliceWisePredictor, "predict", spy)
     data = _npz_dataset(tmp_path / "data")
     rc = main(["evaluate", str(data), "--model", tiny.name, "--protocol", "box", "--out", str(tmp_path / "ev"),
-               "--no-progress", "--option", "mask_prompt=false", "--option", "context=4"])
+               "--no-progress", "--option", "zoom=never", "--option", "encode_budget=4"])
     assert rc == 0, capsys.readouterr().err
-    assert seen and all(s == (False, 4.0) for s in seen)
+    assert seen and all(s == ("never", 4.0) for s in seen)
     rc = main(["evaluate", str(data), "--model", tiny.name, "--out", str(tmp_path / "ev3"), "--no-progress",
                "--option", "mask_promt=false"])
     err = capsys.readouterr().err

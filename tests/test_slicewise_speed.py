@@ -73,15 +73,18 @@ def test_skipping_decodes_fewer_slices_and_keeps_the_mask(tiny, long_blob):
     r1 = full.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
     skip = oracle_predictor(ref, tiny, EmbeddingCache(), slice_step=3)
     r3 = skip.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
-    assert r3.info["slices"] == r1.info["slices"]  # same extent, every slice filled
+    assert r3.info.slices == r1.info.slices  # same extent, every slice filled
     assert len(set(skip.decoded)) < 0.6 * len(set(full.decoded))
     assert skip.cache.encoded < 0.6 * full.cache.encoded
     assert dice(r3.mask, r1.mask) > 0.97
 
 
-def test_skipping_falls_back_where_the_ends_disagree(tiny, blob):
+def test_skipping_falls_back_where_the_ends_disagree(tiny, blob, monkeypatch):
+    import sam_med.predictors.slicewise.skipping as skipping
+
     vol, ref = blob
-    pred = oracle_predictor(ref, tiny, EmbeddingCache(), slice_step=3, skip_dice=1.01)  # never agree
+    monkeypatch.setattr(skipping, "SKIP_DICE", 1.01)  # the two ends never agree
+    pred = oracle_predictor(ref, tiny, EmbeddingCache(), slice_step=3)
     r = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
     np.testing.assert_array_equal(r.mask, ref)
     lo, hi = box_from_mask(ref).int_bounds()
@@ -94,7 +97,7 @@ def test_skipping_stops_where_the_object_vanishes(tiny, blob):
     loose = Box(lo=(lo[0], lo[1], 0), hi=(hi[0], hi[1], SHAPE[2] - 1))
     pred = oracle_predictor(ref, tiny, EmbeddingCache(), slice_step=4)
     r = pred.predict(vol, ObjectPrompts(box=loose))
-    ks = r.info["slices"]
+    ks = r.info.slices
     assert ks[0] == lo[2] and ks[-1] == hi[2]
     assert dice(r.mask, ref) > 0.97
 
@@ -103,17 +106,9 @@ def test_bad_speed_options_are_refused(tiny, blob):
     vol, ref = blob
     with pytest.raises(OptionError):
         oracle_predictor(ref, tiny, EmbeddingCache(), slice_step=0).predict(vol, ObjectPrompts(box=box_from_mask(ref)))
-    with pytest.raises(OptionError):
-        oracle_predictor(ref, tiny, EmbeddingCache(), whole_res=100, zoom="never").predict(
-            vol, ObjectPrompts(box=box_from_mask(ref)))
-
-
-def test_whole_res_sets_the_whole_slice_view(tiny, blob):
-    vol, ref = blob
-    pred = oracle_predictor(ref, tiny, EmbeddingCache(), whole_res=128, zoom="never", slice_step=1)
-    r = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
-    assert r.info["zoom_crop"] is None and r.info["input_size"] == 128
-    np.testing.assert_array_equal(r.mask, ref)
+    for bad in ({"whole_res_alt": 100}, {"encode_budget": 0}, {"slice_step": -1}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            oracle_predictor(ref, tiny, EmbeddingCache(), **bad)  # refused when the predictor is made
 
 
 def test_key_slice_is_decoded_before_the_range_is_encoded(tiny, blob):

@@ -10,7 +10,8 @@ from _helpers import blob_volume
 from sam_med.predictors.image_predictor import SamPredictor2D
 from sam_med.predictors.planes import PlaneGeometry
 from sam_med.predictors.slicewise import SliceWiseOptions, SliceWisePredictor
-from sam_med.predictors.slicewise.views import choose_crop, context_view, select_view, square_crop, zoom_res
+from sam_med.predictors.slicewise.constants import MIN_CROP, ZOOM_FACTOR
+from sam_med.predictors.slicewise.views import choose_crop, context_view, select_view, square_crop
 
 
 @pytest.fixture(scope="module")
@@ -32,29 +33,24 @@ def test_choose_crop_rules():
     o = SliceWiseOptions()
     ext = np.array([40, 40, 59, 49])  # 20 x 10 px box in a 200 x 200 plane
     crop = choose_crop(o, ext, (200, 200), from_points=False)
-    assert crop[2] - crop[0] + 1 == max(o.min_crop, round(20 * o.zoom_factor))
+    assert crop[2] - crop[0] + 1 == max(MIN_CROP, round(20 * ZOOM_FACTOR))
     assert crop[0] <= 40 and crop[2] >= 59 and crop[1] <= 40 and crop[3] >= 49
     assert choose_crop(o, ext, (200, 200), from_points=True) is None
     assert choose_crop(SliceWiseOptions(zoom="never"), ext, (200, 200), False) is None
     assert choose_crop(o, np.array([0, 0, 150, 150]), (200, 200), False) is None  # would cover the slice
-    # zoom input size: inf upsampling = the model's S; finite = side x factor rounded to 16
-    assert zoom_res(o, crop, 256, True) is None
-    assert zoom_res(SliceWiseOptions(zoom_upsample=1.0), crop, 256, True) == 64
-    assert zoom_res(SliceWiseOptions(zoom_upsample=1.0), crop, 256, False) is None
 
 
 def test_context_view_keeps_the_slice_scale():
-    o = SliceWiseOptions(context=5.0)
     zoom = (90, 90, 111, 111)  # 22 px = 10 px box x 2.2
-    crop, res = context_view(o, zoom, (512, 512), 256)
+    crop, res = context_view(zoom, (512, 512), 256)
     side = crop[2] - crop[0] + 1
     assert side == 50 and res == 32  # 5 x the box side, at 256/512 of the pixels, rounded to 16
-    assert context_view(SliceWiseOptions(context=None), zoom, (512, 512), 256) == (None, None)
-    assert context_view(SliceWiseOptions(context=60.0), zoom, (512, 512), 256) == (None, None)
+    assert context_view(None, (512, 512), 256) == (None, None)
+    assert context_view((0, 0, 250, 250), (512, 512), 256) == (None, None)  # 5 x would not fit
 
 
 def test_select_view_takes_the_zoom_only_by_the_margin():
-    o = SliceWiseOptions(zoom_margin=0.1)
+    o = SliceWiseOptions()  # ZOOM_MARGIN = 0.1
     zoom = ((90, 90, 111, 111), None)
     scored = []
 
@@ -65,7 +61,7 @@ def test_select_view_takes_the_zoom_only_by_the_margin():
         return score
 
     assert select_view(o, zoom, (512, 512), 256, score_by({True: 0.85, False: 0.7})) == zoom
-    wide = context_view(o, zoom[0], (512, 512), 256)
+    wide = context_view(zoom[0], (512, 512), 256)
     assert select_view(o, zoom, (512, 512), 256, score_by({True: 0.75, False: 0.7})) == wide
     scored.clear()
     assert select_view(o, zoom, (512, 512), 256, score_by({True: 1.0, False: 0.95})) == wide
@@ -78,9 +74,9 @@ def test_whole_res_alt_replaces_the_whole_slice_only_by_the_margin():
     crop (not the whole slice) never scores the alternative."""
     from sam_med.predictors.base import OptionError
 
-    o = SliceWiseOptions(zoom_margin=0.1, whole_res_alt=192)
+    o = SliceWiseOptions(whole_res_alt=192)
     big_zoom = ((10, 10, 500, 500), None)  # 5 x this box's side does not fit the 512 slice
-    assert context_view(o, big_zoom[0], (512, 512), 256) == (None, None)
+    assert context_view(big_zoom[0], (512, 512), 256) == (None, None)
     table = {(None, None): 0.6, (None, 192): 0.75, big_zoom: 0.5}
     scored = []
 
@@ -94,7 +90,7 @@ def test_whole_res_alt_replaces_the_whole_slice_only_by_the_margin():
     assert select_view(o, big_zoom, (512, 512), 256, score) == (None, None)
     scored.clear()
     small = ((90, 90, 111, 111), None)  # its context square fits: a crop, no alternative
-    table.update({context_view(o, small[0], (512, 512), 256): 0.7, small: 0.7})
+    table.update({context_view(small[0], (512, 512), 256): 0.7, small: 0.7})
     select_view(o, small, (512, 512), 256, score)
     assert (None, 192) not in scored
     with pytest.raises(OptionError, match="whole_res_alt=100"):

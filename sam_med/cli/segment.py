@@ -52,7 +52,7 @@ def register(sub) -> None:
                    help="overlap rule between objects (default: later objects win)")
     p.add_argument("--cache-dir", help="on-disk embedding cache (reopening a scan skips the encoder)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="predictor option, YAML-typed (zoom=never, mask_prompt=true); repeatable")
+                   help="engine option, YAML-typed, repeatable; the slice-wise engine's are listed below")
     p.add_argument("--format", choices=("nifti", "nrrd", "npz", "dicom-seg"),
                    help="output format (default: from --out's extension)")
     p.add_argument("--session-out", help="also save the session (prompts + masks + model) to this .npz")
@@ -63,7 +63,22 @@ def register(sub) -> None:
     p.add_argument("--spacing-order", choices=("zyx", "xyz"), default="zyx",
                    help="CVPR 2025 challenge npz only: order of its 'spacing' (default zyx, the challenge's)")
     p.add_argument("--out", required=True, help="output label map (.nii.gz, .nrrd, .npz, .dcm)")
+    p.epilog = options_help()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.set_defaults(func=run)
+
+
+def options_help() -> str:
+    """The slice-wise engine's ``--option`` keys with their defaults and notes (for ``--help``)."""
+    import textwrap
+
+    from ..predictors.slicewise.options import option_docs
+
+    lines = ["slice-wise engine options (--option KEY=VALUE; docs/engine.md):"]
+    for name, default, note in option_docs():
+        lines.append(f"  {name} (default {default})")
+        lines.extend(textwrap.wrap(note, 88, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
 def out_format(path: str, fmt: str | None) -> str:
@@ -141,23 +156,26 @@ def view_options(args, cache_dir: str | None) -> dict:
     return options
 
 
+_BAR_NAMES = {"encode": "encoding slices", "propagate": "propagating slices", "3D crops": "3D crops"}
+
+
 def progress_bar(disabled: bool):
-    """A progress callback ``(done, total, what)`` drawing a tqdm bar for encoding (or nothing)."""
+    """A progress callback ``(done, total, what)`` drawing one tqdm bar per stage on stderr
+    (slices done / total, rate and time left), or nothing when ``disabled``."""
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
 
     def progress(done: int, total: int, what: str) -> None:
-        if disabled or what != "encode":
+        if disabled or total <= 0:
             return
         bar = bars.get(what)
-        if bar is None or bar.total != total or done == 0:
+        if bar is None or bar.total != total or done < bar.n:
             if bar is not None:
                 bar.close()
-            bar = bars[what] = tqdm(total=total, desc="encoding slices", unit="slice", file=sys.stderr,
-                                    leave=False)
-        bar.n = done
-        bar.refresh()
+            bar = bars[what] = tqdm(total=total, desc=_BAR_NAMES.get(what, what), unit="slice",
+                                    file=sys.stderr, leave=False, mininterval=0.2)
+        bar.update(max(0, min(done, total) - bar.n))
         if done >= total:
             bar.close()
             bars.pop(what, None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..predictors.base import PredictionResult, build_options
+from ..predictors.base import PredictionInfo, PredictionResult, build_options
 from ..prompts import apply_key_slice_box
 
 
@@ -60,7 +60,7 @@ class ThresholdPredictor:
                     mask |= ball
                 else:
                     mask &= ~ball
-        return PredictionResult(mask=mask, info={"n_points": len(prompts.points)})
+        return PredictionResult(mask=mask, info=PredictionInfo(extra={"n_points": len(prompts.points)}))
 
 
 def build_threshold(device: str = "cpu", **options) -> ThresholdPredictor:

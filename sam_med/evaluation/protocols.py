@@ -209,8 +209,7 @@ def run_protocol(
 
 
 def _info(obj) -> dict:
-    """Numeric entries of the predictor's ``PredictionResult.info`` (timings, cache hits, ...)."""
+    """Numeric entries of the predictor's ``PredictionResult.info`` (timings, sizes, ...)."""
     res = getattr(obj, "result", None)
-    info = getattr(res, "info", None) or {}
-    return {k: float(v) for k, v in info.items()
-            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+    info = getattr(res, "info", None)
+    return info.numbers() if info is not None else {}

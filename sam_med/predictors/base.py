@@ -27,11 +27,48 @@ import numpy as np
 
 from ..errors import SamMedError
 
-__all__ = ["ProgressFn", "PredictionResult", "VolumePredictor", "OptionError", "build_options",
+__all__ = ["ProgressFn", "PredictionResult", "PredictionInfo", "VolumePredictor", "OptionError", "build_options",
            "option_names", "parse_option_pairs", "coerce_option"]
 
 ProgressFn = Callable[[int, int, str], None]
 """progress(done, total, what) — called by long operations; must be cheap and thread-safe."""
+
+
+@dataclass
+class PredictionInfo:
+    """What a predictor reports about one result (typed; :meth:`numbers` flattens it for reports).
+
+    ``mode``: "full" (run from the prompts) or "refine" (the previous result + new clicks);
+    ``axis``: the slicing axis (None for 3D models); ``slices``: indices along it with a mask;
+    ``seconds`` / ``encode_seconds`` / ``decode_seconds``: wall time of this call and its parts;
+    ``click_slice_seconds``: a refinement's time to the clicked slice's new mask; ``zoom_crop`` /
+    ``input_size`` / ``res_cap``: the slice-wise view (crop of the plane, encoder input size,
+    the encode budget's cap); ``confidence``: the model's mean predicted IoU over the object's
+    slices (None: the model gives none); ``extra``: other numbers a predictor reports."""
+
+    mode: str = "full"
+    axis: int | None = None
+    slices: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    click_slice_seconds: float | None = None
+    zoom_crop: tuple[int, int, int, int] | None = None
+    input_size: int | None = None
+    res_cap: int | None = None
+    confidence: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def numbers(self) -> dict[str, float]:
+        """The numeric entries (for evaluation records): timings, sizes, confidence, extras."""
+        out: dict[str, float] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                out[f.name] = float(v)
+        out["n_slices"] = float(len(self.slices))
+        out.update({k: float(v) for k, v in self.extra.items()})
+        return out
 
 
 @dataclass
@@ -40,7 +77,7 @@ class PredictionResult:
 
     mask: np.ndarray
     state: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
+    info: PredictionInfo = field(default_factory=PredictionInfo)
 
 
 @runtime_checkable

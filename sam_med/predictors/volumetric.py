@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from ..errors import PromptError, SamMedError
 from ..prompts import ObjectPrompts, apply_key_slice_box
-from .base import PredictionResult, ProgressFn
+from .base import PredictionInfo, PredictionResult, ProgressFn
 from ..volume import Volume, apply_affine
 
 __all__ = ["VolumetricPredictor", "VolumetricOptions", "Sam3DState", "CropPlan", "zscore_positive"]
@@ -117,35 +117,34 @@ class VolumetricOptions:
 class VolumetricPredictor:
     """Segment one object at a time with a SAM-Med3D-compatible model.
 
-    Parameters
-    ----------
+    ``VolumetricPredictor(model=None, *, checkpoint=None, device="cpu", loaded=None, ...)``, as
+    :class:`~sam_med.predictors.slicewise.SliceWisePredictor`:
+
+    model: model config name (``configs/models/<name>.yaml``), path or dict; None: the
+        ``sam_med3d_turbo`` config (or, with ``loaded``, no config).
     checkpoint: weights file (official container or bare state dict) or a folder;
         None = ``$SAM_MED_CHECKPOINTS/<config's file_name>``.
-    config: model config name (``configs/models/<name>.yaml``), path or dict; default
-        ``sam_med3d_turbo``.
     device: torch device string.
-    model: None (load from ``checkpoint``/``config``), a config name (what the
-        predictor factory passes), or a ready model object with ``encode(image)``,
-        ``decode(emb, coords, labels, mask_logits) -> (logits, iou)`` and
-        ``config.img_size`` / ``config.spacing`` (e.g. :class:`~sam_med.models.sam3d.Sam3D`
-        or a test double).
+    loaded: a ready model object with ``encode(image)``, ``decode(emb, coords, labels,
+        mask_logits) -> (logits, iou)`` and ``config.img_size`` / ``config.spacing`` (e.g.
+        :class:`~sam_med.models.sam3d.Sam3D` or a test double); else loaded from ``model``.
     autocast_dtype: "config" (the config's ``autocast_dtype``), None (fp32) or
         ``torch.bfloat16``.
     """
 
-    def __init__(self, checkpoint=None, config=None, device: str = "cpu", model=None, *,
+    def __init__(self, model=None, *, checkpoint=None, device: str = "cpu", loaded=None,
                  autocast_dtype: Any = "config", tile_overlap: float | None = None,
                  threshold: float | None = None, margin: int = 8) -> None:
         from ..models.sam3d import load_model_config, load_sam3d
 
-        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-            config, model = model, None
         self.device = torch.device(device)
-        self.config: dict[str, Any] = load_model_config(config) if (config is not None or model is None) else {}
-        if model is None:
-            model = load_sam3d(checkpoint, self.config, device=str(self.device))
-        elif isinstance(model, torch.nn.Module):
-            model = model.to(self.device).eval()
+        config = model if model is not None or loaded is not None else "sam_med3d_turbo"
+        self.config: dict[str, Any] = load_model_config(config) if config is not None else {}
+        if loaded is None:
+            loaded = load_sam3d(checkpoint, self.config, device=str(self.device))
+        elif isinstance(loaded, torch.nn.Module):
+            loaded = loaded.to(self.device).eval()
+        model = loaded
         self.model = model
         self.model_name = str(self.config.get("name") or getattr(model, "name", None) or "sam3d")
         mcfg = getattr(model, "config", None)
@@ -371,6 +370,7 @@ class VolumetricPredictor:
             inside = np.zeros(volume.shape, bool)
             inside[blo[0]:bhi[0] + 1, blo[1]:bhi[1] + 1, blo[2]:bhi[2] + 1] = True
             mask &= inside
-        info = {"model": self.model_name, "crops": len(plans), "iou_pred": ious,
-                "crop_centers": [p.center for p in plans]}
+        iou = [float(v) for v in ious if v is not None]
+        info = PredictionInfo(confidence=float(np.mean(iou)) if iou else None,
+                              extra={"crops": len(plans)})
         return PredictionResult(mask=mask, state=state, info=info)

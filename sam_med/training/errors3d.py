@@ -180,7 +180,7 @@ def decode_sample(model: torch.nn.Module, loaded, item: dict, device=None, click
         kw = {"points": torch.as_tensor(np.asarray(pts), dtype=torch.float32, device=device).reshape(1, -1, 2),
               "point_labels": torch.tensor([[int(c[2]) for c in item["clicks3d"]]], device=device)}
     if mask_prompt:
-        from ..predictors.slicewise.refine import mask_logits
+        from ..transforms import mask_logits
         kw["mask_input"] = mask_logits(np.asarray(item["mask"])[0] > 0, pre, emb.shape[-2:]).to(device)
     low, _iou = model.decode(emb, boxes=box, **kw)
     return loaded.postprocess(low[:, :1].float(), slice_meta(hw, pre.image_size))

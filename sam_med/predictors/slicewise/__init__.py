@@ -9,35 +9,31 @@ Recipe (see ``benchmarks/bench_slicewise.py`` for the measurements behind each c
    unless ``axis`` is given; see :mod:`sam_med.predictors.planes` for the 2D layout.
    Embeddings come from an :class:`EmbeddingCache` (shared across objects, prompts
    and clicks; optional on-disk store) through a worker pool (:mod:`.encoding`).
-3. **View selection (zoom)** (:mod:`.views`): the key slice is decoded in two views: the
-   *context view* (a square of ``context`` x the box side around the box at the whole
-   slice's scale, encoded as a reduced r x r input, r < S; the whole slice when that
-   square would not fit) and the *zoom view* (a square of ``zoom_factor`` x the box
-   side, resized to S). The zoom is used for every slice of the object only when the
-   model's own predicted IoU there beats the context view's by ``zoom_margin``. Small or
-   low-contrast lesions gain pixels; the others keep the slice's own scale. The encoder
-   cost grows with the input area, so a context view of a 60 px lesion in a 512² slice
-   costs ~1/5 of the whole slice; large organs get the whole slice, whose embeddings all
-   objects share. Costs one extra encode at the key slice.
-4. A 3D box starts on its middle slice with the box's in-plane extent, then
-   propagates both ways (:mod:`.propagation`): each next slice is prompted with the
-   previous slice's mask box (+ ``margin`` px) clipped to the 3D box (optionally with the
-   previous slice's low-res logits as a dense prompt, ``mask_prompt``: off by default, it
-   costs abdominal organs 0.08 Dice); it stops at the box's extent or when the object
-   vanishes (empty mask or predicted IoU below ``iou_stop``). Points only: the box is
-   searched on the clicked slice first (:mod:`.seeding`).
-5. Clicks (refinement, :mod:`.clicks`) act on their slice through the box, which is what
-   this box-trained model understands: a positive click grows the slice's box to include
-   it, a negative click moves the nearest box side past it; the slice is re-decoded from
-   cached embeddings and the change is re-propagated outwards only while the
-   neighbouring slices change; each re-propagated slice gets its own previous logits as
-   a dense prompt (``refine_own_logits``). A click on a slice the object had not reached
-   seeds it there from the nearest segmented slice.
+3. **View** (:mod:`.views`): the key slice is decoded in the *context view* (a square of
+   ``CONTEXT`` x the box side around the box at the whole slice's scale, a reduced encoder
+   input; the whole slice when it would not fit, where ``whole_res_alt`` is scored too) and,
+   with ``zoom="auto"``, in the *zoom view* (``ZOOM_FACTOR`` x the box side, resized to S); the
+   zoom is kept only when the model's predicted IoU there is higher by ``ZOOM_MARGIN``.
+4. A 3D box starts on its middle slice (a key-slice box on its slice), then propagates both
+   ways (:mod:`.propagation`): each next slice is prompted with the previous slice's mask box
+   (+ ``MARGIN`` px) clipped to the 3D box; with ``slice_step`` > 1 every n-th slice is decoded
+   and the slices between are interpolated where both ends agree (:mod:`.skipping`). It stops
+   at the box's extent or when the object vanishes. Points only: the box is searched on the
+   clicked slice first (:mod:`.seeding`).
+5. Clicks (:mod:`.corrections`): ``click_rule="ball"`` paints (positive) or cuts (negative)
+   the disk from the click to the mask's edge, kept to the clicked tissue by an intensity
+   guard, and continues it through the neighbouring slices while the click's pixel is still
+   wrong there (:mod:`.ball`); a positive click on a slice the object had not reached seeds it
+   there with the model. No re-propagation: a click changes only the error it lands in.
+
+The options (:mod:`.options`) are the knobs a user sets; the fixed numbers are in
+:mod:`.constants`; ``docs/engine.md`` gives the measurements behind both.
 
 Decoding goes through the segment-anything-style 2D predictor
 (:class:`~sam_med.predictors.image_predictor.SamPredictor2D`, :mod:`.decoding`). The
 predictor (:mod:`.predictor`) composes the parts and offers the SAM 2 video-predictor
-style API (``init_state`` / ``add_prompts`` / ``propagate``) under ``predict``.
+style API (``init_state`` / ``add_prompts`` / ``propagate``) under one driver, ``segment``,
+which ``predict`` and ``Session.stream`` run.
 """
 
 from .options import SliceWiseOptions

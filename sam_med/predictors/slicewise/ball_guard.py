@@ -2,21 +2,14 @@
 
 A raw ball of radius ``r`` (the distance from the click to the mask's edge) ignores the image:
 a positive click far from the mask paints into the neighbouring tissue, and the ball goes on
-into slices where the clicked structure has ended. The guard restricts each slice's disk:
-
-* ``"connected"``: positive: the part of the disk connected to the click (the whole disk);
-  negative: the part of ``mask ∩ disk`` connected to the click (not a separate piece of the
-  object that the disk happens to touch).
-* ``"intensity"``: as "connected", but within the pixels whose intensity is *like the click's*:
-  ``|I - m| <= ball_guard_sd * s``, with ``m`` the median of the 5x5 patch around the click on
-  the clicked slice and ``s`` the larger of the patch's robust SD (1.4826 x MAD) and the local
-  noise SD (the robust Immerkaer estimate, ``1.4826 x median|I * N| / 6`` with ``N`` the 3x3
-  Laplacian difference kernel, over the disk's square on the clicked slice), at least 1 (the
-  0..255 scale is quantised). On a neighbouring slice the ball stops where the click's own pixel
-  is not like that: the clicked tissue is not there.
-* ``"intensity_cap"``: "intensity", and the ball's radius capped by the in-plane extent of the
-  clicked tissue: the distance from the click to the edge of its like-intensity region on the
-  clicked slice (positive clicks only: a negative click's radius is already bounded by the mask).
+into slices where the clicked structure has ended. The guard keeps, on each slice, the part of
+the disk (positive) or of ``mask ∩ disk`` (negative) connected to the click within the pixels
+whose intensity is *like the click's*: ``|I - m| <= BALL_SD * s``, with ``m`` the median of the
+5x5 patch around the click on the clicked slice and ``s`` the larger of the patch's robust SD
+(1.4826 x MAD) and the local noise SD (the robust Immerkaer estimate, ``1.4826 x median|I * N| /
+6`` with ``N`` the 3x3 Laplacian difference kernel, over the disk's square on the clicked slice),
+at least 1 (the 0..255 scale is quantised). On a neighbouring slice the ball stops where the
+click's own pixel is not like that: the clicked tissue is not there.
 
 Intensities are the predictor's model-range image (``pred.slice_image``: the bound volume on the
 0..255 scale after the model's window / percentile mapping), read one slice at a time; slices are
@@ -31,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..planes import PlaneGeometry, component_at
+from .constants import BALL_SD
 
 __all__ = ["click_tolerance", "make_guard"]
 
@@ -55,39 +49,19 @@ def click_tolerance(img: np.ndarray, x: int, y: int, r: float, n_sd: float) -> t
     return m, max(n_sd * max(sd_patch, sd_noise), 1.0)
 
 
-def make_guard(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float) -> Callable | None:
-    """The guard for a click at plane ``(x, y)`` of slice ``k`` with ball radius ``r`` under
-    ``pred.options.ball_guard`` (None for "none"): ``guard(z, mask, disk, first=False)`` returns
-    the ``(H, W)`` bool part of ``disk`` to paint (positive) or cut (negative) on slice ``z``
-    given its current ``mask``, or None where the ball stops (never on the clicked slice,
-    ``first``: there the click's pixel is always kept). With "intensity_cap" the returned
-    guard's ``radius`` attribute is the capped radius (the caller reads it before the ball)."""
-    mode = pred.options.ball_guard
-    if mode == "none":
-        return None
-    tol = None
-    if mode in ("intensity", "intensity_cap"):
-        tol = click_tolerance(pred.slice_image(geo, k), x, y, r, pred.options.ball_guard_sd)
-
-    def like_click(z: int) -> np.ndarray:  # the pixels of slice z like the clicked tissue
-        return np.abs(pred.slice_image(geo, z) - tol[0]) <= tol[1]
+def make_guard(pred, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool, r: float) -> Callable:
+    """The guard for a click at plane ``(x, y)`` of slice ``k`` with ball radius ``r``:
+    ``guard(z, mask, disk, first=False)`` returns the ``(H, W)`` bool part of ``disk`` to paint
+    (positive) or cut (negative) on slice ``z`` given its current ``mask``, or None where the ball
+    stops (never on the clicked slice, ``first``: there the click's pixel is always kept)."""
+    m, tol = click_tolerance(pred.slice_image(geo, k), x, y, r, BALL_SD)
 
     def guard(z: int, mask: np.ndarray, disk: np.ndarray, first: bool = False) -> np.ndarray | None:
-        region = disk if positive else disk & mask
-        if tol is not None:
-            like = like_click(z)
-            if not first and not like[y, x]:
-                return None
-            region = region & like
-        region = region.copy()
+        like = np.abs(pred.slice_image(geo, z) - m) <= tol
+        if not first and not like[y, x]:
+            return None
+        region = (disk if positive else disk & mask) & like
         region[y, x] = True
         return component_at(region, x, y)
 
-    guard.radius = r
-    if mode == "intensity_cap" and positive:
-        like = like_click(k)
-        like[y, x] = True
-        part = component_at(like, x, y)
-        edge = ndimage.distance_transform_edt(part)
-        guard.radius = float(min(r, max(edge[y, x], 1.5)))
     return guard

@@ -1,45 +1,52 @@
 """The slice-wise predictor: composes binding, encoding, views, decoding, seeding, clicks
 and propagation (see the package docstring for the recipe).
 
-Two API levels, as SAM 2's video predictor (slices = frames):
+One driver, two API levels, as SAM 2's video predictor (slices = frames):
 
-* ``state = init_state(volume, prompts)``; ``k, mask2d = add_prompts(state, ...)``
-  decodes the prompted slice at once (the key slice of a first run, the clicked slice
-  of a refinement); ``for k, mask2d in propagate(state): ...`` yields the other slices
-  as they are decoded (a GUI paints them as they come; ``break`` cancels);
-  :meth:`volume_mask` assembles the 3D mask.
-* :meth:`predict` (the :class:`~sam_med.predictors.base.VolumePredictor` contract the
-  Session uses) runs those three steps and returns a ``PredictionResult`` whose
-  ``state`` is the :class:`~.state.ObjectState`.
+* ``state = init_state(volume, prompts)``; ``k, plane = add_prompts(state, points, box=...,
+  key_box=...)`` decodes the prompted slice at once (the key slice of a first run, the clicked
+  slice of a refinement); ``for k, plane in propagate(state): ...`` yields every slice the
+  prompts changed, the prompted slice first, as they are decoded (a GUI paints them as they
+  come; ``break`` cancels); :meth:`volume_mask` assembles the 3D mask. Planes are in the
+  volume's own index order: ``np.take(mask3d, k, axis)``.
+* :meth:`segment` is the driver every front end uses: the refine-or-run decision, a box with
+  clicks replayed as the box's run then each click, every changed slice yielded as
+  ``(axis, k, plane)``; it returns the ``PredictionResult``. :meth:`predict` (the
+  :class:`~sam_med.predictors.base.VolumePredictor` contract) runs it to the end, and
+  ``Session.stream`` / ``Session.set_prompts`` / the CLI all go through it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ...errors import PromptError
-from ...prompts import Box, ObjectPrompts, Point
+from ...models import load_model
+from ...prompts import Box, KeySliceBox, ObjectPrompts, Point
 from ...volume import Volume
-from ..base import PredictionResult, ProgressFn, build_options
+from ..base import PredictionInfo, PredictionResult, ProgressFn, build_options
 from ..embedding_cache import EmbeddingCache
 from ..planes import PlaneGeometry
-from .clicks import clicks_on, nearest_box
-from .corrections import apply_click
+from .clicks import clicks_on
 from .clicks import slice_with_clicks as decode_with_clicks
+from .constants import MARGIN
+from .corrections import apply_click
 from .decoding import SliceDecoder
 from .encoding import SliceEncoder
-from .options import SliceWiseOptions, resolve_workers
+from .options import SliceWiseOptions, check_options, resolve_workers
 from .propagation import intensity_stats, propagate_pass
 from .seeding import seed_from_points
 from .skipping import skip_pass, uses_skipping
 from .state import ObjectState, Propagation, SliceOut, is_extension, mask_bounds
-from .views import budget_res, cap_view, choose_crop, select_view, whole_res, zoom_res
+from .views import budget_res, cap_view, choose_crop, select_view
 from .volume_binding import VolumeBinding
+
+Update = tuple  # (axis, k, plane): slice k along voxel axis ``axis``, in the volume's index order
 
 __all__ = ["SliceWisePredictor"]
 
@@ -59,13 +66,12 @@ class SliceWisePredictor:
                  options: SliceWiseOptions | None = None, **option_values: Any) -> None:
         base = {} if options is None else dataclasses.asdict(options)
         opts = build_options(SliceWiseOptions, {**base, **option_values}, owner="the slice-wise predictor")
-        from ...models import load_model
-
         self.loaded = loaded if loaded is not None else load_model(model, checkpoint=checkpoint, device=device)
         self.model_name = self.loaded.name
         self.checkpoint_sha256 = getattr(self.loaded, "sha256", None)
         self.cache = cache if cache is not None else EmbeddingCache(cache_dir=cache_dir)
         self.size = int(self.loaded.image_size)
+        check_options(opts, self.size, self.loaded.supports_reduced_input)
         on_cpu = not str(getattr(self.loaded, "device", "cpu")).startswith(("cuda", "mps"))
         self.options = resolve_workers(opts, on_cpu, torch.get_num_threads())
         self.timings: dict[str, float] = {"encode": 0.0, "decode": 0.0}
@@ -111,10 +117,6 @@ class SliceWisePredictor:
         """The zoom crop for a 2D extent (see :func:`~.views.choose_crop`)."""
         return choose_crop(self.options, extent, hw, from_points)
 
-    def zoom_res(self, crop) -> int | None:
-        """Encoder input size of a zoom crop (None: the model's S)."""
-        return zoom_res(self.options, crop, self.size, self.loaded.supports_reduced_input)
-
     def choose_view(self, st: ObjectState, geo: PlaneGeometry, k: int, base) -> tuple:
         """Zoom (the state's current view) or context view, by the key slice's predicted IoU."""
         def score(view) -> float:
@@ -155,8 +157,7 @@ class SliceWisePredictor:
         def decode(box, points=None, labels=None, mask_input=None, multimask=False):
             return self.decode_slice(geo, k, st.view, emb, box, points, labels, mask_input, multimask)
 
-        return decode_with_clicks(decode, geo.hw, base_box, mask_input, clicks, margin=self.options.margin,
-                                  click_mode=self.options.click_mode, previous=previous)
+        return decode_with_clicks(decode, geo.hw, base_box, mask_input, clicks, margin=MARGIN, previous=previous)
 
     def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> None:
         """Encode every whole slice along the slicing axis (GUI "Prepare")."""
@@ -173,61 +174,76 @@ class SliceWisePredictor:
         return ObjectState(axis=geo.axis, prompts=prompts, volume=volume)
 
     def add_prompts(self, state: ObjectState, points: Sequence[Point] = (), *, box: Box | None = None,
+                    key_box: KeySliceBox | None = None,
                     progress: ProgressFn | None = None) -> tuple[int, np.ndarray]:
-        """Add ``points`` (voxel clicks) and/or a ``box`` to the object; decode the prompted
-        slice at once and return ``(slice index, (H, W) bool mask)``.
+        """Add ``points`` (voxel clicks) and/or a ``box`` (tight 3D) or ``key_box`` (a rectangle
+        on one slice + a slice range) to the object; decode the prompted slice at once and
+        return ``(k, plane)``: the slice index along ``state.axis`` and its bool mask in the
+        volume's index order.
 
-        A state not run yet (or a new ``box``) starts a first run: the key slice (the box's
-        middle slice, or the first positive click's slice), then both directions are left
-        for :meth:`propagate`. On a run state each point is a refinement click: its slice
-        is re-decoded and the directions it affects are left for :meth:`propagate` (with
-        several points, each but the last is propagated here). Passes an earlier call left
-        pending run first."""
+        A state not run yet, or a new box, starts a first run: the key slice (the box's middle
+        slice, or the first positive click's slice), both directions left for
+        :meth:`propagate`. On a run state each point is a refinement click under the
+        ``click_rule``; the slices it changed are left for :meth:`propagate` to yield."""
         geo = self._state_geometry(state)
         points = list(points)
-        if box is not None or state.key is None:
-            prompts = ObjectPrompts(box=box if box is not None else state.prompts.box,
-                                    points=list(state.prompts.points) + points,
-                                    key_box=None if box is not None else state.prompts.key_box)
+        if box is not None or key_box is not None or state.key is None:
+            old = state.prompts
+            prompts = ObjectPrompts(box=box if box is not None else (None if key_box is not None else old.box),
+                                    key_box=key_box if key_box is not None else (None if box is not None else old.key_box),
+                                    points=list(old.points) + points)
             if prompts.is_empty():
                 raise PromptError("nothing to segment from: give a box or at least one point")
+            if prompts.box is None and prompts.key_box is not None:
+                state.axis = int(prompts.key_box.axis)
+            elif box is not None:
+                state.axis = self.axis_for(state.volume)
+            geo = self._state_geometry(state)
             fresh = ObjectState(axis=state.axis, prompts=prompts, volume=state.volume)
             for f in dataclasses.fields(ObjectState):
                 setattr(state, f.name, getattr(fresh, f.name))
             self._plan(state, geo)
             k = self._first_slice(state, geo, progress)
-            return k, state.slices[k].mask
+            return k, state.slices[k].mask.T
         if not points:
-            raise PromptError("add_prompts needs points or a box")
+            raise PromptError("add_prompts needs points, a box or a key-slice box")
         self._drain(state, progress)
         state.prompts = ObjectPrompts(box=state.prompts.box, points=list(state.prompts.points) + points,
                                       key_box=state.prompts.key_box)
-        for i, p in enumerate(points):
-            if i:
-                self._drain(state, progress)
+        for p in points:
             k = self._click(state, geo, p)
-        return k, state.slices[k].mask
+        return k, state.slices[k].mask.T
 
     def propagate(self, state: ObjectState, progress: ProgressFn | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Run the pending passes; yield ``(slice index, (H, W) bool mask)``: first the
-        prompted slice each pass starts from (the key slice of a first run, the clicked
-        slice of a refinement; once), then every slice as it is decoded. ``break`` cancels:
+        """Yield ``(k, plane)`` for every slice the prompts changed since the last call, in the
+        volume's index order: first the slices :meth:`add_prompts` changed (the prompted slice
+        first), then every slice of the pending passes as it is decoded. ``progress(done,
+        total, "propagate")`` counts slices over the planned slice range. ``break`` cancels:
         slices decoded so far stay in the state, the rest of the pending passes are dropped."""
         geo = self._state_geometry(state)
-        starts: set[int] = set()
+        s0, s1 = state.srange
+        total = max(1, s1 - s0 + 1) if state.pending else max(1, len(state.changed))
+        done = 0
         try:
+            while state.changed:
+                k = state.changed.pop(0)
+                done += 1
+                if progress:
+                    progress(min(done, total), total, "propagate")
+                yield k, state.slices[k].mask.T
             while state.pending:
                 job = state.pending.pop(0)
-                if job.start not in starts:
-                    starts.add(job.start)
-                    yield job.start, state.slices[job.start].mask
                 run = skip_pass if uses_skipping(self.options, state, job) else propagate_pass
                 for z, out in run(self, state, geo, job):
-                    yield z, out.mask
-                if progress:
-                    progress(1, 1, "propagate")
+                    done += 1
+                    if progress:
+                        progress(min(done, total), total, "propagate")
+                    yield z, out.mask.T
+            if progress:
+                progress(total, total, "propagate")
         finally:
             state.pending.clear()
+            state.changed.clear()
 
     def volume_mask(self, state: ObjectState) -> np.ndarray:
         """The object's bool mask on the volume grid, kept inside its box (grown by positive
@@ -238,11 +254,10 @@ class SliceWisePredictor:
         for k, so in state.slices.items():
             if so.mask.any():
                 geo.set_slice(mask, k, so.mask)
-        prompts = state.prompts
         bounds = mask_bounds(state, geo)
         if bounds is not None:
             lo, hi = bounds
-            for p in prompts.points:
+            for p in state.prompts.points:
                 if p.positive:
                     ijk = np.rint(p.ijk).astype(int)
                     lo, hi = np.minimum(lo, ijk), np.maximum(hi, ijk)
@@ -251,11 +266,16 @@ class SliceWisePredictor:
             mask &= keep
         return mask
 
-    # ------------------------------------------------------------ the contract
-    def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
-                progress: ProgressFn | None = None) -> PredictionResult:
-        """Segment one object from its full prompt set; a ``previous`` result whose prompts
-        these extend by clicks is refined instead of re-run."""
+    # ------------------------------------------------------------ the driver
+    def segment(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
+                progress: ProgressFn | None = None) -> Generator[Update, None, PredictionResult]:
+        """Segment one object from its full prompt set, yielding ``(axis, k, plane)`` for every
+        slice as it changes; returns the :class:`PredictionResult`. A ``previous`` result whose
+        prompts these extend by clicks is refined (its state branched, never modified); else the
+        box's run comes first and each click is replayed after it, in order, so a re-run (a
+        reloaded session, one ``sam-med segment`` per CVPR25 step) gives the masks of the
+        interactive session that made the prompts. Closing the generator stops after the slice
+        being decoded."""
         if prompts.is_empty():
             raise PromptError("nothing to segment from: give a box or at least one point")
         kb = prompts.key_box if prompts.box is None else None
@@ -263,38 +283,39 @@ class SliceWisePredictor:
         t0 = time.perf_counter()
         enc0, dec0 = self.timings["encode"], self.timings["decode"]
         prev = previous.state if previous is not None and isinstance(previous.state, ObjectState) else None
+        click_s = None
         if prev is not None and is_extension(prev, prompts, geo.axis):
             st = prev.branch(prev.prompts)
             st.volume = volume
-            self.add_prompts(st, prompts.points[len(prev.prompts.points):], progress=progress)
+            steps: list[list[Point]] = [[p] for p in prompts.points[len(prev.prompts.points):]]
             mode = "refine"
         else:
-            # a box with clicks is replayed in order: the box's run, then each click as a
-            # refinement, so a re-run (a reloaded session, one `sam-med segment` per CVPR25
-            # step) gives exactly the masks of the interactive session that made the prompts
             boxed = prompts.box is not None or prompts.key_box is not None
-            first = ObjectPrompts(box=prompts.box, key_box=prompts.key_box) if boxed else prompts
-            st = self.init_state(volume, first)
+            st = self.init_state(volume, ObjectPrompts(box=prompts.box, key_box=prompts.key_box) if boxed else prompts)
             self.add_prompts(st, progress=progress)
-            if boxed and prompts.points:
-                self._drain(st, progress)
-                self.add_prompts(st, prompts.points, progress=progress)
+            yield from self._updates(st, progress)
+            steps = [[p] for p in prompts.points] if boxed else []
             mode = "full"
-        self._drain(st, progress)
-        info = {
-            "mode": mode,
-            "axis": geo.axis,
-            "zoom_crop": st.crop,
-            "input_size": st.res or self.size,
-            "res_cap": st.res_cap,
-            "slices": st.mask_slices(),
-            "seconds": time.perf_counter() - t0,
-            "encode_seconds": self.timings["encode"] - enc0,
-            "decode_seconds": self.timings["decode"] - dec0,
-            # refinement: time to the updated mask on the clicked slice (before re-propagation)
-            "click_slice_seconds": self.timings.get("click_slice") if mode == "refine" else None,
-        }
+        for pts in steps:
+            c0 = time.perf_counter()
+            self.add_prompts(st, pts, progress=progress)
+            click_s = time.perf_counter() - c0
+            yield from self._updates(st, progress)
+        info = PredictionInfo(mode=mode, axis=geo.axis, slices=st.mask_slices(), seconds=time.perf_counter() - t0,
+                              encode_seconds=self.timings["encode"] - enc0, decode_seconds=self.timings["decode"] - dec0,
+                              click_slice_seconds=click_s if mode == "refine" else None, zoom_crop=st.crop,
+                              input_size=st.res or self.size, res_cap=st.res_cap, confidence=st.confidence())
         return PredictionResult(mask=self.volume_mask(st), state=st, info=info)
+
+    def predict(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,
+                progress: ProgressFn | None = None) -> PredictionResult:
+        """:meth:`segment` run to the end (the ``VolumePredictor`` contract)."""
+        gen = self.segment(volume, prompts, previous, progress)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
 
     # ------------------------------------------------------------ steps
     def _state_geometry(self, state: ObjectState) -> PlaneGeometry:
@@ -305,6 +326,11 @@ class SliceWisePredictor:
     def _drain(self, state: ObjectState, progress: ProgressFn | None) -> None:
         for _ in self.propagate(state, progress):
             pass
+
+    def _updates(self, state: ObjectState, progress: ProgressFn | None) -> Iterator[Update]:
+        axis = int(state.axis)
+        for k, plane in self.propagate(state, progress):
+            yield axis, int(k), plane
 
     def _plan(self, st: ObjectState, geo: PlaneGeometry) -> None:
         """Slice range, in-plane bound and first view of a first run."""
@@ -332,11 +358,9 @@ class SliceWisePredictor:
                 s = int(round(geo.to_plane(p.ijk)[0]))
                 st.srange = (min(st.srange[0], s), max(st.srange[1], s))
         crop = self.choose_crop(extent, geo.hw, from_points=st.bound2d is None)
-        res = self.zoom_res(crop) if crop is not None or st.bound2d is None else \
-            whole_res(self.options, self.size, self.loaded.supports_reduced_input)
         st.res_cap = None if st.bound2d is None else budget_res(
             self.options, st.srange[1] - st.srange[0] + 1, self.size, self.loaded.supports_reduced_input)
-        st.set_view(cap_view((crop, res), st.res_cap, self.size))
+        st.set_view(cap_view((crop, None), st.res_cap, self.size))
 
     def _first_slice(self, st: ObjectState, geo: PlaneGeometry, progress: ProgressFn | None) -> int:
         """Decode the key slice of a first run; leave both directions pending."""
@@ -362,36 +386,17 @@ class SliceWisePredictor:
                 st.seed_stats = intensity_stats(geo.slice_of(self.model_range, k), seed)
         else:
             st.slices[k] = self.slice_with_clicks(st, geo, k, emb, base, None, clicks)
+        st.changed = [k]
         st.pending = [Propagation(k, +1), Propagation(k, -1)]
         return k
 
     def _click(self, st: ObjectState, geo: PlaneGeometry, p: Point) -> int:
-        """Re-decode the slice of refinement click ``p`` (already in ``st.prompts``); leave
-        the directions downstream of it pending."""
+        """Apply refinement click ``p`` (already in ``st.prompts``) under the click rule
+        (:mod:`.corrections`); the slices it changed are queued for :meth:`propagate`."""
         k = int(round(geo.to_plane(p.ijk)[0]))
-        rule = self.options.click_rule
-        if rule == "auto":
-            rule = "repropagate" if st.crop is not None else "edit"
-        if rule in ("edit", "carry", "extend", "ball"):
-            t0 = time.perf_counter()
-            apply_click(self, st, geo, p, k, rule)
-            self.timings["click_slice"] = time.perf_counter() - t0  # (carry: incl. the carried slices)
-            st.pending = []
-            return k
-        if p.positive:
-            st.srange = (min(st.srange[0], k), max(st.srange[1], k))
-        old = dict(st.slices)
-        emb = self.view_embeddings(st, geo, [k])[k]
-        cur = st.slices.get(k)
-        base = cur.box if cur is not None and cur.box is not None and cur.mask.any() else None
-        if base is None:
-            base = nearest_box(st.slices, k)
         t0 = time.perf_counter()
-        st.slices[k] = self.slice_with_clicks(st, geo, k, emb, base, None, clicks_on(st.prompts.points, geo, k),
-                                              previous=None if cur is None else cur.mask)
+        changed = apply_click(self, st, geo, p, k)
         self.timings["click_slice"] = time.perf_counter() - t0
-        # results flow outwards from the key slice: a change on slice k only affects the
-        # slices downstream of it (both directions when k is the key slice itself)
-        key = st.key if st.key is not None else k
-        st.pending = [Propagation(k, step, old) for step in (+1, -1) if k == key or (k - key) * step > 0]
+        st.changed.extend(z for z in ([k] + changed) if z not in st.changed)
         return k
+

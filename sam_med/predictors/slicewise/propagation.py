@@ -1,19 +1,13 @@
 """Propagation from a decoded slice to its neighbours, one direction at a time (a generator).
 
-Each next slice is prompted with the previous slice's mask box (+ ``margin`` px) clipped
-to the 3D box's in-plane extent (optionally with the previous slice's low-res logits as
-a dense prompt, ``mask_prompt``). Stop rules, first run:
+Each next slice is prompted with the previous slice's mask box (+ ``MARGIN`` px) clipped to the
+3D box's in-plane extent. Stop rules:
 
 * the box's slice range ends (``srange``);
-* the object vanishes: an empty mask, or a predicted IoU below ``iou_stop``; without a
-  box also a sudden growth (> 1.5x the previous slice: a leak) or a mean intensity that
-  departs from the seed slice's (``point_intensity_stop``); the rest of the range is
-  cleared, unless a positive click lies beyond (a click there re-seeds the object).
-
-Refinement (``old`` = the slices before the click): a slice the user clicked on is an
-anchor (stop before it); stop once a slice changes by less than ``refine_stop_dice``;
-with ``refine_own_logits`` a re-propagated slice of a cropped view gets its own previous
-logits as the dense prompt.
+* the object vanishes: an empty mask; without a box also a sudden growth (> 1.5x the previous
+  slice: a leak) or a mean intensity that departs from the seed slice's
+  (``POINT_INTENSITY_STOP``); the rest of the range is cleared, unless a positive click lies
+  beyond (a click there re-seeds the object).
 """
 
 from __future__ import annotations
@@ -22,8 +16,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..planes import PlaneGeometry, dice2d, expand_box, intersect_box, mask_bbox
+from ..planes import PlaneGeometry, expand_box, intersect_box, mask_bbox
 from .clicks import clicks_on
+from .constants import MARGIN, POINT_INTENSITY_STOP
 from .state import ObjectState, Propagation, SliceOut
 
 __all__ = ["propagate_pass", "base_box", "unlike_seed", "clicks_beyond"]
@@ -81,8 +76,6 @@ def propagate_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) 
     """Run one pass (see the module docstring); yields ``(z, SliceOut)`` for every slice
     it sets in ``st.slices``, as it goes. ``pred``: the
     :class:`~.predictor.SliceWisePredictor` (its public methods and options)."""
-    o = pred.options
-    old = job.old
     step = job.step
     s0, s1 = st.srange
     prev = st.slices[job.start]
@@ -90,31 +83,22 @@ def propagate_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) 
     z = job.start + step
     while s0 <= z <= s1:
         clicks = clicks_on(st.prompts.points, geo, z)
-        if old is not None and clicks and z in old:
-            break  # refinement: a slice the user clicked on is an anchor
-        base = base_box(st, geo, prev, o.margin) if prev.mask.any() else None
-        if base is None and any(p for _, _, p in clicks) and last_box is not None:
+        positive = any(p for _, _, p in clicks)
+        base = base_box(st, geo, prev, MARGIN) if prev.mask.any() else None
+        if base is None and positive and last_box is not None:
             base = last_box  # a click where the object had vanished re-seeds it
-        if base is None and not any(p for _, _, p in clicks):
+        if base is None and not positive:
             new = _empty(geo)
         else:
             emb = pred.prefetch(st, geo, z, step)
-            mask_in = prev.logits if (o.mask_prompt and prev.mask.any()) else None
-            if (old is not None and o.refine_own_logits and st.crop is not None and z in old
-                    and old[z].logits is not None and old[z].mask.any()):
-                mask_in = old[z].logits  # SAM-style: the slice's own previous prediction
-            new = pred.slice_with_clicks(st, geo, z, emb, base, mask_in, clicks)
-            if new.score < o.iou_stop:
-                new = _empty(geo)
-            elif st.bound2d is None and not clicks and new.mask.sum() > 1.5 * max(prev.mask.sum(), 1):
+            new = pred.slice_with_clicks(st, geo, z, emb, base, None, clicks)
+            if st.bound2d is None and not clicks and new.mask.sum() > 1.5 * max(prev.mask.sum(), 1):
                 new = _empty(geo)  # no box: a sudden growth is a leak
             elif (not clicks and st.seed_stats is not None
-                  and unlike_seed(st, pred.slice_image(geo, z), new.mask, o.point_intensity_stop)):
+                  and unlike_seed(st, pred.slice_image(geo, z), new.mask, POINT_INTENSITY_STOP)):
                 new = _empty(geo)  # no box: another tissue
-        if old is not None and z in old and dice2d(new.mask, old[z].mask) >= o.refine_stop_dice:
-            break  # refinement: nothing changes beyond this slice
         st.slices[z] = new
-        vanished = not new.mask.any() and old is None and not clicks_beyond(st, geo, z, step)
+        vanished = not new.mask.any() and not clicks_beyond(st, geo, z, step)
         if vanished:
             # the object vanished: clear the rest of the range, then stop
             zz = z + step

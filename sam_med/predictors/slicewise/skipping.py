@@ -4,9 +4,9 @@ slices between by shape-based interpolation where the object changes slowly.
 One pass (direction ``step``) from the decoded slice ``z``:
 
 1. the slice ``t = z + slice_step x step`` (at most the range end) is decoded from ``z``'s
-   mask box grown by ``margin x gap`` px (the object may grow over the gap), within the
+   mask box grown by ``MARGIN x gap`` px (the object may grow over the gap), within the
    3D box's in-plane extent;
-2. if ``t``'s mask is not empty and agrees with ``z``'s (2D Dice >= ``skip_dice``), the
+2. if ``t``'s mask is not empty and agrees with ``z``'s (2D Dice >= ``SKIP_DICE``), the
    slices between get the signed-distance interpolation of the two masks
    (:func:`~.interpolation.interpolate_masks`) and no encoder or decoder call;
 3. otherwise (the ends disagree: the slices between are the ones the interpolation is
@@ -27,6 +27,7 @@ from typing import Iterator
 from ..base import OptionError
 from ..planes import PlaneGeometry, dice2d, mask_bbox
 from .clicks import clicks_on
+from .constants import MARGIN, SKIP_DICE
 from .interpolation import interpolate_masks
 from .propagation import base_box, clicks_beyond, propagate_pass
 from .state import ObjectState, Propagation, SliceOut
@@ -35,12 +36,12 @@ __all__ = ["skip_pass", "uses_skipping"]
 
 
 def uses_skipping(options, st: ObjectState, job: Propagation) -> bool:
-    """True when ``job`` is a first-run pass of a box prompt with ``slice_step > 1``.
+    """True when ``job`` is a pass of a box prompt with ``slice_step > 1``.
     Raises :class:`~sam_med.predictors.base.OptionError` for a ``slice_step`` below 1."""
     s = int(options.slice_step)
     if s < 1:
         raise OptionError(f"slice_step={s}: use 1 (every slice) or more")
-    return s > 1 and job.old is None and st.bound2d is not None
+    return s > 1 and st.bound2d is not None
 
 
 def _has_clicks(st: ObjectState, geo: PlaneGeometry, lo: int, hi: int) -> bool:
@@ -51,8 +52,7 @@ def skip_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) -> It
     """One first-run pass with slice skipping (see the module docstring); yields
     ``(z, SliceOut)`` in slice order along ``job.step`` for every slice it sets in
     ``st.slices``. ``pred``: the :class:`~.predictor.SliceWisePredictor`."""
-    o = pred.options
-    n = int(o.slice_step)
+    n = int(pred.options.slice_step)
     step = job.step
     s0, s1 = st.srange
     end = s1 if step > 0 else s0
@@ -68,8 +68,8 @@ def skip_pass(pred, st: ObjectState, geo: PlaneGeometry, job: Propagation) -> It
         out_t = None
         if gap > 1 and not _has_clicks(st, geo, min(z, t), max(z, t)):
             emb = pred.prefetch(st, geo, t, step, n)
-            out_t = pred.slice_with_clicks(st, geo, t, emb, base_box(st, geo, prev, o.margin * gap), None, [])
-            if out_t.score < o.iou_stop or not out_t.mask.any() or dice2d(prev.mask, out_t.mask) < o.skip_dice:
+            out_t = pred.slice_with_clicks(st, geo, t, emb, base_box(st, geo, prev, MARGIN * gap), None, [])
+            if not out_t.mask.any() or dice2d(prev.mask, out_t.mask) < SKIP_DICE:
                 out_t = None
         if out_t is None:  # decode the gap slice by slice, as without skipping
             sub = ObjectState(**{**st.__dict__, "srange": (min(z, t), max(z, t))})

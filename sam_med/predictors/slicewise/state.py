@@ -34,13 +34,10 @@ class SliceOut:
 
 @dataclass
 class Propagation:
-    """One pending pass: from slice ``start`` (already decoded) in direction ``step``
-    (+1/-1). ``old``: the slices before a refinement (None for a first run), which
-    decides the refinement stop rules."""
+    """One pending pass: from slice ``start`` (already decoded) in direction ``step`` (+1/-1)."""
 
     start: int
     step: int
-    old: dict[int, SliceOut] | None = None
 
 
 @dataclass
@@ -52,8 +49,9 @@ class ObjectState:
     only; with ``key_only`` it bounds the key slice alone: a key-slice box); ``srange``: inclusive slice range propagation may reach; ``slices``: per
     slice results; ``key``: the slice the first run started from (None: not run yet);
     ``seed_stats``: points only, (mean, sd) of the seed slice's mask on the model's 0-255
-    scale; ``pending``: passes :meth:`SliceWisePredictor.propagate` will run;
-    ``volume``: the volume the state belongs to."""
+    scale; ``changed``: slices a prompt changed that :meth:`SliceWisePredictor.propagate` has
+    not yielded yet; ``pending``: passes it will run; ``volume``: the volume the state belongs
+    to."""
 
     axis: int
     prompts: ObjectPrompts
@@ -64,6 +62,7 @@ class ObjectState:
     key: int | None = None
     res: int | None = None
     seed_stats: tuple[float, float] | None = None
+    changed: list[int] = field(default_factory=list)
     pending: list[Propagation] = field(default_factory=list)
     volume: Any = None
     key_only: bool = False  # bound2d bounds the key slice only (a key-slice box)
@@ -78,11 +77,16 @@ class ObjectState:
 
     def branch(self, prompts: ObjectPrompts) -> "ObjectState":
         """A copy for new ``prompts`` that leaves this state (an undo snapshot) untouched."""
-        return dataclasses.replace(self, prompts=prompts.copy(), slices=dict(self.slices), pending=[])
+        return dataclasses.replace(self, prompts=prompts.copy(), slices=dict(self.slices), pending=[], changed=[])
 
     def mask_slices(self) -> list[int]:
         """Sorted indices of the slices with a non-empty mask."""
         return sorted(k for k, s in self.slices.items() if s.mask.any())
+
+    def confidence(self) -> float | None:
+        """The model's mean predicted IoU over the slices with a mask (None: none)."""
+        scores = [s.score for s in self.slices.values() if s.mask.any()]
+        return float(np.mean(scores)) if scores else None
 
 
 def is_extension(st: ObjectState, prompts: ObjectPrompts, axis: int) -> bool:

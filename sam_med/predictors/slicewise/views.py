@@ -1,20 +1,19 @@
 """Which part of the slice the model sees: the view ``(crop, res)`` of an object.
 
-* **zoom view**: a square of ``zoom_factor`` x the box side around the box (at least
-  ``min_crop`` px), resized to the model's S (or to ``side x zoom_upsample`` rounded up
-  to 16 px when that is smaller and the encoder takes reduced inputs);
-* **context view**: a square of ``context`` x the box side at the whole slice's scale,
+* **zoom view**: a square of ``ZOOM_FACTOR`` x the box side around the box (at least
+  ``MIN_CROP`` px), resized to the model's S;
+* **context view**: a square of ``CONTEXT`` x the box side at the whole slice's scale,
   encoded as a reduced ``r x r`` input (r < S), or the whole slice at S when that square
-  would not fit (or ``context`` is None);
-* **whole-slice view** of a box prompt: the whole slice at ``whole_res`` (None: at S)
-  when the encoder takes reduced inputs (:func:`whole_res`).
+  would not fit;
+* **whole-slice view**: the whole slice at S, or at ``whole_res_alt`` when the model rates that
+  better at the key slice.
 
 A box prompt that spans more slices than ``encode_budget`` has every view's input size capped
 (:func:`budget_res`, :func:`cap_view`): the encoder's cost grows with the input area, so a
 long object is encoded at a smaller input instead of taking minutes.
 
 :func:`select_view` decodes the key slice in both and keeps the zoom only when the
-model's own predicted IoU there beats the context view's by ``zoom_margin``. Crops are
+model's own predicted IoU there beats the context view's by ``ZOOM_MARGIN``. Crops are
 inclusive ``(x0, y0, x1, y1)`` plane pixels; None = the whole slice.
 """
 
@@ -25,10 +24,11 @@ from typing import Callable
 import numpy as np
 
 from ..base import OptionError
-from .options import SliceWiseOptions
+from .constants import BUDGET_MIN_RES, CONTEXT, MIN_CROP, ZOOM_FACTOR, ZOOM_MARGIN
+from .options import SliceWiseOptions, checked_res
 
-__all__ = ["square_crop", "round_up", "choose_crop", "zoom_res", "whole_res", "context_view", "select_view",
-           "whole_res_alt", "budget_res", "cap_view"]
+__all__ = ["square_crop", "round_up", "choose_crop", "context_view", "select_view", "whole_res_alt",
+           "budget_res", "cap_view"]
 
 View = tuple  # (crop | None, res | None)
 
@@ -54,59 +54,30 @@ def choose_crop(options: SliceWiseOptions, extent, hw, from_points: bool) -> tup
     side = max(extent[2] - extent[0] + 1, extent[3] - extent[1] + 1)
     if from_points or options.zoom == "never":
         return None
-    crop_side = int(max(options.min_crop, round(side * options.zoom_factor)))
+    crop_side = int(max(MIN_CROP, round(side * ZOOM_FACTOR)))
     if crop_side >= max(hw):
         return None
     cx, cy = (extent[0] + extent[2]) / 2.0, (extent[1] + extent[3]) / 2.0
     return square_crop(cx, cy, crop_side, hw)
 
 
-def zoom_res(options: SliceWiseOptions, crop, size: int, reduced_ok: bool) -> int | None:
-    """Encoder input size for a zoomed crop (None: the model's S)."""
-    up = options.zoom_upsample
-    if crop is None or not np.isfinite(up) or not reduced_ok:
-        return None
-    side = max(crop[2] - crop[0] + 1, crop[3] - crop[1] + 1)
-    res = round_up(side * up, 16)
-    return None if res >= size else max(res, 64)
-
-
-def _checked_res(name: str, r, size: int, reduced_ok: bool) -> int | None:
-    """Option ``name``'s whole-slice input size ``r``: None when unset, or when the encoder
-    takes only S or ``r`` is S; raises :class:`~sam_med.predictors.base.OptionError` unless
-    it is a multiple of 16 in 64..S."""
-    if r is None:
-        return None
-    r = int(r)
-    if r % 16 or not 64 <= r <= size:
-        raise OptionError(f"{name}={r}: use a multiple of 16 from 64 to {size}, or none")
-    return r if reduced_ok and r < size else None
-
-
-def whole_res(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | None:
-    """Encoder input size of a box prompt's whole-slice view: ``options.whole_res`` when
-    the encoder takes reduced inputs and it is below the model's S, else None (S)."""
-    return _checked_res("whole_res", options.whole_res, size, reduced_ok)
-
-
 def whole_res_alt(options: SliceWiseOptions, size: int, reduced_ok: bool) -> int | None:
     """``options.whole_res_alt``: a second input size for a box prompt's whole-slice view,
-    scored against :func:`whole_res` at the key slice (:func:`select_view`); same checks."""
-    return _checked_res("whole_res_alt", options.whole_res_alt, size, reduced_ok)
+    scored against the whole slice at S at the key slice (:func:`select_view`)."""
+    return checked_res("whole_res_alt", options.whole_res_alt, size, reduced_ok)
 
 
-def context_view(options: SliceWiseOptions, zoom_crop, hw, size: int, reduced_ok: bool = True) -> View:
-    """The non-zoomed view for a zoom crop: the whole slice (at :func:`whole_res`), or
-    (``context``) a square crop of ``context`` x the box side around the box at the whole
-    slice's scale."""
-    if options.context is None or zoom_crop is None:
-        return None, whole_res(options, size, reduced_ok)
+def context_view(zoom_crop, hw, size: int) -> View:
+    """The non-zoomed view for a zoom crop: a square crop of ``CONTEXT`` x the box side around
+    the box at the whole slice's scale, or the whole slice when that would not fit."""
+    if zoom_crop is None:
+        return None, None
     x0, y0, x1, y1 = zoom_crop
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    side = (x1 - x0 + 1) / options.zoom_factor * options.context
+    side = (x1 - x0 + 1) / ZOOM_FACTOR * CONTEXT
     h, w = hw
     if side >= max(h, w):
-        return None, whole_res(options, size, reduced_ok)
+        return None, None
     crop = square_crop(cx, cy, side, hw)
     scale = size / max(h, w)
     res = round_up(max(crop[2] - crop[0] + 1, crop[3] - crop[1] + 1) * scale, 16)
@@ -119,7 +90,7 @@ def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Cal
     box decoded in ``view`` (costs an encode). The zoom is not scored when the context
     view's score is so high that it cannot win by the margin. When the context view is the
     whole slice and ``whole_res_alt`` is set, the whole slice at that size is scored too and
-    replaces it when its score is higher by ``zoom_margin``. ``cap``: the encode budget's
+    replaces it when its score is higher by ``ZOOM_MARGIN``. ``cap``: the encode budget's
     input-size cap (:func:`budget_res`), applied to every view scored and to the result."""
     seen: dict = {}  # capped views already scored (two may cap to the same view)
 
@@ -134,29 +105,29 @@ def select_view(options: SliceWiseOptions, zoom: View, hw, size: int, score: Cal
 
 def _select(options: SliceWiseOptions, zoom: View, hw, size: int, score: Callable[[View], float],
             reduced_ok: bool) -> View:
-    wide = context_view(options, zoom[0], hw, size, reduced_ok)
+    wide = context_view(zoom[0], hw, size)
     s_wide = score(wide)
     alt = whole_res_alt(options, size, reduced_ok)
     if wide[0] is None and alt is not None and alt != wide[1]:
         s_alt = score((None, alt))
-        if s_alt > s_wide + options.zoom_margin:
+        if s_alt > s_wide + ZOOM_MARGIN:
             wide, s_wide = (None, alt), s_alt
-    if s_wide + options.zoom_margin >= 1.0:
+    if s_wide + ZOOM_MARGIN >= 1.0:
         return wide
-    return zoom if score(zoom) > s_wide + options.zoom_margin else wide
+    return zoom if score(zoom) > s_wide + ZOOM_MARGIN else wide
 
 
 def budget_res(options: SliceWiseOptions, n_slices: int, size: int, reduced_ok: bool) -> int | None:
     """The input-size cap of a box prompt spanning ``n_slices`` under ``options.encode_budget``
     (S x S slice encodes): None when the budget is off, the encoder takes only S, or
     ``n_slices`` fits; else the largest multiple of 16 ``r`` with ``n_slices x (r / S)^2 <=
-    budget``, at least ``encode_budget_min_res`` (and below S)."""
+    budget``, at least ``BUDGET_MIN_RES`` (and below S)."""
     b = options.encode_budget
     if b is not None and b <= 0:
         raise OptionError(f"encode_budget={b}: use a positive number of slice encodes, or none")
     if b is None or not reduced_ok or n_slices <= b:
         return None
-    lo = _checked_res("encode_budget_min_res", options.encode_budget_min_res, size, True)
+    lo = BUDGET_MIN_RES if BUDGET_MIN_RES < size else None
     r = int(size * np.sqrt(b / n_slices)) // 16 * 16
     r = max(r, lo or size)
     return r if r < size else None
