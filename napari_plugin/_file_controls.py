@@ -22,8 +22,10 @@ from ._workers import stream
 
 
 def accept_job(session, folder: str, token):
-    """Worker job: ``session.accept(folder)`` off the GUI thread; returns the entry."""
-    return (yield from stream(lambda _progress: session.accept(folder), token))
+    """Worker job: ``accept_session(session, folder)`` off the GUI thread; returns the entry."""
+    from sam_med.dataengine import accept_session
+
+    return (yield from stream(lambda _progress: accept_session(session, folder), token))
 
 
 class FileControls:

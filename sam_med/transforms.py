@@ -37,7 +37,7 @@ __all__ = [
     "MinMaxNormalize", "PadBottomRight", "RepeatChannels", "PercentileNormalize",
     "LowResToSource", "CheckUint8Range", "area_resize_matrix", "resize_area", "ct_window_transform",
     "default_intensity_transforms", "intensity_to_uint8_range", "box_to_model", "points_to_model",
-    "longest_side_size", "mask_logits",
+    "longest_side_size",
 ]
 
 #: (level, width) in HU: soft-tissue window, used by MedSAM/LiteMedSAM for CT.
@@ -394,17 +394,3 @@ def intensity_to_uint8_range(volume_array_or_slice, intensity: str, modality: st
         raise ValueError(f"unknown intensity {intensity!r}: expected 'windowed', 'hu' or 'raw'")
     return np.asarray(t(arr.astype(np.float32)), dtype=np.float32)
 
-
-def mask_logits(mask: np.ndarray, pre, emb_hw, value: float = 4.0) -> torch.Tensor:
-    """A bool ``(H, W)`` mask of a view's crop as a dense prompt ``(1, 1, 4h, 4w)`` for an
-    ``h x w`` embedding: resized as the image (``pre``: the view's preprocessing, longest side
-    to its S, padded bottom/right with background), +``value`` inside, -``value`` outside."""
-    s = int(pre.image_size)
-    h, w = longest_side_size(tuple(int(v) for v in mask.shape), s)
-    grid = np.zeros((s, s), dtype=np.float32)
-    grid[:h, :w] = resize_area(np.asarray(mask, dtype=np.float64), (h, w), False) > 0.5
-    t = torch.from_numpy(grid)[None, None]
-    size = (4 * int(emb_hw[0]), 4 * int(emb_hw[1]))
-    if tuple(t.shape[-2:]) != size:
-        t = F.interpolate(t, size=size, mode="nearest")
-    return (t * 2.0 - 1.0) * value

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sam_med.dataengine import accept_session
+
 from sam_med.errors import SamMedError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +240,7 @@ def test_session_accept_keeps_prompts_click_order_and_masks(tmp_path, scan):
     s.add_object("empty")  # no mask: not accepted by default
     s.add_object("spleen")
     s.set_mask(3, seg == 1)  # a manual edit: no prompts
-    entry = s.accept(tmp_path / "acc")
+    entry = accept_session(s, tmp_path / "acc")
     [got] = AcceptedDataset(tmp_path / "acc").entries()
     assert got.id == entry.id and [o["id"] for o in got.objects] == [1, 3]
     liver = got.objects[0]
@@ -248,10 +250,10 @@ def test_session_accept_keeps_prompts_click_order_and_masks(tmp_path, scan):
     assert got.model["name"] == "threshold" and got.objects[1]["prompts"] == {}
     lm = got.load_mask(like=got.load_scan()).array
     assert np.array_equal(lm, s.label_map()) and set(np.unique(lm)) == {0, 1, 3}
-    only = s.accept(tmp_path / "acc", ids=[3])
+    only = accept_session(s, tmp_path / "acc", ids=[3])
     assert np.array_equal(only.load_mask().array, (s.label_map() == 3) * 3)
     with pytest.raises(SamMedError, match="object 2 .* has no mask"):
-        s.accept(tmp_path / "acc", ids=[2])
+        accept_session(s, tmp_path / "acc", ids=[2])
     assert len(AcceptedDataset(tmp_path / "acc")) == 2
 
 

@@ -110,6 +110,7 @@ def check_report_folder(out, dataset_path, dataset) -> None:
 
 
 def run(args) -> int:
+    from .. import dataengine  # noqa: F401  (registers the accepted-results folder as a dataset layout)
     from ..errors import SamMedError
     from ..evaluation.datasets import open_dataset, parse_labels
     from ..evaluation.distributed import init_distributed, rank_device

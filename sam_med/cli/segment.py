@@ -240,7 +240,9 @@ def run(args: argparse.Namespace) -> int:
     written = write_outputs(session, args.out, fmt, args.session_out)
     print(written)
     if args.accept_to:  # after the outputs: the entry records the prompts given and the masks written
-        entry = session.accept(args.accept_to)
+        from ..dataengine import accept_session
+
+        entry = accept_session(session, args.accept_to)
         for o in session.objects.values():
             if o.mask is None or not o.mask.any():
                 print(f"object {o.id} ({o.name}): empty mask, not accepted", file=sys.stderr)

@@ -345,7 +345,7 @@ def write_entry(root, volume: Volume, label_map: np.ndarray, objects: Sequence[d
     sweep_partial(root)
     stamp = _now()
     entry_id = f"{_stem(scan['path'])}-{stamp:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-    from ..session_store import versions as _versions
+    from ..provenance import versions as _versions
 
     record = {"format": ENTRY_FORMAT, "id": entry_id, "created": stamp.isoformat(timespec="seconds"),
               "scan": scan, "model": {"name": (model or {}).get("name"),

@@ -17,7 +17,7 @@ label map of the corrected objects and a checksummed reference to the scan. From
   best epoch kept; ``eval.patience`` stops early, :mod:`sam_med.training.early_stop`);
 * the trainer config: mode ``decoder`` (mask decoder + prompt encoder, embeddings cached)
   by default, ``lora`` / ``full`` / ``prompt`` (learnable prompt tokens, the rest frozen,
-  embeddings cached; :mod:`sam_med.training.prompt_tuning`; lr 1e-3) as options, SAM-style iterative click simulation
+  embeddings cached; :mod:`sam_med.models.prompt_tokens`; lr 1e-3) as options, SAM-style iterative click simulation
   (``prompts.iterative``), resumable from ``out_dir/last.pt``, ``torchrun`` as the trainer.
   Export is off: :mod:`.promotion` registers the weights only when they win.
 

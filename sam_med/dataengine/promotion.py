@@ -124,7 +124,7 @@ def add_provenance(cfg_path: str | Path, provenance: dict) -> None:
 
 def _register(trainer, summary: dict, info: dict, evaluation: dict, opts: dict, log) -> dict:
     from ..models.registry import clear_model_cache, register_model_config
-    from ..session_store import versions
+    from ..provenance import versions
     from ..training.export import export_finetuned
 
     trainer.cfg["export"] = dict(trainer.cfg["export"], enabled=True)

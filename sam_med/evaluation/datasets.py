@@ -130,12 +130,22 @@ class EvalDataset:
         return len(self.cases)
 
 
+#: folder readers other packages register (``(claims(path) -> bool, open(path) -> EvalDataset)``),
+#: tried before the built-in layouts: the data engine registers its accepted-results folder here,
+#: so evaluation does not import the packages above it
+FOLDER_READERS: list[tuple] = []
+
+
+def register_folder_reader(claims, opener) -> None:
+    """Register a dataset folder layout (see :data:`FOLDER_READERS`); registering twice is a no-op."""
+    if (claims, opener) not in FOLDER_READERS:
+        FOLDER_READERS.append((claims, opener))
+
+
 def open_dataset(path: str | os.PathLike, labels: Sequence[int] | None = None,
                  limit: int | None = None) -> EvalDataset:
-    """Open a dataset (MSD/nnU-Net folder, accepted-results folder, npz folder or CSV); see
-    the module docstring."""
-    from ..dataengine import is_accepted_folder
-
+    """Open a dataset (MSD/nnU-Net folder, a registered folder layout such as an accepted-results
+    folder, npz folder or CSV); see the module docstring."""
     p = Path(path)
     if not p.exists():
         raise InputFileError(f"{p}: dataset not found")
@@ -143,10 +153,8 @@ def open_dataset(path: str | os.PathLike, labels: Sequence[int] | None = None,
         if p.suffix.lower() != ".csv":
             raise InputFileError(f"{p}: a dataset is a folder (MSD/nnU-Net, npz files) or a .csv file")
         ds = _open_csv(p)
-    elif is_accepted_folder(p):
-        from ..dataengine.evaluation import open_accepted
-
-        ds = open_accepted(p)
+    elif (reader := next((o for c, o in FOLDER_READERS if c(p)), None)) is not None:
+        ds = reader(p)
     elif (p / "dataset.json").is_file():
         ds = _open_msd(p)
     elif any(p.glob("*.npz")):

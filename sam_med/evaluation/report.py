@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
-from ..session_store import versions
+from ..provenance import versions
 
 LEAD_COLUMNS = ["case_id", "label", "name", "protocol", "status", "step", "prompt", "click", "box",
                 "carried", "dice", "nsd", "hd95", "pred_voxels", "ref_voxels", "load_s", "prepare_s",

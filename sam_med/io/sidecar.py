@@ -111,7 +111,7 @@ def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | N
     :mod:`sam_med.models.precision`); numpy values are converted. Written atomically; never
     onto an input file.
     """
-    from ..session_store import versions
+    from ..provenance import versions
     from .atomic import atomic_write_bytes
     from .atomic import in_output_set, readable_path
     from .writers import check_not_input

@@ -183,7 +183,7 @@ def _loaded_3d(cfg: dict[str, Any], model: nn.Module, common: dict[str, Any]) ->
 
 # --------------------------------------------------------------------------- fine-tuned deltas
 def _attach_prompt_tokens(model: nn.Module, cfg: dict[str, Any], sd: dict[str, torch.Tensor], source: str) -> None:
-    """A config's ``prompt_tuning`` section (mode ``prompt``, :mod:`sam_med.training.prompt_tuning`)
+    """A config's ``prompt_tuning`` section (mode ``prompt``, :mod:`sam_med.models.prompt_tokens`)
     puts the learnable prompt tokens on ``model`` before the strict load; a checkpoint without
     them is refused here, and one with them for a config without the section (strict load)."""
     if not cfg.get("prompt_tuning"):
@@ -191,7 +191,7 @@ def _attach_prompt_tokens(model: nn.Module, cfg: dict[str, Any], sd: dict[str, t
             raise CheckpointError(f"{source} holds prompt tokens (prompt_tuning.*) but model config "
                                   f"{cfg['config_path'] or cfg['name']} has no prompt_tuning section")
         return
-    from ..training.prompt_tuning import attach_prompt_tokens
+    from .prompt_tokens import attach_prompt_tokens
 
     try:
         attach_prompt_tokens(model, cfg["prompt_tuning"], initialise=False)

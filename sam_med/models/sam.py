@@ -20,7 +20,7 @@ class Sam(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        #: optional learnable prompt tokens (sam_med.training.prompt_tuning.PromptTokens):
+        #: optional learnable prompt tokens (sam_med.models.prompt_tokens.PromptTokens):
         #: ``(sparse, dense) -> (sparse + K tokens, dense [+ bias])``; None = the plain model
         self.prompt_tuning: nn.Module | None = None
 

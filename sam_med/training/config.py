@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from ..errors import SamMedError
 from .data import DEFAULT_AUGMENT
-from .prompt_tuning import PROMPT_DEFAULTS
+from ..models.prompt_tokens import PROMPT_DEFAULTS
 
 __all__ = ["DEFAULTS", "REPO_ROOT", "apply_overrides", "config_identity", "load_config", "resolve_dataset"]
 
@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "epochs": 3, "batch_size": 4, "grad_clip": 1.0,
               "samples_per_epoch": None, "schedule": "constant", "warmup_steps": 0},
     # mode prompt: K learnable tokens appended to the decoder's sparse prompts, all else frozen
-    # (sam_med.training.prompt_tuning); dense_bias: also a learnable bias on the dense embedding
+    # (sam_med.models.prompt_tokens); dense_bias: also a learnable bias on the dense embedding
     "prompt_tuning": dict(PROMPT_DEFAULTS),
     "lora": {"rank": 4, "alpha": 4.0, "targets": ["attn.qkv"], "include": ["image_encoder"]},
     # patience: stop after this many validations without a better validation Dice (None = never;
@@ -131,7 +131,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if cfg["mode"] not in ("decoder", "lora", "full", "prompt"):
         raise SamMedError(f"mode must be decoder, lora, full or prompt, got {cfg['mode']!r}")
     if cfg["mode"] == "prompt":
-        from .prompt_tuning import prompt_spec
+        from ..models.prompt_tokens import prompt_spec
         prompt_spec(cfg.get("prompt_tuning"))
         if cfg.get("train_prompt_encoder"):
             raise SamMedError("mode prompt trains the prompt tokens only; train_prompt_encoder must be false")

@@ -43,7 +43,7 @@ def user_models_dir(explicit: str | os.PathLike | None = None) -> Path:
 def delta_state_dict(model: torch.nn.Module, mode: str, train_prompt_encoder: bool = False) -> dict:
     """The tensors an export of ``mode`` saves (keys: names in the plain base model)."""
     if mode == "prompt":
-        from .prompt_tuning import prompt_state_dict
+        from ..models.prompt_tokens import prompt_state_dict
         return prompt_state_dict(model)
     if mode == "full":
         from .lora import remove_lora

@@ -27,7 +27,7 @@ def set_trainable(model: torch.nn.Module, mode: str, lora_cfg: dict | None = Non
         p.requires_grad_(False)
     wrapped: list[str] = []
     if mode == "prompt":
-        from .prompt_tuning import attach_prompt_tokens
+        from ..models.prompt_tokens import attach_prompt_tokens
 
         for p in attach_prompt_tokens(model, prompt_cfg, seed=seed).parameters():
             p.requires_grad_(True)

@@ -87,7 +87,7 @@ def write_dicom_seg(label_map, like: Volume, path, segments: list[dict], *, algo
             UserWarning, stacklevel=2,
         )
 
-    from ...session import versions
+    from ...provenance import versions
 
     name = str(algorithm.get("name") or "").strip()
     if not name:

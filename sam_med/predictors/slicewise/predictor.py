@@ -1,7 +1,5 @@
-"""The slice-wise predictor: composes binding, encoding, views, decoding, seeding, clicks
-and propagation (see the package docstring for the recipe).
-
-One driver, two API levels, as SAM 2's video predictor (slices = frames):
+"""The slice-wise predictor (the package docstring gives the recipe). One driver, two API
+levels, as SAM 2's video predictor (slices = frames):
 
 * ``state = init_state(volume, prompts)``; ``k, plane = add_prompts(state, points, box=...,
   key_box=...)`` decodes the prompted slice at once (the key slice of a first run, the clicked
@@ -324,8 +322,7 @@ class SliceWisePredictor:
         return self.geometry(state.volume, state.axis)
 
     def _drain(self, state: ObjectState, progress: ProgressFn | None) -> None:
-        for _ in self.propagate(state, progress):
-            pass
+        all(True for _ in self.propagate(state, progress))
 
     def _updates(self, state: ObjectState, progress: ProgressFn | None) -> Iterator[Update]:
         axis = int(state.axis)

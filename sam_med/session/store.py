@@ -7,33 +7,21 @@ import datetime as _dt
 import io
 import json
 import os
-import platform
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import SamMedError
-from .prompts import ObjectPrompts
-from .volume import Volume
+from ..errors import SamMedError
+from ..provenance import versions
+from ..prompts import ObjectPrompts
+from ..volume import Volume
+from .objects import SegObject
 
 __all__ = ["session_record", "save_session", "load_session", "versions"]
 
 _PROMPT_KEYS = ("box", "points", "key_slice_box")
-
-
-def versions() -> dict[str, str]:
-    """Versions of sam-med and the packages that decide a result (recorded with outputs)."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("sam-med", "torch", "monai", "numpy", "nibabel", "pydicom", "SimpleITK"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def session_record(session) -> dict[str, Any]:
@@ -58,9 +46,9 @@ def session_record(session) -> dict[str, Any]:
 
 def save_session(session, path: str | os.PathLike) -> Path:
     """Write ``session`` to ``path`` (see :meth:`Session.save`); returns the path."""
-    from .io.atomic import atomic_write_bytes
-    from .io.outputs import check_outputs, input_files
-    from .io.validate import volume_signature
+    from ..io.atomic import atomic_write_bytes
+    from ..io.outputs import check_outputs, input_files
+    from ..io.validate import volume_signature
 
     path = Path(check_outputs({"session": path}, input_files(session.volume))["session"])
     meta = session_record(session)
@@ -77,10 +65,9 @@ def save_session(session, path: str | os.PathLike) -> Path:
 
 def load_session(cls, path: str | os.PathLike, volume: Volume, predictor=None):
     """A ``cls`` (Session) from ``path`` for ``volume`` (see :meth:`Session.load`)."""
-    from .io.guards import require_regular
-    from .io.npz import check_npz_members
-    from .io.validate import check_session_meta, loads_json, volume_signature
-    from .session import SegObject
+    from ..io.guards import require_regular
+    from ..io.npz import check_npz_members
+    from ..io.validate import check_session_meta, loads_json, volume_signature
 
     path = Path(path)
     try:

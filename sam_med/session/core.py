@@ -25,44 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import PromptError, SamMedError
-from .predictors.base import PredictionResult, ProgressFn, VolumePredictor  # noqa: F401 (re-exported: the contract lives in predictors.base)
-from .prompts import Box, KeySliceBox, ObjectPrompts, Point, make_box, make_key_slice_box, make_point
-from .volume import Volume
-
-OVERLAP_RULES = ("last", "first", "locked-first")
-
-# A colour-blind-friendly cycle (Okabe–Ito), RGB 0..1
-PALETTE = [
-    (0.902, 0.624, 0.0),
-    (0.337, 0.706, 0.914),
-    (0.0, 0.620, 0.451),
-    (0.941, 0.894, 0.259),
-    (0.0, 0.447, 0.698),
-    (0.835, 0.369, 0.0),
-    (0.800, 0.475, 0.655),
-]
-
-
-@dataclass
-class SegObject:
-    id: int
-    name: str
-    color: tuple[float, float, float]
-    prompts: ObjectPrompts = field(default_factory=ObjectPrompts)
-    mask: np.ndarray | None = None
-    result: PredictionResult | None = None
-    locked: bool = False
-
-    def snapshot(self) -> "SegObject":
-        return dataclasses.replace(self, prompts=self.prompts.copy())
-
+from ..errors import PromptError, SamMedError
+from ..predictors.base import PredictionResult, ProgressFn, VolumePredictor  # noqa: F401 (re-exported: the contract lives in predictors.base)
+from ..predictors.streaming import stream_prediction
+from ..prompts import Box, KeySliceBox, ObjectPrompts, Point, make_box, make_key_slice_box, make_point
+from ..volume import Volume
+from .objects import OVERLAP_RULES, PALETTE, SegObject
+from .store import load_session, save_session, session_record
 
 class Session:
     """Objects, prompts and masks for one volume, with multi-level undo/redo."""
@@ -232,8 +206,6 @@ class Session:
         without the streaming API). When the generator ends, the object's new prompts and
         result are committed as one undo step, and the object is returned (``StopIteration.value``,
         ``yield from``); closed early (cancel), nothing is committed."""
-        from .predictors.streaming import stream_prediction
-
         obj = self.get(id)
         self._check_editable(obj)
         prompts = (obj.prompts if prompts is None else prompts).copy()
@@ -315,41 +287,19 @@ class Session:
         obj = self.get(id)
         return obj.mask if obj.mask is not None else np.zeros(self.volume.shape, dtype=bool)
 
-    def accept(self, dir: str | os.PathLike, ids=None):
-        """Store the final masks of objects ``ids`` (default: every object with a mask), their
-        prompts, click history and the scan reference (path + sha256) as one entry of the
-        accepted-results folder ``dir`` (made when new); returns the
-        :class:`~sam_med.dataengine.AcceptedEntry`. The volume must have been read from a
-        file (``volume.source``); see ``docs/dataengine.md``."""
-        from .dataengine.from_session import accept_session
-
-        return accept_session(self, dir, ids)
-
     # ------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
         """The session's record: source, geometry, model, versions, objects with their prompts."""
-        from .session_store import session_record
-
         return session_record(self)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save prompts, object list, masks, model id and versions to one ``.npz`` file
         (checked against the scan's files first; written atomically)."""
-        from .session_store import save_session
-
         return save_session(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, volume: Volume,
              predictor: VolumePredictor | None = None) -> "Session":
         """A session saved by :meth:`save`, for ``volume`` (refused for another scan)."""
-        from .session_store import load_session
-
         return load_session(cls, path, volume, predictor)
 
-
-def versions() -> dict[str, str]:
-    """Versions of sam-med and the packages that decide a result (recorded with outputs)."""
-    from .session_store import versions as _versions
-
-    return _versions()

@@ -14,7 +14,7 @@ the prompt encoder's "not a point" (padding) embedding, which SAM was trained to
 real prompts, plus ``init_std`` Gaussian noise so the K tokens do not stay identical (equal
 tokens get equal gradients). So a freshly attached model is close to, not exactly, the base.
 
-Export (:mod:`.export`): a delta of kind ``prompt`` holding only these tensors, and a model
+Export (:mod:`sam_med.training.export`): a delta of kind ``prompt`` holding only these tensors, and a model
 config with a ``prompt_tuning: {tokens: K, dense_bias: bool}`` section; the loader
 (:func:`sam_med.models.load_model`) attaches the module from that section before the strict
 load, so a checkpoint without the tokens (or with other shapes) is refused.
