@@ -39,7 +39,9 @@ def accept_pair(folder: Path, image: Path, label: Path, values=None):
     for v in chosen:
         s.add_object(names.get(v, f"label {v}"), id=v)
         s.set_mask(v, lab.array == v)
-    return s.accept(folder)
+    from sam_med.dataengine import accept_session
+
+    return accept_session(s, folder)
 
 
 def main(argv=None) -> int:

@@ -4,8 +4,8 @@ growth with the object's slice count, and peak RSS, each case in a cold process.
 Usage::
 
     python benchmarks/bench_fullsize.py all [--baseline-code ../ref-checkout] [--json out.json]
-        [--variants "default;whole_res=192;slice_step=2"] [--parts brain,table,rss]
-    python benchmarks/bench_fullsize.py case --object brain [--opt whole_res=192 ...]
+        [--variants "default;whole_res_alt=none;slice_step=1"] [--parts brain,table,rss]
+    python benchmarks/bench_fullsize.py case --object brain [--opt slice_step=1 ...]
         [--further wm]            # one cold process, prints one JSON line
     python benchmarks/bench_fullsize.py rss [--budget-mb 256] [--depth 300] [--opt ...]
 

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         rows.append({"case": Path(f).stem, "recipe_s": t_recipe, "recipe_fast_encoder_s": t_recipe_fast,
                      "ours_s": t_ours, "ratio": t_ours / t_recipe,
                      "ratio_vs_recipe_fast_encoder": t_ours / t_recipe_fast,
-                     "view": f"{r.info['zoom_crop']} @ {r.info['input_size']}",
+                     "view": f"{r.info.zoom_crop} @ {r.info.input_size}",
                      "encoder_share": r.info.encode_seconds / t_ours, "encoded": pred.cache.encoded,
                      "dice_recipe": d_recipe, "dice_ours": dice(r.mask, g)})
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)

@@ -3,7 +3,7 @@ candidate): per case DSC_1 / DSC_Final / DSC_AUC, per class box step and final D
 DSC per step, and the two checks of issue #15 (no class ends > 0.02 below its box step; the
 mean never drops from one step to the next). Prints markdown tables.
 
-    python benchmarks/clicks_compare.py /tmp/ext/edit /tmp/ext/extend
+    python benchmarks/clicks_compare.py eval_a/ eval_b/
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/compare_engine_masks.py --before ../ref-checkout [--after .] \
-        [--cache-dir /tmp/sam_med_cmp_cache] [--data ../shared/data] [--clicks 3]
+        [--cache-dir CACHE_DIR] [--data ../shared/data] [--clicks 3]
 
 Each checkout runs in its own process (``PYTHONPATH=<checkout>``) on the same cases,
 through a :class:`~sam_med.session.Session` and the evaluation protocol code of that

@@ -6,7 +6,7 @@
 #   MODE=prompt bash benchmarks/dataengine_real.sh [KEY=VALUE ...]   # prompt tuning ("Prompt tuning"):
 #       the same folder, split, slices, clicks and rule; reuses the decoder run's embedding cache
 #       ($R/ft/embeddings: the same base encoder, so the same namespace), so only decoding runs
-# (the runs in benchmarks/dataengine.md used R=/work/notes/promote_real)
+# (the runs in benchmarks/dataengine.md used R=$R)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${R:-${TMPDIR:-/tmp}/sam-med-dataengine}

@@ -3,7 +3,7 @@
 # the CT lesions (tight 3D box), the TotalSegmentator CT and MR organs (tight 3D box,
 # spleen, kidneys, liver) and the CVPR25 six cases (cvpr25 protocol: key-slice box +
 # 5 clicks). Usage: sh benchmarks/gate_speed.sh OUTDIR [VARIANT ...]; a variant is
-# "default" or comma-separated KEY=VALUE options, e.g. whole_res=192,slice_step=2.
+# "default" or comma-separated KEY=VALUE options, e.g. slice_step=1,whole_res_alt=none.
 # Summaries: OUTDIR/<set>_<variant>/summary.json.
 set -u
 out=$1; shift

@@ -133,7 +133,7 @@ def test_large_box_is_tiled_and_merged(data_dir):
     pred = VolumetricPredictor(loaded=model)
     box = Box((2.0, 3.0, 1.0), (118.0, 97.0, 28.0))
     res = pred.predict(vol, ObjectPrompts(box=box))
-    assert res.info.crops >= 4
+    assert res.info.extra["crops"] >= 4
     expected = np.zeros(vol.shape, bool)
     expected[2:119, 3:98, 1:29] = True
     np.testing.assert_array_equal(res.mask, expected)

@@ -13,6 +13,7 @@ type, is an :class:`~sam_med.predictors.base.OptionError` (one line, exit 2 on t
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from ..errors import SamMedError
@@ -45,7 +46,7 @@ def build_predictor(model: str = "lite_medsam", device: str | None = "cpu", *,
     """A predictor for ``model`` (a registered name), with typed ``options``.
 
     Slice-wise (2D models): the :class:`~.slicewise.SliceWiseOptions` fields, plus
-    ``cache_dir`` (on-disk embedding store). Volumetric (3D models): the
+    ``cache_dir`` (on-disk embedding store; default ``$SAM_MED_CACHE_DIR``, else in memory only). Volumetric (3D models): the
     :class:`~.volumetric.VolumetricOptions` fields. Values may be strings from a command
     line (``"false"``, ``"5"``, ``"[40, 400]"``) or Python values."""
     if is_volumetric(model):
@@ -56,7 +57,7 @@ def build_predictor(model: str = "lite_medsam", device: str | None = "cpu", *,
                                    **dataclasses.asdict(opts))
     from .slicewise import SliceWiseOptions, SliceWisePredictor
 
-    cache_dir = options.pop("cache_dir", None)
+    cache_dir = options.pop("cache_dir", None) or os.environ.get("SAM_MED_CACHE_DIR") or None
     if cache_dir is not None and not isinstance(cache_dir, (str, bytes)) and not hasattr(cache_dir, "__fspath__"):
         raise OptionError(f"cache_dir must be a folder path, got {cache_dir!r}")
     opts = build_options(SliceWiseOptions, options, owner=f"the slice-wise predictor ({model})")

@@ -40,7 +40,7 @@ from .options import SliceWiseOptions, check_options, resolve_workers
 from .propagation import intensity_stats, propagate_pass
 from .seeding import seed_from_points
 from .skipping import skip_pass, uses_skipping
-from .state import ObjectState, Propagation, SliceOut, is_extension, mask_bounds
+from .state import ObjectState, Propagation, SliceOut, is_extension, keep_region, volume_plane
 from .views import budget_res, cap_view, choose_crop, select_view
 from .volume_binding import VolumeBinding
 
@@ -202,7 +202,7 @@ class SliceWisePredictor:
                 setattr(state, f.name, getattr(fresh, f.name))
             self._plan(state, geo)
             k = self._first_slice(state, geo, progress)
-            return k, state.slices[k].mask.T
+            return k, volume_plane(state.slices[k].mask, k, geo, keep_region(state, geo))
         if not points:
             raise PromptError("add_prompts needs points, a box or a key-slice box")
         self._drain(state, progress)
@@ -210,7 +210,7 @@ class SliceWisePredictor:
                                       key_box=state.prompts.key_box)
         for p in points:
             k = self._click(state, geo, p)
-        return k, state.slices[k].mask.T
+        return k, volume_plane(state.slices[k].mask, k, geo, keep_region(state, geo))
 
     def propagate(self, state: ObjectState, progress: ProgressFn | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(k, plane)`` for every slice the prompts changed since the last call, in the
@@ -219,6 +219,7 @@ class SliceWisePredictor:
         total, "propagate")`` counts slices over the planned slice range. ``break`` cancels:
         slices decoded so far stay in the state, the rest of the pending passes are dropped."""
         geo = self._state_geometry(state)
+        keep = keep_region(state, geo)
         s0, s1 = state.srange
         total = max(1, s1 - s0 + 1) if state.pending else max(1, len(state.changed))
         done = 0
@@ -228,7 +229,7 @@ class SliceWisePredictor:
                 done += 1
                 if progress:
                     progress(min(done, total), total, "propagate")
-                yield k, state.slices[k].mask.T
+                yield k, volume_plane(state.slices[k].mask, k, geo, keep)
             while state.pending:
                 job = state.pending.pop(0)
                 run = skip_pass if uses_skipping(self.options, state, job) else propagate_pass
@@ -236,7 +237,7 @@ class SliceWisePredictor:
                     done += 1
                     if progress:
                         progress(min(done, total), total, "propagate")
-                    yield z, out.mask.T
+                    yield z, volume_plane(out.mask, z, geo, keep)
             if progress:
                 progress(total, total, "propagate")
         finally:
@@ -246,23 +247,13 @@ class SliceWisePredictor:
     def volume_mask(self, state: ObjectState) -> np.ndarray:
         """The object's bool mask on the volume grid, kept inside its box (grown by positive
         clicks outside it)."""
-        volume = state.volume
-        geo = PlaneGeometry(state.axis, volume.shape)
-        mask = np.zeros(volume.shape, dtype=bool)
+        geo = PlaneGeometry(state.axis, state.volume.shape)
+        mask = np.zeros(state.volume.shape, dtype=bool)
         for k, so in state.slices.items():
             if so.mask.any():
                 geo.set_slice(mask, k, so.mask)
-        bounds = mask_bounds(state, geo)
-        if bounds is not None:
-            lo, hi = bounds
-            for p in state.prompts.points:
-                if p.positive:
-                    ijk = np.rint(p.ijk).astype(int)
-                    lo, hi = np.minimum(lo, ijk), np.maximum(hi, ijk)
-            keep = np.zeros_like(mask)
-            keep[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
-            mask &= keep
-        return mask
+        keep = keep_region(state, geo)
+        return mask if keep is None else mask & keep
 
     # ------------------------------------------------------------ the driver
     def segment(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,

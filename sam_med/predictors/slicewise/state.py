@@ -17,7 +17,7 @@ import torch
 
 from ...prompts import ObjectPrompts
 
-__all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension", "mask_bounds"]
+__all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension", "mask_bounds", "keep_region", "volume_plane"]
 
 
 @dataclass
@@ -111,3 +111,25 @@ def mask_bounds(state: "ObjectState", geo) -> tuple[np.ndarray, np.ndarray] | No
     hi = np.asarray(geo.shape3d, dtype=int) - 1
     lo[geo.axis], hi[geo.axis] = prompts.key_box.range
     return lo, hi
+
+
+def keep_region(state: "ObjectState", geo) -> np.ndarray | None:
+    """Where the object's mask may be, on the volume grid: :func:`mask_bounds` grown to the
+    positive clicks (None: anywhere)."""
+    bounds = mask_bounds(state, geo)
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    for p in state.prompts.points:
+        if p.positive:
+            ijk = np.rint(p.ijk).astype(int)
+            lo, hi = np.minimum(lo, ijk), np.maximum(hi, ijk)
+    keep = np.zeros(geo.shape3d, dtype=bool)
+    keep[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
+    return keep
+
+
+def volume_plane(mask2d: np.ndarray, k: int, geo, keep: np.ndarray | None) -> np.ndarray:
+    """An ``(H, W)`` slice mask as the volume's plane ``np.take(mask3d, k, geo.axis)``, inside
+    ``keep`` (:func:`keep_region`), as the predictor's ``volume_mask`` has it."""
+    return mask2d.T if keep is None else mask2d.T & np.take(keep, k, axis=geo.axis)
