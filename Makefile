@@ -4,6 +4,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sam-med-installed
+BARE_TESTS := tests/test_slicewise_algorithm.py tests/test_slicewise_clicks.py tests/test_slicewise_views.py \
+	tests/test_slicewise_options.py tests/test_slicewise_speed.py tests/test_slicewise_ball.py tests/test_slicewise_budget.py
 
 .PHONY: setup demo test bench clean-venv
 
@@ -27,10 +29,10 @@ test: $(STAMP)
 	# napari GUI tests need Xvfb + Mesa (apt) and the napari extra: a failed setup fails the run,
 	# and SAM_MED_REQUIRE_NAPARI=1 turns the napari tests' skips into failures
 	PYTHON=$(BIN)/python scripts/setup_napari_ci.sh
-	# the slice-wise algorithm on the tiny random-weight model, as on a bare checkout (no ../shared)
-	SAM_MED_SHARED=/nonexistent $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_slicewise_algorithm.py \
-		tests/test_slicewise_clicks.py tests/test_slicewise_views.py tests/test_slicewise_options.py tests/test_slicewise_speed.py
-	SAM_MED_REQUIRE_NAPARI=1 $(BIN)/python -m pytest -q tests
+	# the slice-wise algorithm on the tiny random-weight model, as on a bare checkout (no ../shared),
+	# then everything else (each file runs once)
+	SAM_MED_SHARED=/nonexistent $(BIN)/python -m pytest -q -p no:cacheprovider $(BARE_TESTS)
+	SAM_MED_REQUIRE_NAPARI=1 $(BIN)/python -m pytest -q tests $(addprefix --ignore=,$(BARE_TESTS))
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

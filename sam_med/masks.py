@@ -7,9 +7,13 @@ volumes ``(X, Y, Z)``.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["dice", "largest_component"]
+from .transforms import longest_side_size, resize_area
+
+__all__ = ["dice", "largest_component", "mask_logits"]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,3 +37,17 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return lab > 0
     sizes = np.bincount(lab.ravel())[1:]
     return lab == (int(np.argmax(sizes)) + 1)
+
+def mask_logits(mask: np.ndarray, pre, emb_hw, value: float = 4.0) -> torch.Tensor:
+    """A bool ``(H, W)`` mask of a view's crop as a dense prompt ``(1, 1, 4h, 4w)`` for an
+    ``h x w`` embedding: resized as the image (``pre``: the view's preprocessing, longest side
+    to its S, padded bottom/right with background), +``value`` inside, -``value`` outside."""
+    s = int(pre.image_size)
+    h, w = longest_side_size(tuple(int(v) for v in mask.shape), s)
+    grid = np.zeros((s, s), dtype=np.float32)
+    grid[:h, :w] = resize_area(np.asarray(mask, dtype=np.float64), (h, w), False) > 0.5
+    t = torch.from_numpy(grid)[None, None]
+    size = (4 * int(emb_hw[0]), 4 * int(emb_hw[1]))
+    if tuple(t.shape[-2:]) != size:
+        t = F.interpolate(t, size=size, mode="nearest")
+    return (t * 2.0 - 1.0) * value

@@ -14,7 +14,7 @@ from sam_med.errors import PromptError
 from sam_med.models.sam3d import Sam3DConfig, build_sam3d
 from sam_med.predictors.volumetric import Sam3DState, VolumetricPredictor
 from sam_med.prompts import Box, ObjectPrompts, Point, point_from_world
-from sam_med.session import PredictionResult, Session, VolumePredictor
+from sam_med.session import PredictionResult, Session
 from sam_med.volume import Volume
 
 RADIUS_MM = 20.0
@@ -158,7 +158,7 @@ def test_refinement_feeds_previous_logits_and_keeps_crop(mr):
 
 def test_errors_and_protocol(mr):
     pred = VolumetricPredictor(loaded=SphereModel())
-    assert isinstance(pred, VolumePredictor)
+    assert pred.model_name and callable(pred.prepare) and pred.prepare(mr) is None
     with pytest.raises(PromptError):
         pred.predict(mr, ObjectPrompts(points=[Point((60.0, 45.0, 11.0), False)]))
     with pytest.raises(PromptError):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from sam_med.errors import PromptError, SamMedError
-from sam_med.prompts import ObjectPrompts
-from sam_med.session import PredictionResult, Session, VolumePredictor
+from sam_med.prompts import Box, ObjectPrompts
+from sam_med.session import PredictionResult, Session
 from sam_med.volume import Volume
 
 
@@ -40,8 +40,19 @@ def vol():
     return Volume(np.zeros((20, 16, 12), np.int16), aff, modality="CT", intensity="HU")
 
 
-def test_protocol(vol):
-    assert isinstance(BoxFillPredictor(), VolumePredictor)
+def test_the_contract_is_what_a_session_calls(vol):
+    """The VolumePredictor contract by behaviour: predict returns a volume-shaped bool mask and
+    a typed info; a session records the model name and hands the previous result back."""
+    from sam_med.predictors.base import PredictionInfo
+
+    pred = BoxFillPredictor()
+    r = pred.predict(vol, ObjectPrompts(box=Box((2, 3, 1), (6, 7, 4))))
+    assert r.mask.shape == vol.shape and r.mask.dtype == bool and int(r.mask.sum()) == 5 * 5 * 4
+    assert isinstance(r.info, PredictionInfo) and pred.model_name
+    s = Session(vol, pred)
+    o = s.add_object("x")
+    s.set_box(o.id, [2, 3, 1, 6, 7, 4])
+    assert s.to_json()["model"] == pred.model_name and s.get(o.id).result is not None
 
 
 def test_objects_overlap_and_labels(vol):

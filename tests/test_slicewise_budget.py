@@ -31,8 +31,10 @@ def test_budget_res_is_the_largest_input_that_fits():
     assert budget_res(o, 1000, 256, True) == 128  # never below BUDGET_MIN_RES
     assert budget_res(o, 1000, 256, False) is None  # the encoder takes only S
     assert budget_res(SliceWiseOptions(encode_budget=None), 1000, 256, True) is None
+    from sam_med.predictors.slicewise.options import check_options
+
     with pytest.raises(OptionError):
-        budget_res(SliceWiseOptions(encode_budget=0), 100, 256, True)
+        check_options(SliceWiseOptions(encode_budget=0), 256, True)
 
 
 def test_cap_view_only_lowers_the_input():

@@ -67,3 +67,35 @@ def test_correct_slice_adds_only_the_part_under_the_click():
     small[18:21, 6:9] = True  # 9 px: the model's 72 px part is a re-drawing, not a correction
     d2 = correct_slice(decode, small, np.array([6, 18, 8, 20]), 40, 20)
     assert d2[20, 40] and not (d2 == part).all() and not (d2 & small).any()  # the disk edit
+
+
+def test_model_rule_decodes_the_click_and_carries_it_while_neighbours_change(tiny, blob):
+    """click_rule=model with the oracle decoder: a negative click inside the object is answered by
+    the decoder (honoured, or the disk edit when not), the mask stays inside the volume's range,
+    and the result is the same through the session's driver (refine) as replayed from scratch."""
+    vol, ref = blob
+    pred = oracle_predictor(ref, tiny, click_rule="model")
+    first = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
+    click = Point((24.0, 20.0, 10.0), False)
+    r = pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[click]), previous=first)
+    assert r.info.mode == "refine" and not r.mask[24, 20, 10]
+    again = oracle_predictor(ref, tiny, click_rule="model").predict(
+        vol, ObjectPrompts(box=first.state.prompts.box, points=[click]))
+    np.testing.assert_array_equal(again.mask, r.mask)
+    pos = Point((24.0, 20.0, 10.0), True)  # back: the positive click restores the pixel
+    r2 = pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[click, pos]), previous=r)
+    assert r2.mask[24, 20, 10]
+
+
+def test_a_click_model_with_another_encoder_is_refused(tiny, tmp_path):
+    from _helpers import load_tiny_model
+    from sam_med.predictors.base import OptionError
+    from sam_med.predictors.slicewise import SliceWisePredictor
+
+    other = load_tiny_model(tmp_path, name="tiny_other", seed=1)
+    vol, ref = blob_volume(SHAPE, CENTER, RADII)
+    pred = SliceWisePredictor(loaded=tiny, click_rule="model", click_model=other.name)
+    first = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
+    with pytest.raises(OptionError, match="image encoder differs"):
+        pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[Point((24.0, 20.0, 10.0), False)]),
+                     previous=first)

@@ -163,7 +163,7 @@ def decode_sample(model: torch.nn.Module, loaded, item: dict, device=None, click
     """Logits ``(1, 1, H, W)`` on the sample's crop: ``model`` (a SAM-style network with
     ``decode``) on the sample's embedding with its box and (``clicks``) its clicks as point
     prompts (``mask_prompt``: + the predictor's mask as the dense prompt,
-    :func:`~sam_med.predictors.slicewise.decoding.mask_logits`), mapped by the view's
+    :func:`~sam_med.masks.mask_logits`), mapped by the view's
     preprocessing exactly as the predictor's decoder does."""
     from ..predictors.image_predictor import slice_meta
 
@@ -180,7 +180,7 @@ def decode_sample(model: torch.nn.Module, loaded, item: dict, device=None, click
         kw = {"points": torch.as_tensor(np.asarray(pts), dtype=torch.float32, device=device).reshape(1, -1, 2),
               "point_labels": torch.tensor([[int(c[2]) for c in item["clicks3d"]]], device=device)}
     if mask_prompt:
-        from ..predictors.slicewise.decoding import mask_logits
+        from ..masks import mask_logits
         kw["mask_input"] = mask_logits(np.asarray(item["mask"])[0] > 0, pre, emb.shape[-2:]).to(device)
     low, _iou = model.decode(emb, boxes=box, **kw)
     return loaded.postprocess(low[:, :1].float(), slice_meta(hw, pre.image_size))

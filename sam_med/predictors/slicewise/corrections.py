@@ -23,6 +23,7 @@ from ..planes import PlaneGeometry, clip_box, component_at, mask_bbox, union_box
 from .ball import ball_click
 from .clicks import local_edit, nearest_box
 from .constants import MARGIN, MAX_CHANGE
+from .model_clicks import model_click
 from .seeding import scan_box
 from .state import SliceOut
 
@@ -72,6 +73,8 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int) -> list[int]:
     """Refinement click ``p`` (a voxel :class:`~sam_med.prompts.Point`, already in
     ``st.prompts``) on slice ``k`` under ``pred.options.click_rule``; returns the slices it
     changed (``k`` first)."""
+    if pred.options.click_rule == "model":
+        return model_click(pred, st, geo, p, k)
     _, fx, fy = geo.to_plane(p.ijk)
     x, y = int(round(fx)), int(round(fy))
     cur = st.slices.get(k)

@@ -16,12 +16,11 @@ import time
 import numpy as np
 import torch
 
-from ...transforms import longest_side_size, resize_area
 from ..image_predictor import SamPredictor2D
 from ..planes import PlaneGeometry
 from .state import SliceOut
 
-__all__ = ["SliceDecoder", "mask_logits"]
+__all__ = ["SliceDecoder"]
 
 
 class SliceDecoder:
@@ -66,17 +65,3 @@ class SliceDecoder:
             outs.append(SliceOut(mask=mask, logits=torch.from_numpy(low[i : i + 1][None].copy()),
                                  box=None if box2d is None else np.asarray(box2d), score=float(scores[i])))
         return outs if multimask else outs[0]
-
-def mask_logits(mask: np.ndarray, pre, emb_hw, value: float = 4.0) -> torch.Tensor:
-    """A bool ``(H, W)`` mask of a view's crop as a dense prompt ``(1, 1, 4h, 4w)`` for an
-    ``h x w`` embedding: resized as the image (``pre``: the view's preprocessing, longest side
-    to its S, padded bottom/right with background), +``value`` inside, -``value`` outside."""
-    s = int(pre.image_size)
-    h, w = longest_side_size(tuple(int(v) for v in mask.shape), s)
-    grid = np.zeros((s, s), dtype=np.float32)
-    grid[:h, :w] = resize_area(np.asarray(mask, dtype=np.float64), (h, w), False) > 0.5
-    t = torch.from_numpy(grid)[None, None]
-    size = (4 * int(emb_hw[0]), 4 * int(emb_hw[1]))
-    if tuple(t.shape[-2:]) != size:
-        t = torch.nn.functional.interpolate(t, size=size, mode="nearest")
-    return (t * 2.0 - 1.0) * value

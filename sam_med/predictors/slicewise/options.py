@@ -39,10 +39,13 @@ class SliceWiseOptions:
                             "it better at the key slice; never: always at the slice's own scale")
     whole_res_alt: int | None = _opt(192, "a second encoder input size for whole-slice views, kept "
                                           "when the model rates it better at the key slice (none: off)")
-    click_rule: str = _choice("ball", "ball", "edit",
+    click_rule: str = _choice("ball", "ball", "edit", "model",
                               doc="ball: a click's correction continues through the neighbouring "
                                   "slices while the clicked tissue is there; edit: the clicked "
-                                  "slice only")
+                                  "slice only; model: the click decoded by click_model and carried "
+                                  "to the neighbours while they change")
+    click_model: str | None = _opt(None, "click_rule=model: the click-trained model whose decoder "
+                                         "answers clicks (same image encoder; default: the model itself)")
     encode_budget: float | None = _opt(None, "the most slice encodes (at the model's size) a box "
                                              "plans for: longer objects are encoded at a smaller "
                                              "input (faster, coarser; none: off)")

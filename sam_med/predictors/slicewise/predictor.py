@@ -97,11 +97,6 @@ class SliceWisePredictor:
         """The bound volume on the model's 0..255 scale, float32, the volume's shape."""
         return self.binding.model_range
 
-    @property
-    def volume_signature(self) -> str | None:
-        """Signature of the bound volume + model (the embedding cache's namespace stem)."""
-        return self.binding.signature
-
     def embedding_namespace(self, axis: int) -> str:
         """The embedding-cache namespace of the bound volume's slices along ``axis``."""
         return self.binding.namespace(axis)

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Iterator
 
 
-from ..base import OptionError
 from ..planes import PlaneGeometry, dice2d, mask_bbox
 from .clicks import clicks_on
 from .constants import MARGIN, SKIP_DICE
@@ -36,12 +35,8 @@ __all__ = ["skip_pass", "uses_skipping"]
 
 
 def uses_skipping(options, st: ObjectState, job: Propagation) -> bool:
-    """True when ``job`` is a pass of a box prompt with ``slice_step > 1``.
-    Raises :class:`~sam_med.predictors.base.OptionError` for a ``slice_step`` below 1."""
-    s = int(options.slice_step)
-    if s < 1:
-        raise OptionError(f"slice_step={s}: use 1 (every slice) or more")
-    return s > 1 and st.bound2d is not None
+    """True when ``job`` is a pass of a box prompt with ``slice_step > 1``."""
+    return int(options.slice_step) > 1 and st.bound2d is not None
 
 
 def _has_clicks(st: ObjectState, geo: PlaneGeometry, lo: int, hi: int) -> bool:

@@ -23,7 +23,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..base import OptionError
 from .constants import BUDGET_MIN_RES, CONTEXT, MIN_CROP, ZOOM_FACTOR, ZOOM_MARGIN
 from .options import SliceWiseOptions, checked_res
 
@@ -122,9 +121,7 @@ def budget_res(options: SliceWiseOptions, n_slices: int, size: int, reduced_ok: 
     (S x S slice encodes): None when the budget is off, the encoder takes only S, or
     ``n_slices`` fits; else the largest multiple of 16 ``r`` with ``n_slices x (r / S)^2 <=
     budget``, at least ``BUDGET_MIN_RES`` (and below S)."""
-    b = options.encode_budget
-    if b is not None and b <= 0:
-        raise OptionError(f"encode_budget={b}: use a positive number of slice encodes, or none")
+    b = options.encode_budget  # checked positive when the predictor was made (options.check_options)
     if b is None or not reduced_ok or n_slices <= b:
         return None
     lo = BUDGET_MIN_RES if BUDGET_MIN_RES < size else None
