@@ -356,6 +356,8 @@ class SliceWisePredictor:
             first = next(p for p in st.prompts.points if p.positive)
             k, base = int(round(geo.to_plane(first.ijk)[0])), None
         st.key = k
+        if progress:  # the object's slices, at once: the bar shows before the key slice is encoded
+            progress(0, st.srange[1] - st.srange[0] + 1, "propagate")
         if st.crop is not None and self.options.zoom == "auto":
             st.set_view(self.choose_view(st, geo, k, base))
         # the key slice alone first (time to the first mask); propagation encodes the rest
