@@ -13,17 +13,47 @@ class ObjectControls:
     """Add, delete, rename, colour, lock, overlap rule and selection of objects (Accept lives in
     :class:`~._file_controls.FileControls`: it stores results)."""
 
-    def on_add_object(self, name: str | None = None) -> int:
-        obj = self.ensure_session().add_object(name or None)
+    def on_add_object(self, name: str | None = None) -> int | None:
+        s = self.scan_session()
+        if s is None:
+            return None
+        obj = s.add_object(name or None)
         self.current_id = obj.id
         self.sync()
         return obj.id
 
     def on_delete_object(self) -> None:
-        if self.obj() is not None:
-            self.session.remove_object(self.current_id)
-            self.current_id = max(self.session.objects, default=None)
-            self.sync()
+        """Delete the selected object: one undo step, and the status line says how to get it back."""
+        obj = self.obj()
+        if obj is None:
+            return
+        self.session.remove_object(obj.id)
+        self.hidden.discard(obj.id)
+        self.current_id = max(self.session.objects, default=None)
+        self.sync()
+        self.set_status(f"deleted {obj.name!r} ({self.volume_text(obj)}): Undo (Ctrl+Z) brings it back")
+
+    def volume_text(self, obj) -> str:
+        from ._layers import volume_ml
+
+        return f"{volume_ml(obj.mask, self.volume):.1f} mL" if obj.mask is not None else "not segmented"
+
+    def on_next_object(self) -> None:
+        """Shortcut Shift+N: select the next object (the first after the last)."""
+        if self.session is None or not self.session.objects:
+            return
+        ids = list(self.session.objects)
+        i = ids.index(self.current_id) + 1 if self.current_id in ids else 0
+        self.current_id = ids[i % len(ids)]
+        self.sync()
+
+    def on_visibility(self, oid: int, visible: bool) -> None:
+        """The object's check box in the list: show or hide its mask and box (display only:
+        hidden objects stay in the session, in saved labels and in accepted results)."""
+        if self.session is None or oid not in self.session.objects:
+            return
+        (self.hidden.discard if visible else self.hidden.add)(int(oid))
+        self.sync()
 
     def on_rename(self, name: str | None = None) -> None:
         if self.obj() is None:
@@ -63,6 +93,6 @@ class ObjectControls:
         if self.session is None or row < 0:
             return
         ids = list(self.session.objects)
-        if row < len(ids):
+        if row < len(ids) and ids[row] != self.current_id:
             self.current_id = ids[row]
             self.sync()
