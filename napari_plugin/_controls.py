@@ -1,20 +1,18 @@
 """The widget's handlers (``on_*``), on the GUI thread: user action → Session → layers.
 
-:class:`Controls` holds the GUI-side state (the Session of each scan, the selected object,
-the plugin's layers, the slice marks) and runs every model call as a
-``napari.qt.threading.create_worker`` generator worker from ``_workers``: its ``yielded``
-reports drive the progress line (:class:`~._progress.ProgressMeter`: slices done/total and
-an estimate, throttled), ``returned`` applies the result, ``errored`` shows one line in the
-status label (and a napari notification), ``finished`` unlocks the controls. Only one such
-foreground worker runs at a time; while it runs the controls are locked and the plugin's
-layers ignore edits. Segmentation streams: its ``(axis, k, plane)`` yields are painted into
-the Labels layer as they come (repainted at most every 0.1 s).
+:class:`Controls` holds the GUI-side state (each scan's Session, the selected object, the
+plugin's layers, the slice marks) and runs every model call as a ``create_worker``
+generator worker from ``_workers``: ``yielded`` reports drive the progress line
+(:class:`~._progress.ProgressMeter`: slices done/total and the time left, throttled) and
+streamed ``(axis, k, plane)`` slices are painted into the Labels layer (repainted at most
+every :data:`REPAINT_S`); ``returned`` applies the result, ``errored`` shows one line,
+``finished`` unlocks the controls. One foreground worker at a time, the controls and the
+plugin's layers locked meanwhile.
 
 No silent loss: each scan keeps its own Session (switching the "Scan" combo brings it back);
-closing the viewer cancels the workers and waits for them; brush / eraser strokes on the
-Labels layer become ``Session.set_mask`` edits (``_edits``); deleting an object is one undo
-step and says so. Prompt handlers live in ``_prompt_controls``, object handlers in
-``_object_controls``.
+closing the viewer cancels the workers and waits for them; brush strokes become
+``Session.set_mask`` edits; deleting an object is one undo step and says so. Prompt and
+brush handlers live in ``_prompt_controls``, object handlers in ``_object_controls``.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ import numpy as np
 
 from . import _display as D
 from . import _layers as L
-from ._edits import EditLedger, PaintRefused, stroke_masks
+from ._edits import EditLedger
 from ._object_controls import ObjectControls
 from ._predictors import PredictorCache
 from ._prefetch import Prefetcher
@@ -105,16 +103,10 @@ class Controls(PromptControls, ObjectControls):
 
     def start(self) -> None:
         """Follow the viewer's layer list, bind keys, and stop cleanly on close (once)."""
-        from qtpy.QtWidgets import QApplication
-
         self.viewer.layers.events.inserted.connect(self.on_layers_changed)
         self.viewer.layers.events.removed.connect(self.on_layers_changed)
         self.viewer.dims.events.current_step.connect(self.prefetch.schedule)
         self.ui.image_combo.currentTextChanged.connect(self.on_image_changed)
-        self.ui.destroyed.connect(lambda *_: self.shutdown())
-        app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.shutdown)
         self.on_layers_changed()
         self.bind_keys(self.viewer)
         self.refresh_enabled()
@@ -158,6 +150,12 @@ class Controls(PromptControls, ObjectControls):
     # ================================================================ scans and sessions
     def on_layers_changed(self, event=None) -> None:
         D.refresh_image_choices(self.ui)
+        added = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if event is None:  # the widget opened: the newest sam-med scan
+            added = next((la for la in reversed(D.image_layers(self.viewer))
+                          if L.VOLUME_KEY in la.metadata), None)
+        if added is not None and added in D.image_layers(self.viewer) and L.VOLUME_KEY in added.metadata:
+            D.show_axial(self.viewer, added.metadata[L.VOLUME_KEY])  # a new scan: its acquisition plane
         alive = {id(layer) for layer in D.image_layers(self.viewer)}
         for key in [k for k in self.scans if k not in alive]:
             del self.scans[key]  # the scan itself was closed
@@ -203,7 +201,7 @@ class Controls(PromptControls, ObjectControls):
         self.points_layer.bind_key("t", lambda _=None: self.ui.positive_chk.toggle(), overwrite=True)
         for lay in (self.points_layer, self.shapes_layer, self.labels_layer):
             self.bind_keys(lay)
-        D.show_axial(self.viewer)
+        D.show_axial(self.viewer, vol)
         self.viewer.layers.selection.active = self.shapes_layer  # a first drag draws a box
         self.sync()
         return self.session
@@ -254,10 +252,7 @@ class Controls(PromptControls, ObjectControls):
         return self.worker
 
     def _done(self, on_done):
-        def done(result):
-            if not self.closed:
-                on_done(result)
-        return done
+        return lambda result: None if self.closed else on_done(result)
 
     def expected_slices(self) -> int:
         """Slices a segmentation of the selected object will decode (its box's range)."""
@@ -364,28 +359,6 @@ class Controls(PromptControls, ObjectControls):
 
     def on_positive_toggled(self, positive: bool) -> None:
         self.show_prompts()
-
-    # ================================================================ brush / eraser
-    def on_labels_painted(self, event=None) -> None:
-        """A brush / eraser / fill stroke on the Labels layer → ``Session.set_mask`` of each
-        object it touched (one undo step each); the hand edits are remembered so later
-        clicks keep them."""
-        if self.session is None or self.shown is None or self.closed:
-            return
-        try:
-            masks = stroke_masks(np.asarray(self.labels_layer.data), self.shown, self.session, self.visible_ids())
-        except PaintRefused as exc:
-            self.set_status(f"paint undone: {one_line(exc)}")
-            self.show_labels()
-            return
-        for oid, (mask, add, remove) in masks.items():
-            edits = self.ledger.get(self.session.objects[oid].mask).merged(add, remove)
-            new = self.session.set_mask(oid, mask)
-            self.ledger.record(new.mask, edits)
-        if masks:
-            names = ", ".join(self.session.objects[o].name for o in masks)
-            self.sync()
-            self.set_status(f"hand edit of {names} kept in the session (Undo: Ctrl+Z)")
 
     # ================================================================ undo / redo
     def on_undo(self) -> None:

@@ -56,11 +56,11 @@ def refresh_image_choices(ui) -> None:
             ui.image_combo.setCurrentText(cur)
 
 
-def show_axial(viewer) -> None:
-    """The acquisition plane in the display frame (``_layers``): napari's default order and
-    orientation, set again in case the user changed them."""
+def show_axial(viewer, volume=None) -> None:
+    """The scan's acquisition plane (axial for an axial CT): slider on the RAS axis closest to
+    its slices' normal, anterior (or superior) up, the patient's right on the screen's left."""
     if viewer.dims.ndisplay == 2 and viewer.dims.ndim == 3:
-        viewer.dims.order = L.AXIAL_ORDER
+        viewer.dims.order = L.view_order(volume) if volume is not None else L.AXIAL_ORDER
         try:
             scene = getattr(viewer, "scene", None)  # napari >= 0.9
             cam = scene.camera if scene is not None else viewer.camera

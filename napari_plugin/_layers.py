@@ -3,16 +3,16 @@
 Geometry convention of the plugin
 ---------------------------------
 * Every layer the plugin makes (scan image, Labels, prompt Points/Shapes) holds
-  ``Volume.array`` in its own index order ``(i, j, k)`` and gets the same
-  ``affine=layer_affine(volume)``: the scan's voxel → RAS+ mm matrix followed by
-  the *display frame* :func:`display_frame`, a signed permutation of the RAS axes
-  that puts the acquisition plane's normal first. napari slices along world axis 0
-  by default, so a scan opens in its acquisition plane at once (axial: slider = S,
-  rows = P (anterior up), columns = L (the patient's right on the screen's left:
-  the radiological view) with napari's default camera; nothing to set on the viewer).
-  For an axial scan the world is thus (S, P, L) mm, DICOM's LPS axes in reverse
-  order; sagittal: (R, I, P); coronal: (A, I, L). A mask and its scan overlay
-  exactly because they share one matrix.
+  ``Volume.array`` in its own index order ``(i, j, k)`` and gets
+  ``affine=layer_affine(volume)`` — the 4x4 voxel → **RAS+ mm** matrix, used as is.
+  The napari *world* is therefore RAS millimetres with world axes ``(R, A, S)``; a
+  mask and its scan overlay exactly because they share one matrix (and an axis-aligned
+  scan keeps a diagonal-like affine, which napari slices without resampling).
+* Display: :func:`view_order` puts the slider on the world axis closest to the
+  acquisition plane's normal (S for an axial scan: rows A, columns R) and
+  :data:`RADIOLOGICAL_2D` flips the camera so anterior (or superior) is up and the
+  patient's right is on the screen's left. The widget sets it as soon as a sam-med scan
+  is in the viewer (``_display.show_axial``).
 * Because prompt layers carry the same affine, their ``data`` are already
   voxel coordinates ``(i, j, k)`` (napari maps a click from world to layer data
   with the inverse affine). :func:`data_to_voxel` handles a layer with another
@@ -31,18 +31,12 @@ import numpy as np
 
 from sam_med.volume import Volume, apply_affine, guess_modality  # noqa: F401 (re-exported)
 
-#: viewer.dims.order of the acquisition-plane view in the display frame (napari's default)
-AXIAL_ORDER = (0, 1, 2)
-#: viewer.camera.orientation2d of that view (napari's default: rows down, columns right)
-RADIOLOGICAL_2D = ("down", "right")
-
-#: display frame per RAS axis the slice normal is closest to: (slice axis, rows, columns) as
-#: (RAS axis, sign); rows increase downwards, columns to the right on the screen
-_FRAMES = {
-    2: ((2, 1.0), (1, -1.0), (0, -1.0)),   # axial: S; P down (anterior up); L right (radiological)
-    0: ((0, 1.0), (2, -1.0), (1, -1.0)),   # sagittal: R; I down (superior up); P right (anterior left)
-    1: ((1, 1.0), (2, -1.0), (0, -1.0)),   # coronal: A; I down; L right (radiological)
-}
+#: viewer.dims.order for an axial view of RAS world axes: slider = S, rows = A, cols = R
+AXIAL_ORDER = (2, 1, 0)
+#: viewer.dims.order per RAS axis the slice normal is closest to (slider, rows, columns)
+_ORDERS = {2: (2, 1, 0), 0: (0, 2, 1), 1: (1, 2, 0)}
+#: viewer.camera.orientation2d: rows A (or S) up, columns R (or A) to the left (radiological)
+RADIOLOGICAL_2D = ("up", "left")
 
 #: key under which the source Volume travels in layer.metadata
 VOLUME_KEY = "sam_med_volume"
@@ -54,21 +48,17 @@ class NoGeometry(ValueError):
     """An image layer without the scan's geometry (not opened with sam-med)."""
 
 
-# ---------------------------------------------------------------- display frame
-def display_frame(volume: Volume) -> np.ndarray:
-    """4x4 signed permutation RAS mm → napari world (see the module docstring): world axis 0
-    is the RAS axis closest to the acquisition plane's normal (``volume.slice_axis``)."""
+# ---------------------------------------------------------------- geometry
+def view_order(volume: Volume) -> tuple[int, int, int]:
+    """viewer.dims.order showing ``volume``'s acquisition plane: the slider on the RAS axis
+    closest to the normal of its slices (``volume.slice_axis``)."""
     normal = np.asarray(volume.affine, dtype=np.float64)[:3, volume.slice_axis]
-    frame = np.zeros((4, 4))
-    frame[3, 3] = 1.0
-    for row, (ras, sign) in enumerate(_FRAMES[int(np.argmax(np.abs(normal)))]):
-        frame[row, ras] = sign
-    return frame
+    return _ORDERS[int(np.argmax(np.abs(normal)))]
 
 
 def layer_affine(volume: Volume) -> np.ndarray:
-    """The affine every plugin layer of ``volume`` carries: voxel → display world (mm)."""
-    return display_frame(volume) @ np.asarray(volume.affine, dtype=np.float64)
+    """The affine every plugin layer of ``volume`` carries: voxel → RAS mm (napari world)."""
+    return np.asarray(volume.affine, dtype=np.float64)
 
 
 def volume_ml(mask: np.ndarray | None, volume: Volume) -> float:
@@ -177,12 +167,12 @@ def data_to_voxel(data: np.ndarray, affine: np.ndarray | None, volume: Volume) -
 
 
 def voxel_to_world(ijk, volume: Volume) -> np.ndarray:
-    """Voxel (i, j, k) → napari world (display frame, mm; see :func:`layer_affine`)."""
+    """Voxel (i, j, k) → napari world (RAS mm), the same as ``volume.voxel_to_world``."""
     return apply_affine(layer_affine(volume), np.asarray(ijk, dtype=np.float64))
 
 
 def world_to_voxel(xyz, volume: Volume) -> np.ndarray:
-    """napari world point (display frame mm, e.g. ``viewer.dims.point``) → voxel (i, j, k), float."""
+    """napari world point (RAS mm, e.g. ``viewer.dims.point``) → voxel (i, j, k), float."""
     inv = np.linalg.inv(layer_affine(volume))
     return np.asarray(apply_affine(inv, np.asarray(xyz, dtype=np.float64)), dtype=np.float64)
 

@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 
 from . import _layers as L
+from ._edits import PaintRefused, stroke_masks
 from ._workers import refine_job, segment_job
 
 
@@ -188,3 +189,25 @@ class PromptControls:
         self.sync()
         ml = L.volume_ml(obj.mask if obj is not None else None, self.volume)
         self.set_status(f"{obj.name}: {ml:.1f} mL ({self.elapsed():.1f} s)")
+
+    # ---------------------------------------------------------------- brush / eraser
+    def on_labels_painted(self, event=None) -> None:
+        """A brush / eraser / fill stroke on the Labels layer → ``Session.set_mask`` of each
+        object it touched (one undo step each); the hand edits are remembered so later
+        clicks keep them."""
+        if self.session is None or self.shown is None or self.closed:
+            return
+        try:
+            masks = stroke_masks(np.asarray(self.labels_layer.data), self.shown, self.session, self.visible_ids())
+        except PaintRefused as exc:
+            self.set_status(f"paint undone: {self.one_line(exc)}")
+            self.show_labels()
+            return
+        for oid, (mask, add, remove) in masks.items():
+            edits = self.ledger.get(self.session.objects[oid].mask).merged(add, remove)
+            new = self.session.set_mask(oid, mask)
+            self.ledger.record(new.mask, edits)
+        if masks:
+            names = ", ".join(self.session.objects[o].name for o in masks)
+            self.sync()
+            self.set_status(f"hand edit of {names} kept in the session (Undo: Ctrl+Z)")

@@ -146,8 +146,8 @@ class SamMedWidget(QWidget):
         """Once docked, watch the viewer's window: closing it stops the workers first."""
         super().showEvent(event)
         win = self.window()
-        if win is not self and win is not self._watched:
-            self._watched = win
+        if win is not self and id(win) != self._watched:  # an id: holding the window would leak it
+            self._watched = id(win)
             self._close_watcher = _CloseWatcher(self.controls)
             win.installEventFilter(self._close_watcher)
 
