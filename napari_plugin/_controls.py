@@ -197,7 +197,7 @@ class Controls(PromptControls, ObjectControls):
         self.points_layer.events.data.connect(self.on_points_changed)
         self.shapes_layer.events.data.connect(self.on_box_drawn)
         self.shapes_layer.events.data.connect(self.prefetch.schedule)
-        self.labels_layer.events.paint.connect(self.on_labels_painted)
+        self.labels_layer.events.paint.connect(self.on_labels_paint_event)
         self.points_layer.bind_key("t", lambda _=None: self.ui.positive_chk.toggle(), overwrite=True)
         for lay in (self.points_layer, self.shapes_layer, self.labels_layer):
             self.bind_keys(lay)

@@ -191,6 +191,13 @@ class PromptControls:
         self.set_status(f"{obj.name}: {ml:.1f} mL ({self.elapsed():.1f} s)")
 
     # ---------------------------------------------------------------- brush / eraser
+    def on_labels_paint_event(self, event=None) -> None:
+        """The Labels layer's ``paint`` event: napari emits it while recording the stroke,
+        before the last voxels are written, so the edit is read on the next event-loop turn."""
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self.on_labels_painted)
+
     def on_labels_painted(self, event=None) -> None:
         """A brush / eraser / fill stroke on the Labels layer → ``Session.set_mask`` of each
         object it touched (one undo step each); the hand edits are remembered so later
