@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: streamed slices are repainted at most this often (s); the Labels layer holds them all
 REPAINT_S = 0.1
+#: a job shows its progress line once it has run this long (s): a click is over before
+SHOW_AFTER_S = 0.3
 
 
 class NoScan(RuntimeError):
@@ -240,10 +242,7 @@ class Controls(PromptControls, ObjectControls):
         self.stream_total = self.expected_slices()
         self.meter.reset()
         self.token = CancelToken()
-        self.ui.progress.setValue(0)
-        self.ui.progress_label.setText(f"{what}…")
-        self.set_status(f"{what}…")
-        self.refresh_enabled()
+        self.refresh_enabled()  # no progress repaint here: a click's job is over in a blink
         self.worker = create_worker(
             job, *args, self.token, _start_thread=True, _worker_class=GeneratorWorker,
             _connect={"yielded": self.on_worker_progress, "returned": self._done(on_done),
@@ -264,6 +263,12 @@ class Controls(PromptControls, ObjectControls):
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
+    def set_bar(self, value: int) -> None:
+        """The progress bar, only when its value changes (QProgressBar repaints at once, and
+        a synchronous repaint of the window costs tens of ms under software OpenGL)."""
+        if self.ui.progress.value() != int(value):
+            self.ui.progress.setValue(int(value))
+
     def on_worker_progress(self, p) -> None:
         """A :class:`Progress` report → progress line; a streamed slice → the Labels layer."""
         if self.closed:
@@ -281,9 +286,9 @@ class Controls(PromptControls, ObjectControls):
                 p = Progress(min(len(self.streamed), self.stream_total), self.stream_total, "propagate")
             else:
                 return
-        if self.meter.update(p.done, p.total, p.what):
+        if self.meter.update(p.done, p.total, p.what) and self.elapsed() >= SHOW_AFTER_S:
             if p.total > 0:
-                self.ui.progress.setValue(self.meter.percent)
+                self.set_bar(self.meter.percent)
             self.ui.progress_label.setText(self.meter.text())
             self.set_status(f"{self.what}: {self.meter.text()}")
 
@@ -312,7 +317,9 @@ class Controls(PromptControls, ObjectControls):
         self.worker = None
         if self.closed:
             return
-        self.ui.progress_label.setText(f"{self.what}: done in {self.elapsed():.1f} s")
+        self.set_bar(100 if self.last_error is None else self.ui.progress.value())
+        self.ui.progress_label.setText(f"{self.what}: done in {self.elapsed():.1f} s" if self.last_error is None
+                                       else f"{self.what}: stopped")
         self.refresh_enabled()
         self.prefetch.schedule()  # idle again: encode around the displayed slice
 
@@ -351,7 +358,6 @@ class Controls(PromptControls, ObjectControls):
                      on_done=self.on_prepared, what="Encode whole scan")
 
     def on_prepared(self, pred) -> None:
-        self.ui.progress.setValue(100)
         self.set_status(f"{self.what}: {pred.model_name} ready in {self.elapsed():.1f} s; "
                         "draw a box on the organ, then Segment (Shift+S).")
         if self.session is not None and not self.session.objects:

@@ -121,20 +121,26 @@ def show_prompts(c, obj, visible) -> None:
     positive = c.ui.positive_chk.isChecked()
     show_obj = obj is not None and obj.id in {o.id for o in visible}
     rgba = object_rgba(obj) if obj is not None else POS_COLOR
-    key, others = box_rectangles(obj, c.volume.slice_axis) if show_obj else (None, [])
-    for layer, rects, width in ((c.shapes_layer, [] if key is None else [key], 2.0), (c.range_layer, others, 0.8)):
-        if layer is None:
-            continue
-        with layer.events.data.blocker():
-            layer.selected_data = set()
-            layer.data = []
-            if rects:
-                layer.add_rectangles(rects, edge_color=rgba, edge_width=width, face_color="transparent")
-        layer.current_edge_color = rgba
+    p = obj.prompts if show_obj else None
+    boxes = (id(c.shapes_layer), show_obj and obj.id, tuple(rgba), p and repr((p.box, p.key_box)))
+    if boxes != getattr(c, "boxes_shown", None) or len(c.shapes_layer.data) != (p is not None and
+                                                                              (p.box or p.key_box) is not None):
+        c.boxes_shown = boxes  # rebuilding the Shapes layers costs tens of ms: only on a change
+        key, others = box_rectangles(obj, c.volume.slice_axis) if show_obj else (None, [])
+        for layer, rects, width in ((c.shapes_layer, [] if key is None else [key], 2.0),
+                                    (c.range_layer, others, 0.8)):
+            with layer.events.data.blocker():
+                layer.selected_data = set()
+                layer.data = []
+                if rects:
+                    layer.add_rectangles(rects, edge_color=rgba, edge_width=width, face_color="transparent")
+            layer.current_edge_color = rgba
     pts = obj.prompts.points if show_obj else []
     layer = c.points_layer
-    if layer is None:
+    clicks = (id(layer), tuple(rgba), positive, tuple((tuple(q.ijk), q.positive) for q in pts))
+    if clicks == getattr(c, "clicks_shown", None) and len(layer.data) == len(pts):
         return
+    c.clicks_shown = clicks
     data = np.array([p.ijk for p in pts], dtype=float).reshape(-1, 3)
     with layer.events.data.blocker():
         layer.selected_data = set()
@@ -226,7 +232,10 @@ def show_labels(labels_layer, session, volume, model_name: str, ids=None, curren
     objs = list(session.objects.values())
     shown = session.label_map(ids=ids)
     labels_layer.data = shown
-    labels_layer.colormap = DirectLabelColormap(color_dict=L.label_colors(objs))
+    colors = L.label_colors(objs)
+    if colors != labels_layer.metadata.get("sam_med_colors"):  # a new colormap re-uploads its texture
+        labels_layer.colormap = DirectLabelColormap(color_dict=colors)
+        labels_layer.metadata["sam_med_colors"] = colors
     if current_id is not None:
         labels_layer.selected_label = int(current_id)
     md = labels_layer.metadata

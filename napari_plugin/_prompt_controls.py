@@ -185,7 +185,6 @@ class PromptControls:
                 self.ledger.record(mask, edits)
         if obj is not None and obj.result is not None:
             self.last_info = dict(obj.result.info)
-        self.ui.progress.setValue(100)
         self.sync()
         ml = L.volume_ml(obj.mask if obj is not None else None, self.volume)
         self.set_status(f"{obj.name}: {ml:.1f} mL ({self.elapsed():.1f} s)")
