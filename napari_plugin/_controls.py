@@ -380,25 +380,3 @@ class Controls(PromptControls, ObjectControls):
             self.current_id = max(self.session.objects, default=None)
         self.sync()
         self.set_status(done)
-
-    # ================================================================ display
-    def visible_ids(self) -> list[int]:
-        return [o for o in self.session.objects if o not in self.hidden] if self.session is not None else []
-
-    def sync(self) -> None:
-        """Session → widgets and layers (objects list, prompts, labels, enabled controls)."""
-        if self.session is None or self.closed:
-            return
-        D.show_objects(self.ui, self.session, self.current_id, self.hidden, self.volume)
-        self.show_prompts()
-        self.show_labels()
-        self.refresh_enabled()
-
-    def show_prompts(self) -> None:
-        if self.session is None:
-            return
-        D.show_prompts(self, self.obj(), [self.session.objects[i] for i in self.visible_ids()])
-
-    def show_labels(self) -> None:
-        self.shown = D.show_labels(self.labels_layer, self.session, self.volume, self.ui.model_combo.currentText(),
-                                   self.visible_ids(), self.current_id)

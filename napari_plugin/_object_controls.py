@@ -1,12 +1,14 @@
 """Object handlers of the widget (``on_add_object`` ... ``on_object_selected``), GUI thread.
 
-A mixin of :class:`~._controls.Controls`: it uses the Controls' ``session``,
+A mixin of :class:`~._controls.Controls` (with the Session → layers display, ``sync``): it uses the Controls' ``session``,
 ``current_id``, ``ui``, :meth:`~._controls.Controls.ensure_session`,
 :meth:`~._controls.Controls.obj`, ``sync``, ``show_labels`` and ``set_status``.
 Each handler is one undoable Session step, then the Session is shown again.
 """
 
 from __future__ import annotations
+
+from . import _display as D
 
 
 class ObjectControls:
@@ -96,3 +98,25 @@ class ObjectControls:
         if row < len(ids) and ids[row] != self.current_id:
             self.current_id = ids[row]
             self.sync()
+
+    # ---------------------------------------------------------------- display
+    def visible_ids(self) -> list[int]:
+        return [o for o in self.session.objects if o not in self.hidden] if self.session is not None else []
+
+    def sync(self) -> None:
+        """Session → widgets and layers (objects list, prompts, labels, enabled controls)."""
+        if self.session is None or self.closed:
+            return
+        D.show_objects(self.ui, self.session, self.current_id, self.hidden, self.volume)
+        self.show_prompts()
+        self.show_labels()
+        self.refresh_enabled()
+
+    def show_prompts(self) -> None:
+        if self.session is None:
+            return
+        D.show_prompts(self, self.obj(), [self.session.objects[i] for i in self.visible_ids()])
+
+    def show_labels(self) -> None:
+        self.shown = D.show_labels(self.labels_layer, self.session, self.volume, self.ui.model_combo.currentText(),
+                                   self.visible_ids(), self.current_id)
