@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     mid = int((lo[2] + hi[2]) // 2)
     w.half_spin.setValue(int(max(mid - lo[2], hi[2] - mid)))
     viewer.dims.set_point(2, float(vol.voxel_to_world([0, 0, mid])[2]))
-    oid = c.on_add_object("organ")
+    oid = c.current_id if c.current_id is not None else c.on_add_object()  # Encode whole scan made one
+    c.on_rename("spleen" if a.label == 1 else f"label {a.label}")
     c.shapes_layer.add_rectangles(box_to_rectangle([*lo, *hi], mid, axis=2))
     t = time.perf_counter()
     c.on_segment()
@@ -149,6 +150,7 @@ def main(argv=None) -> int:
         done.append(t1 - t0)
         clicks.append((tuple(int(v) for v in ijk), positive))
     if a.screenshot_dir:
+        viewer.reset_view()
         img = viewer.screenshot(canvas_only=False, flash=False)
         import imageio.v3 as iio
 

@@ -60,6 +60,7 @@ def rect(i0, j0, i1, j1, k):
 
 def shot(viewer, name):
     """Save the window (canvas and widget) when $SAM_MED_SCREENSHOT_DIR is set."""
+    viewer.reset_view()
     img = viewer.screenshot(canvas_only=False, flash=False)
     assert img.ndim == 3 and img[..., :3].std() > 10  # not a blank window
     out = os.environ.get("SAM_MED_SCREENSHOT_DIR")
