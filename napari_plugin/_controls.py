@@ -1,16 +1,18 @@
 """The widget's handlers (``on_*``), on the GUI thread: user action → Session → layers.
 
-:class:`Controls` holds the GUI-side state (the Session of the selected scan,
-the current object, the plugin's layers, the A/B marks) and runs every model
-call as a ``napari.qt.threading.create_worker`` generator worker from
-``_workers``: its ``yielded`` reports drive the progress bar, ``returned``
-applies the result to the layers, ``errored`` shows one line in the status
-label (and a napari notification), ``finished`` unlocks the controls. Only
-one such foreground worker runs at a time; while it runs the controls are
-locked and the prompt layers ignore new clicks. Segmentation streams: its
-``(axis, k, plane)`` yields are painted into the Labels layer as they come.
-Besides it, :class:`~._prefetch.Prefetcher` encodes the slices around the
-displayed one in the background (cancelled whenever a foreground job starts).
+:class:`Controls` holds the GUI-side state (each scan's Session, the selected object, the
+plugin's layers, the slice marks) and runs every model call as a ``create_worker``
+generator worker from ``_workers``: ``yielded`` reports drive the progress line
+(:class:`~._progress.ProgressMeter`: slices done/total and the time left, throttled) and
+streamed ``(axis, k, plane)`` slices are painted into the Labels layer (repainted at most
+every :data:`REPAINT_S`); ``returned`` applies the result, ``errored`` shows one line,
+``finished`` unlocks the controls. One foreground worker at a time, the controls and the
+plugin's layers locked meanwhile.
+
+No silent loss: each scan keeps its own Session (switching the "Scan" combo brings it back);
+closing the viewer cancels the workers and waits for them; brush strokes become
+``Session.set_mask`` edits; deleting an object is one undo step and says so. Prompt and
+brush handlers live in ``_prompt_controls``, object handlers in ``_object_controls``.
 """
 
 from __future__ import annotations
@@ -18,18 +20,27 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from . import _display as D
 from . import _layers as L
-from ._predictors import PredictorCache
+from ._edits import EditLedger
 from ._object_controls import ObjectControls
+from ._predictors import PredictorCache
 from ._prefetch import Prefetcher
-from ._workers import Cancelled, CancelToken, Progress, load_job, prepare_job, refine_job, segment_job
+from ._progress import ProgressMeter
+from ._prompt_controls import PromptControls
+from ._workers import Cancelled, CancelToken, Progress, load_job, prepare_job
 
 log = logging.getLogger(__name__)
+
+#: streamed slices are repainted at most this often (s); the Labels layer holds them all
+REPAINT_S = 0.1
+#: a job shows its progress line once it has run this long (s): a click is over before
+SHOW_AFTER_S = 0.3
 
 
 class NoScan(RuntimeError):
@@ -42,41 +53,68 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class Controls(ObjectControls):
-    """Handlers of :class:`~._widget.SamMedWidget` (``ui``); the state of one scan's Session."""
+@dataclass
+class ScanState:
+    """What the widget keeps per scan (image layer) while another one is selected."""
+
+    layer: Any
+    volume: Any
+    session: Any
+    current_id: int | None = None
+    hidden: set = field(default_factory=set)
+    ledger: EditLedger = field(default_factory=EditLedger)
+
+
+class Controls(PromptControls, ObjectControls):
+    """Handlers of :class:`~._widget.SamMedWidget` (``ui``)."""
+
+    one_line = staticmethod(one_line)
 
     def __init__(self, ui) -> None:
         self.ui = ui
         self.viewer = ui.viewer
-        self.session = None
-        self.volume = None
-        self.image_layer = None
+        self.session = self.volume = self.image_layer = None
+        self.current_id: int | None = None
+        #: object ids not shown (their masks stay in the Session and in saved files)
+        self.hidden: set[int] = set()
+        self.ledger = EditLedger()
+        #: ``id(image layer) → ScanState`` of every scan with a Session
+        self.scans: dict[int, ScanState] = {}
         self.predictors = PredictorCache()
         #: on-disk embedding cache (slice-wise models); default from $SAM_MED_CACHE_DIR
         self.cache_dir: str | None = os.environ.get("SAM_MED_CACHE_DIR") or None
-        self.current_id: int | None = None
-        self.labels_layer = self.shapes_layer = self.points_layer = None
+        self.labels_layer = self.shapes_layer = self.points_layer = self.range_layer = None
+        #: the label map last shown (brush strokes are what differs from it)
+        self.shown: np.ndarray | None = None
         self.mark_a: int | None = None
         self.mark_b: int | None = None
         self.worker = None
-        self.busy = False
+        self.busy = self.closed = False
         self.last_error: BaseException | None = None
         self.last_info: dict = {}
         self.token = CancelToken()
         self.what = ""
-        self.t0 = 0.0
+        self.t0 = self.t_paint = 0.0
+        self.meter = ProgressMeter()
+        self.streamed: set[int] = set()
+        self.stream_total = 0
         #: the current job painted streamed slices into the Labels layer (restore them on failure)
         self.painted = False
+        self.before = None
         self.prefetch = Prefetcher(self)
 
     def start(self) -> None:
-        """Follow the viewer's layer list and bind undo/redo keys (called once by the widget)."""
+        """Follow the viewer's layer list, bind keys, and stop cleanly on close (once)."""
         self.viewer.layers.events.inserted.connect(self.on_layers_changed)
         self.viewer.layers.events.removed.connect(self.on_layers_changed)
         self.viewer.dims.events.current_step.connect(self.prefetch.schedule)
+        self.ui.image_combo.currentTextChanged.connect(self.on_image_changed)
         self.on_layers_changed()
         self.bind_keys(self.viewer)
         self.refresh_enabled()
+        from ._preference import prefer_sam_med
+
+        prefer_sam_med()  # scans open with sam-med from now on (the user's preferences kept)
 
     @property
     def predictor(self):
@@ -84,11 +122,22 @@ class Controls(ObjectControls):
         return self.predictors.current
 
     def bind_keys(self, target) -> None:
-        target.bind_key("Control-Z", lambda _=None: self.on_undo(), overwrite=True)
-        target.bind_key("Control-Shift-Z", lambda _=None: self.on_redo(), overwrite=True)
+        """Ctrl+Z / Ctrl+Shift+Z undo/redo; the shortcuts listed in the widget."""
+        keys = {"Control-Z": self.on_undo, "Control-Shift-Z": self.on_redo, "Shift-S": self.on_segment,
+                "Shift-N": self.on_next_object, "Shift-T": self.ui.positive_chk.toggle,
+                "Shift-A": lambda: self.ui.files.on_accept()}
+        for key, fn in keys.items():
+            target.bind_key(key, lambda _=None, fn=fn: fn(), overwrite=True)
 
     def set_status(self, text: str) -> None:
         self.ui.status.setText(text)
+
+    def confirm(self, question: str) -> bool:
+        """Ask a yes/no question (Yes is not the default)."""
+        from qtpy.QtWidgets import QMessageBox
+
+        B = QMessageBox.StandardButton
+        return QMessageBox.question(self.ui, "sam-med", question, B.Yes | B.No, B.No) == B.Yes
 
     def obj(self):
         """The current Session object, or None."""
@@ -98,11 +147,28 @@ class Controls(ObjectControls):
 
     def refresh_enabled(self) -> None:
         D.set_enabled(self.ui, self.busy, self.session, self.obj() is not None,
-                      (self.points_layer, self.shapes_layer))
+                      (self.points_layer, self.shapes_layer, self.labels_layer))
 
-    # ================================================================ scan / session
+    # ================================================================ scans and sessions
     def on_layers_changed(self, event=None) -> None:
         D.refresh_image_choices(self.ui)
+        added = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if event is None:  # the widget opened: the newest sam-med scan
+            added = next((la for la in reversed(D.image_layers(self.viewer))
+                          if L.VOLUME_KEY in la.metadata), None)
+        if added is not None and added in D.image_layers(self.viewer) and L.VOLUME_KEY in added.metadata:
+            D.show_axial(self.viewer, added.metadata[L.VOLUME_KEY])  # a new scan: its acquisition plane
+        alive = {id(layer) for layer in D.image_layers(self.viewer)}
+        for key in [k for k in self.scans if k not in alive]:
+            del self.scans[key]  # the scan itself was closed
+
+    def on_image_changed(self, name: str = "") -> None:
+        """The "Scan" combo: the selected scan's own Session comes back (the other one is kept)."""
+        if self.session is None or self.busy or self.closed:
+            return
+        if self.image_layer is not None and self.image_layer.name == name:
+            return
+        self.scan_session()
 
     def selected_image(self):
         layers = D.image_layers(self.viewer)
@@ -114,30 +180,39 @@ class Controls(ObjectControls):
         return layers[-1]
 
     def ensure_session(self):
-        """Session for the selected image (a new one when the image changed)."""
+        """The Session of the selected scan: its own one when it had one, else a new one."""
         from sam_med.session import Session
 
         layer = self.selected_image()
         if self.session is not None and layer is self.image_layer:
             return self.session
-        vol = L.volume_from_layer(layer.data, layer.affine.affine_matrix, layer.metadata)
-        self.image_layer, self.volume = layer, vol
-        self.session = Session(vol, self.predictor, overlap=self.ui.overlap_combo.currentText())
-        self.current_id = None
-        self.labels_layer, self.shapes_layer, self.points_layer = D.make_layers(self.viewer, vol)
+        vol = L.volume_from_layer(layer.data, layer.affine.affine_matrix, layer.metadata, layer.name)
+        if self.session is not None:
+            self.scans[id(self.image_layer)] = ScanState(self.image_layer, self.volume, self.session,
+                                                         self.current_id, self.hidden, self.ledger)
+        st = self.scans.pop(id(layer), None) or ScanState(
+            layer, vol, Session(vol, self.predictor, overlap=self.ui.overlap_combo.currentText()))
+        self.image_layer, self.volume, self.session = layer, st.volume, st.session
+        self.current_id, self.hidden, self.ledger = st.current_id, st.hidden, st.ledger
+        self.mark_a = self.mark_b = None
+        self.labels_layer, self.shapes_layer, self.range_layer, self.points_layer = D.make_layers(self.viewer, vol)
         self.points_layer.events.data.connect(self.on_points_changed)
+        self.shapes_layer.events.data.connect(self.on_box_drawn)
         self.shapes_layer.events.data.connect(self.prefetch.schedule)
+        self.labels_layer.events.paint.connect(self.on_labels_paint_event)
         self.points_layer.bind_key("t", lambda _=None: self.ui.positive_chk.toggle(), overwrite=True)
-        for layer in (self.points_layer, self.shapes_layer, self.labels_layer):
-            self.bind_keys(layer)
-        D.show_axial(self.viewer)
+        for lay in (self.points_layer, self.shapes_layer, self.labels_layer):
+            self.bind_keys(lay)
+        D.show_axial(self.viewer, vol)
+        self.viewer.layers.selection.active = self.shapes_layer  # a first drag draws a box
+        self.sync()
         return self.session
 
     def scan_session(self):
-        """:meth:`ensure_session`, or None (the reason in the status line) without a scan."""
+        """:meth:`ensure_session`, or None (the reason in the status line) without a usable scan."""
         try:
             return self.ensure_session()
-        except NoScan as exc:
+        except (NoScan, L.NoGeometry) as exc:
             self.last_error = exc
             self.set_status(one_line(exc))
             return None
@@ -158,40 +233,71 @@ class Controls(ObjectControls):
         from napari.qt.threading import create_worker
         from superqt.utils import GeneratorWorker  # napari's subclass would also pop a traceback
 
-        if self.busy:
+        if self.busy or self.closed:
             self.set_status("busy: wait for the current step or press Cancel")
             return None
         self.prefetch.cancel()  # the foreground job gets the CPU; prefetch resumes when it ends
         self.busy, self.last_error, self.what, self.t0 = True, None, what, time.perf_counter()
-        self.painted = False
+        self.painted, self.streamed, self.t_paint = False, set(), 0.0
+        self.stream_total = self.expected_slices()
+        self.meter.reset()
         self.token = CancelToken()
-        self.ui.progress.setValue(0)
-        self.set_status(f"{what}…")
-        self.refresh_enabled()
+        self.refresh_enabled()  # no progress repaint here: a click's job is over in a blink
         self.worker = create_worker(
             job, *args, self.token, _start_thread=True, _worker_class=GeneratorWorker,
-            _connect={"yielded": self.on_worker_progress, "returned": on_done,
+            _connect={"yielded": self.on_worker_progress, "returned": self._done(on_done),
                       "errored": self.on_worker_error, "finished": self.on_worker_finished},
         )
         return self.worker
 
+    def _done(self, on_done):
+        return lambda result: None if self.closed else on_done(result)
+
+    def expected_slices(self) -> int:
+        """Slices a segmentation of the selected object will decode (its box's range)."""
+        lo, hi = self.box_slices(self.obj()) if self.volume is not None else (None, None)
+        if lo is None:
+            return int(self.volume.shape[self.volume.slice_axis]) if self.volume is not None else 0
+        return int(hi) - int(lo) + 1
+
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
+    def set_bar(self, value: int) -> None:
+        """The progress bar, only when its value changes (QProgressBar repaints at once, and
+        a synchronous repaint of the window costs tens of ms under software OpenGL)."""
+        if self.ui.progress.value() != int(value):
+            self.ui.progress.setValue(int(value))
+
     def on_worker_progress(self, p) -> None:
-        """A :class:`Progress` report → bar + status; a streamed slice → the Labels layer."""
+        """A :class:`Progress` report → progress line; a streamed slice → the Labels layer."""
+        if self.closed:
+            return
         if not isinstance(p, Progress):
             self.painted = True
-            D.paint_update(self.labels_layer, p, self.current_id)
-            return
-        if p.total > 0:
-            self.ui.progress.setValue(int(100 * p.fraction))
-        self.set_status(f"{self.what}: {p.what} {p.done}/{p.total}")
+            D.paint_update(self.labels_layer, p, self.current_id, refresh=False)
+            if p[1] is not None:
+                self.streamed.add(int(p[1]))
+            now = time.perf_counter()
+            if now - self.t_paint >= REPAINT_S:
+                self.t_paint = now
+                self.labels_layer.refresh()
+            if self.meter.total <= 1 and self.stream_total > 1:  # no slice count from the engine
+                p = Progress(min(len(self.streamed), self.stream_total), self.stream_total, "propagate")
+            else:
+                return
+        if self.meter.update(p.done, p.total, p.what) and self.elapsed() >= SHOW_AFTER_S:
+            if p.total > 0:
+                self.set_bar(self.meter.percent)
+            self.ui.progress_label.setText(self.meter.text())
+            self.set_status(f"{self.what}: {self.meter.text()}")
 
     def on_worker_error(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error, show_info
 
         self.last_error = exc
+        if self.closed:
+            return
         if self.painted:  # streamed slices of a result the Session did not take
             self.show_labels()
         if isinstance(exc, Cancelled):
@@ -209,6 +315,11 @@ class Controls(ObjectControls):
     def on_worker_finished(self) -> None:
         self.busy = False
         self.worker = None
+        if self.closed:
+            return
+        self.set_bar(100 if self.last_error is None else self.ui.progress.value())
+        self.ui.progress_label.setText(f"{self.what}: done in {self.elapsed():.1f} s" if self.last_error is None
+                                       else f"{self.what}: stopped")
         self.refresh_enabled()
         self.prefetch.schedule()  # idle again: encode around the displayed slice
 
@@ -217,137 +328,43 @@ class Controls(ObjectControls):
             self.token.cancel()
             self.set_status(f"{self.what}: cancelling…")
 
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """The viewer closes: cancel the foreground job and the prefetch, and wait for their
+        threads to end (a library call stops at its next progress report), so no worker
+        outlives the window. Idempotent."""
+        from qtpy.QtCore import QThreadPool
+
+        if self.closed:
+            return
+        self.closed = True
+        self.token.cancel()
+        self.prefetch.cancel()
+        if not QThreadPool.globalInstance().waitForDone(int(timeout_s * 1000)):
+            log.warning("sam-med: a worker did not stop within %.0f s of closing", timeout_s)
+
     # ================================================================ prepare
     def on_prepare(self) -> None:
-        """Button "Prepare": load the model in a worker; then the displayed slice's
+        """Button "Load model": load it in a worker; then the displayed slice's
         neighbourhood is encoded in the background (:class:`~._prefetch.Prefetcher`)."""
         s = self.scan_session()
         if s is not None:
-            self.run(load_job, self.predictors, self.model_key(), s, on_done=self.on_prepared, what="Prepare")
+            self.run(load_job, self.predictors, self.model_key(), s, on_done=self.on_prepared, what="Load model")
 
     def on_prepare_all(self) -> None:
-        """Button "Prepare all": load the model and encode every slice in a worker."""
+        """Button "Encode whole scan": load the model and encode every slice in a worker."""
         s = self.scan_session()
         if s is not None:
             self.run(prepare_job, self.predictors, self.model_key(), self.volume, s,
-                     on_done=self.on_prepared, what="Prepare all")
+                     on_done=self.on_prepared, what="Encode whole scan")
 
     def on_prepared(self, pred) -> None:
-        self.ui.progress.setValue(100)
         self.set_status(f"{self.what}: {pred.model_name} ready in {self.elapsed():.1f} s; "
-                        "draw a box or click to segment.")
+                        "draw a box on the organ, then Segment (Shift+S).")
         if self.session is not None and not self.session.objects:
             self.on_add_object()
 
-    # ================================================================ prompts
     def on_positive_toggled(self, positive: bool) -> None:
-        D.set_click_color(self.points_layer, positive)
-
-    def current_slice(self) -> int:
-        """Index of the displayed slice along the volume's slice axis."""
-        return L.current_slice(self.viewer.dims.point, self.volume)
-
-    def on_mark_a(self) -> None:
-        if self.scan_session() is not None:
-            self.mark_a = self.current_slice()
-            self.show_marks()
-
-    def on_mark_b(self) -> None:
-        if self.scan_session() is not None:
-            self.mark_b = self.current_slice()
-            self.show_marks()
-
-    def show_marks(self) -> None:
-        a = "-" if self.mark_a is None else self.mark_a
-        b = "-" if self.mark_b is None else self.mark_b
-        self.ui.marks_label.setText(f"marks: A={a} B={b}")
-        if self.mark_a is not None and self.mark_b is not None:
-            self.ui.use_marks_chk.setChecked(True)
-
-    def _rectangle(self):
-        """(voxel vertices (4, 3) of the last rectangle, marked z-range or None), or None."""
-        if self.shapes_layer is None or len(self.shapes_layer.data) == 0:
-            return None
-        verts = L.data_to_voxel(self.shapes_layer.data[-1], self.shapes_layer.affine.affine_matrix, self.volume)
-        marks = self.ui.use_marks_chk.isChecked() and self.mark_a is not None and self.mark_b is not None
-        return verts, ((self.mark_a, self.mark_b) if marks else None)
-
-    def box_from_layers(self) -> list[float] | None:
-        """The tight 3D voxel box from the last rectangle in the box layer and the z-range controls.
-
-        Raises :class:`~sam_med.errors.PromptError` (the CLI's check) for a box outside the scan."""
-        rect = self._rectangle()
-        if rect is None:
-            return None
-        verts, zr = rect
-        axis = self.volume.slice_axis
-        if zr is None:
-            k = int(np.rint(verts[:, axis].mean()))
-            zr = L.slice_range(k, self.ui.half_spin.value(), self.volume.shape[axis])
-        return L.rectangle_to_box(verts, zr, self.volume, axis)
-
-    def key_box_from_layers(self):
-        """The :class:`~sam_med.prompts.KeySliceBox` of the last rectangle (its slice, the
-        z-range controls), or None; a box outside the scan raises ``PromptError``."""
-        rect = self._rectangle()
-        return None if rect is None else L.rectangle_to_key_box(rect[0], rect[1], self.ui.half_spin.value(),
-                                                                self.volume)
-
-    def on_segment(self) -> None:
-        """Button "Segment / propagate": the box (if drawn) + clicks → mask, in a worker."""
-        from sam_med.errors import PromptError
-
-        s = self.scan_session()
-        if s is None:
-            return
-        from sam_med.prompts import make_box
-
-        try:
-            tight = self.ui.tight_chk.isChecked()
-            box = self.box_from_layers() if tight else self.key_box_from_layers()
-        except PromptError as exc:
-            self.last_error = exc
-            self.set_status(f"Segment refused: {one_line(exc)}")
-            return
-        if self.obj() is None:
-            self.on_add_object()
-        prompts = self.obj().prompts.copy()
-        if box is not None:  # a tight 3D box and a key-slice box replace each other
-            prompts.box, prompts.key_box = (make_box(box, self.volume.shape), None) if tight else (None, box)
-        if prompts.is_empty():
-            self.set_status("draw a box (sam-med box layer) or click on the object first")
-            return
-        self.run(segment_job, self.predictors, self.model_key(), s, self.current_id, prompts,
-                 on_done=self.on_segmented, what="Segment")
-
-    def on_points_changed(self, event) -> None:
-        """A point was added in the clicks layer → refine the current object (worker)."""
-        if getattr(event, "action", None) != "added":
-            return
-        if self.busy or self.session is None:
-            self.set_status("busy: click ignored" if self.busy else "Prepare first")
-            self.show_points()
-            return
-        if self.obj() is None:
-            self.on_add_object()
-        obj = self.obj()
-        if obj.locked:
-            self.set_status(f"{obj.name!r} is locked; unlock it to refine")
-            self.show_points()
-            return
-        data = self.points_layer.data
-        idx = [i for i in sorted(getattr(event, "data_indices", ()) or []) if 0 <= i < len(data)]
-        ijk = L.data_to_voxel(data[idx or [len(data) - 1]], self.points_layer.affine.affine_matrix, self.volume)
-        self.run(refine_job, self.predictors, self.model_key(), self.session, self.current_id, ijk,
-                 self.ui.positive_chk.isChecked(), on_done=self.on_segmented, what="Refine")
-
-    def on_segmented(self, obj) -> None:
-        if obj is not None and obj.result is not None:
-            self.last_info = dict(obj.result.info)
-        n = int(obj.mask.sum()) if obj is not None and obj.mask is not None else 0
-        self.ui.progress.setValue(100)
-        self.sync()
-        self.set_status(f"{obj.name}: {n} voxels ({self.elapsed():.1f} s)")
+        self.show_prompts()
 
     # ================================================================ undo / redo
     def on_undo(self) -> None:
@@ -363,19 +380,3 @@ class Controls(ObjectControls):
             self.current_id = max(self.session.objects, default=None)
         self.sync()
         self.set_status(done)
-
-    # ================================================================ display
-    def sync(self) -> None:
-        """Session → widgets and layers (objects list, clicks, labels, enabled controls)."""
-        if self.session is None:
-            return
-        D.show_objects(self.ui, self.session, self.current_id)
-        self.show_points()
-        self.show_labels()
-        self.refresh_enabled()
-
-    def show_points(self) -> None:
-        D.show_points(self.points_layer, self.obj(), self.ui.positive_chk.isChecked())
-
-    def show_labels(self) -> None:
-        D.show_labels(self.labels_layer, self.session, self.volume, self.ui.model_combo.currentText())

@@ -100,8 +100,8 @@ class FileControls:
         c.show_labels()
         state = {"metadata": c.labels_layer.metadata, "affine": c.volume.affine}
         write = _writer.write_dicom_seg if str(path).lower().endswith(".dcm") else _writer.write_labels
-        try:
-            out = write(str(path), c.labels_layer.data, state)[0]
+        try:  # every object, hidden ones too: hiding is display only
+            out = write(str(path), c.session.label_map(), state)[0]
         except Exception as exc:  # noqa: BLE001 - shown to the user; the library raises clear errors
             c.last_error = exc
             c.set_status(f"save failed: {one_line(exc)}")
@@ -143,6 +143,7 @@ class FileControls:
         if model and c.ui.model_combo.findText(model) >= 0:
             c.ui.model_combo.setCurrentText(model)
         c.session = s
+        c.hidden, c.ledger = set(), type(c.ledger)()
         c.current_id = max(s.objects, default=None)
         c.sync()
         c.set_status(f"opened session {path} ({len(s.objects)} objects"

@@ -4,20 +4,23 @@ Geometry convention of the plugin
 ---------------------------------
 * Every layer the plugin makes (scan image, Labels, prompt Points/Shapes) holds
   ``Volume.array`` in its own index order ``(i, j, k)`` and gets
-  ``affine=Volume.affine`` — the 4x4 voxel → **RAS+ mm** matrix, used as is.
-  The napari *world* is therefore RAS millimetres with world axes
-  ``(R, A, S)`` (axis 0 = x towards patient Right, 1 = y Anterior, 2 = z
-  Superior); the status bar shows RAS mm, and a mask and its scan overlay
-  exactly because they share one matrix.
+  ``affine=layer_affine(volume)`` — the 4x4 voxel → **RAS+ mm** matrix, used as is.
+  The napari *world* is therefore RAS millimetres with world axes ``(R, A, S)``; a
+  mask and its scan overlay exactly because they share one matrix (and an axis-aligned
+  scan keeps a diagonal-like affine, which napari slices without resampling).
+* Display: :func:`view_order` puts the slider on the world axis closest to the
+  acquisition plane's normal (S for an axial scan: rows A, columns R) and
+  :data:`RADIOLOGICAL_2D` flips the camera so anterior (or superior) is up and the
+  patient's right is on the screen's left. The widget sets it as soon as a sam-med scan
+  is in the viewer (``_display.show_axial``).
 * Because prompt layers carry the same affine, their ``data`` are already
   voxel coordinates ``(i, j, k)`` (napari maps a click from world to layer data
   with the inverse affine). :func:`data_to_voxel` handles a layer with another
   affine (e.g. a Points layer the user made by hand).
-* Display: :data:`AXIAL_ORDER` puts the slider on world axis 2 (S) and shows
-  rows = A, columns = R; :data:`RADIOLOGICAL_2D` flips the camera so anterior
-  is up and the patient's right is on the screen's left (radiological view).
-  Oblique scans are shown with their rotation (napari slices them in world
-  space; it may warn about non-orthogonal slicing).
+* The scan's :class:`~sam_med.volume.Volume` travels in ``layer.metadata``; a layer
+  without it (napari's builtin reader: no spacing, no orientation, no DICOM
+  references) is refused by :func:`volume_from_layer` with one line on how to
+  open the scan with sam-med.
 """
 
 from __future__ import annotations
@@ -30,13 +33,40 @@ from sam_med.volume import Volume, apply_affine, guess_modality  # noqa: F401 (r
 
 #: viewer.dims.order for an axial view of RAS world axes: slider = S, rows = A, cols = R
 AXIAL_ORDER = (2, 1, 0)
-#: viewer.camera.orientation2d for a radiological axial view (rows A up, cols R to the left)
+#: viewer.dims.order per RAS axis the slice normal is closest to (slider, rows, columns)
+_ORDERS = {2: (2, 1, 0), 0: (0, 2, 1), 1: (1, 2, 0)}
+#: viewer.camera.orientation2d: rows A (or S) up, columns R (or A) to the left (radiological)
 RADIOLOGICAL_2D = ("up", "left")
 
 #: key under which the source Volume travels in layer.metadata
 VOLUME_KEY = "sam_med_volume"
 
 CT_WINDOW = (400.0, 40.0)  # soft tissue: width, level (HU)
+
+
+class NoGeometry(ValueError):
+    """An image layer without the scan's geometry (not opened with sam-med)."""
+
+
+# ---------------------------------------------------------------- geometry
+def view_order(volume: Volume) -> tuple[int, int, int]:
+    """viewer.dims.order showing ``volume``'s acquisition plane: the slider on the RAS axis
+    closest to the normal of its slices (``volume.slice_axis``)."""
+    normal = np.asarray(volume.affine, dtype=np.float64)[:3, volume.slice_axis]
+    return _ORDERS[int(np.argmax(np.abs(normal)))]
+
+
+def layer_affine(volume: Volume) -> np.ndarray:
+    """The affine every plugin layer of ``volume`` carries: voxel → RAS mm (napari world)."""
+    return np.asarray(volume.affine, dtype=np.float64)
+
+
+def volume_ml(mask: np.ndarray | None, volume: Volume) -> float:
+    """The volume of a bool mask in millilitres, from the scan's voxel size (mm³ / 1000)."""
+    if mask is None:
+        return 0.0
+    voxel_mm3 = abs(float(np.linalg.det(np.asarray(volume.affine, dtype=np.float64)[:3, :3])))
+    return float(np.count_nonzero(mask)) * voxel_mm3 / 1000.0
 
 
 # ---------------------------------------------------------------- image display
@@ -85,7 +115,7 @@ def image_layer_data(volume: Volume, name: str | None = None) -> tuple[np.ndarra
     """napari LayerData tuple for a scan: (array (i, j, k), kwargs with the RAS affine, "image")."""
     kwargs = {
         "name": name or layer_name(volume),
-        "affine": np.asarray(volume.affine, dtype=np.float64),
+        "affine": layer_affine(volume),
         "contrast_limits": contrast_limits(volume),
         "colormap": "gray",
         "metadata": {VOLUME_KEY: volume, "source": volume.source, "modality": volume.modality},
@@ -97,46 +127,54 @@ def labels_layer_kwargs(volume: Volume, name: str = "sam-med labels") -> dict[st
     """kwargs for a Labels layer on the scan's grid (same affine → exact overlay)."""
     return {
         "name": name,
-        "affine": np.asarray(volume.affine, dtype=np.float64),
+        "affine": layer_affine(volume),
         "metadata": {VOLUME_KEY: volume, "source": volume.source},
     }
 
 
-def volume_from_layer(data: np.ndarray, affine: np.ndarray | None, metadata: dict | None) -> Volume:
-    """The layer's source Volume (kept in metadata by the reader), or one built from data + affine."""
+def volume_from_layer(data: np.ndarray, affine: np.ndarray | None, metadata: dict | None,
+                      name: str = "this layer") -> Volume:
+    """The layer's source Volume (kept in metadata by the reader). A layer without it has
+    no geometry sam-med can trust (napari's builtin readers give an identity affine, no
+    spacing, no orientation, no DICOM references): :class:`NoGeometry`, one line that says
+    how to open the scan with sam-med."""
     vol = (metadata or {}).get(VOLUME_KEY)
     if isinstance(vol, Volume):
         return vol
-    arr = np.asarray(data)
-    if arr.ndim != 3:
-        raise ValueError(f"sam-med needs a 3D image layer, got {arr.ndim}D data of shape {arr.shape}")
+    raise NoGeometry(f"{name!r} has no scan geometry (spacing, orientation): open the scan with "
+                     "sam-med (File > Open Folder... or Open File(s)..., reader 'sam-med')")
+
+
+def volume_from_affine(shape, affine: np.ndarray | None) -> Volume:
+    """A Volume of zeros on a layer's own grid (its affine; identity without one): the
+    writers' fallback for a labels layer that did not come from the plugin."""
     aff = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-    return Volume(arr, aff)
+    return Volume(np.zeros(tuple(shape), np.uint8), aff)
 
 
 # ---------------------------------------------------------------- prompts
-def data_to_voxel(data: np.ndarray, layer_affine: np.ndarray | None, volume: Volume) -> np.ndarray:
+def data_to_voxel(data: np.ndarray, affine: np.ndarray | None, volume: Volume) -> np.ndarray:
     """Layer data coordinates (N, 3) → voxel (i, j, k) of ``volume`` (N, 3), float.
 
     A layer with the volume's own affine (as the plugin makes them) maps 1:1."""
     pts = np.atleast_2d(np.asarray(data, dtype=np.float64))[:, -3:]
-    if layer_affine is None:
+    if affine is None:
         return pts
-    layer_affine = np.asarray(layer_affine, dtype=np.float64)
-    if np.allclose(layer_affine, volume.affine, atol=1e-6):
+    affine = np.asarray(affine, dtype=np.float64)
+    if np.allclose(affine, layer_affine(volume), atol=1e-6):
         return pts
-    world = apply_affine(layer_affine, pts)
-    return np.asarray(volume.world_to_voxel(world), dtype=np.float64).reshape(-1, 3)
+    return world_to_voxel(apply_affine(affine, pts), volume).reshape(-1, 3)
 
 
 def voxel_to_world(ijk, volume: Volume) -> np.ndarray:
     """Voxel (i, j, k) → napari world (RAS mm), the same as ``volume.voxel_to_world``."""
-    return apply_affine(volume.affine, np.asarray(ijk, dtype=np.float64))
+    return apply_affine(layer_affine(volume), np.asarray(ijk, dtype=np.float64))
 
 
 def world_to_voxel(xyz, volume: Volume) -> np.ndarray:
     """napari world point (RAS mm, e.g. ``viewer.dims.point``) → voxel (i, j, k), float."""
-    return np.asarray(volume.world_to_voxel(np.asarray(xyz, dtype=np.float64)), dtype=np.float64)
+    inv = np.linalg.inv(layer_affine(volume))
+    return np.asarray(apply_affine(inv, np.asarray(xyz, dtype=np.float64)), dtype=np.float64)
 
 
 def current_slice(world_point: Sequence[float], volume: Volume, axis: int | None = None) -> int:

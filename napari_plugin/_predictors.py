@@ -48,6 +48,11 @@ class PredictorCache:
         self.key: tuple | None = None
         self._lock = threading.Lock()
 
+    def loaded(self, key: tuple):
+        """The predictor for ``key`` if it is the loaded one, else None (never builds)."""
+        with self._lock:
+            return self.current if self.current is not None and self.key == key else None
+
     def get(self, key: tuple, progress: Callable[..., None] | None = None):
         """The predictor for ``key``, built by :attr:`factory` when the key changed."""
         with self._lock:

@@ -97,19 +97,19 @@ class Prefetcher:
         self.runs += 1
 
     def on_progress(self, p: Progress) -> None:
-        self.show(f"encoding near slice {self.last_slice}: {p.done}/{p.total}")
+        self.show(f"preparing slices near {self.last_slice}: {p.done}/{p.total}")
 
     def on_done(self, result) -> None:
         self.last_result = tuple(result)
         enc, n = self.last_result
-        self.show(f"encoded: {n} slices near {self.last_slice} ready ({enc} new)")
+        self.show(f"prepared slices: {n} slices near {self.last_slice} ready ({enc} new)")
 
     def on_error(self, exc: BaseException) -> None:
         from ._workers import Cancelled
 
         if not isinstance(exc, Cancelled):  # a background failure: one line, never a dialog
             text = str(exc).strip().splitlines()
-            self.show(f"encoding stopped: {text[0] if text else type(exc).__name__}")
+            self.show(f"preparing slices stopped: {text[0] if text else type(exc).__name__}")
 
     def on_finished(self, worker) -> None:
         if self.worker is worker:

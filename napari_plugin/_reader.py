@@ -1,39 +1,88 @@
 """npe2 reader: DICOM folders/files, NIfTI, NRRD, MHA through ``sam_med.io``.
 
-Each scan becomes one Image layer holding ``Volume.array`` with
-``affine=Volume.affine`` (napari world = RAS mm; see ``_layers``), CT shown with
-a soft-tissue window, MR with 1–99th percentiles. A folder with several DICOM
-series gives one layer per series, named by its description.
+Each scan becomes one Image layer holding ``Volume.array`` with the display-frame affine
+(``_layers.layer_affine``: it opens in its acquisition plane, axial for an axial CT), CT
+shown with a soft-tissue window, MR with 1–99th percentiles, and the Volume in its
+metadata. A folder with several DICOM series gives one layer per series, named by its
+description.
+
+The reader claims only what it reads: regular files with a scan suffix or a DICOM
+preamble, and folders holding DICOM files (a bounded look, :func:`dicom_folder`); FIFOs,
+devices and sockets are never opened (reading one would block). Which reader napari
+picks when several claim a path is napari's choice: see :mod:`._preference`.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from typing import Callable
 
 from ._layers import image_layer_data
 
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+#: a folder is looked at this deep and this wide for a DICOM file
+_MAX_DEPTH, _MAX_ENTRIES = 3, 2000
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _has_preamble(path: str) -> bool:
+    """A regular file with the DICOM preamble ("DICM" at byte 128); never opens anything else."""
+    if not _is_regular(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _is_scan_file(path: str) -> bool:
+    return _is_regular(path) and (path.lower().endswith(SUFFIXES) or _has_preamble(path))
+
+
+def dicom_folder(path: str) -> bool:
+    """True when ``path`` is a folder with a DICOM file within :data:`_MAX_DEPTH` levels
+    (looking at :data:`_MAX_ENTRIES` entries at most)."""
+    seen = 0
+    todo = [(path, 0)]
+    while todo:
+        folder, depth = todo.pop(0)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            seen += 1
+            if seen > _MAX_ENTRIES:
+                return False
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if depth + 1 < _MAX_DEPTH:
+                        todo.append((e.path, depth + 1))
+                elif e.name.lower().endswith(".dcm") and _is_regular(e.path) or _has_preamble(e.path):
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def napari_get_reader(path) -> Callable | None:
-    """Return :func:`read` when ``path`` looks like something sam-med reads, else None."""
+    """Return :func:`read` when ``path`` is something sam-med reads, else None."""
     if isinstance(path, (list, tuple)):
-        if not path:
-            return None
-        # a list of DICOM files is one series; a list of other files is read one by one
-        return read
+        paths = [os.fspath(p) for p in path]
+        ok = paths and all(dicom_folder(p) if os.path.isdir(p) else _is_scan_file(p) for p in paths)
+        return read if ok else None
     p = os.fspath(path)
     if os.path.isdir(p):
-        return read
-    if p.lower().endswith(SUFFIXES):
-        return read
-    try:  # extension-less DICOM files (common on PACS exports)
-        with open(p, "rb") as f:
-            head = f.read(132)
-        return read if head[128:132] == b"DICM" else None
-    except OSError:
-        return None
+        return read if dicom_folder(p) else None
+    return read if _is_scan_file(p) else None
 
 
 def _is_dicom(path: str) -> bool:
@@ -49,6 +98,9 @@ def read(path) -> list[tuple]:
     """Read ``path`` (file, DICOM folder, or list of files) into napari LayerData tuples."""
     from sam_med import io
 
+    from ._preference import prefer_sam_med
+
+    prefer_sam_med()  # once read with sam-med, napari picks it for these scans from now on
     if isinstance(path, (list, tuple)):
         paths = [os.fspath(p) for p in path]
         if all(_is_dicom(p) and not os.path.isdir(p) for p in paths):

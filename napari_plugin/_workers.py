@@ -27,8 +27,8 @@ from typing import Any, Callable, Generator, Iterator
 
 import numpy as np
 
-#: how often (s) :func:`stream` looks at a call that reports no progress
-_POLL_S = 0.05
+#: the helper thread's last message: its call has returned or raised
+_END = object()
 
 
 class Cancelled(Exception):
@@ -87,14 +87,16 @@ def _threaded(call: Callable[[Callable[..., None], Callable[[Any], None]], Any],
             outcome["value"] = call(progress, reports.put)
         except BaseException as exc:  # noqa: BLE001 - handed to the job's caller below
             outcome["error"] = exc
+        finally:
+            reports.put(_END)  # wakes the loop below at once (no polling delay after the call)
 
     thread = threading.Thread(target=target, name="sam-med job", daemon=True)
     thread.start()
-    while thread.is_alive() or not reports.empty():
-        try:
-            yield reports.get(timeout=_POLL_S)
-        except queue.Empty:
-            continue
+    while True:
+        item = reports.get()
+        if item is _END:
+            break
+        yield item
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
@@ -132,9 +134,18 @@ def pump(make: Callable[[Callable[..., None]], Iterator], token: CancelToken) ->
     return (yield from _threaded(run, token))
 
 
+def loaded(predictors, key: tuple, token: CancelToken) -> Job:
+    """The predictor for ``key``: the loaded one at once, else built in a helper thread
+    (:meth:`PredictorCache.get`, seconds) with its progress reports."""
+    pred = predictors.loaded(key) if callable(getattr(predictors, "loaded", None)) else None
+    if pred is not None:
+        return pred
+    return (yield from stream(lambda p: predictors.get(key, p), token))
+
+
 def load_job(predictors, key: tuple, session, token: CancelToken) -> Job:
     """Load (or reuse) the predictor for ``key``; returns it (also set as ``session.predictor``)."""
-    pred = yield from stream(lambda p: predictors.get(key, p), token)
+    pred = yield from loaded(predictors, key, token)
     session.predictor = pred
     return pred
 
@@ -143,7 +154,7 @@ def prepare_job(predictors, key: tuple, volume, session, token: CancelToken) -> 
     """Load (or reuse) the predictor for ``key`` and encode every slice of ``volume``.
 
     Returns the predictor (also set as ``session.predictor``)."""
-    pred = yield from stream(lambda p: predictors.get(key, p), token)
+    pred = yield from loaded(predictors, key, token)
     token.check("prepare")
     session.predictor = pred
     yield from stream(lambda p: pred.prepare(volume, p), token)
@@ -154,7 +165,7 @@ def segment_job(predictors, key: tuple, session, oid: int, prompts, token: Cance
     """Segment object ``oid`` from ``prompts`` (an ``ObjectPrompts``; None: its own) through
     :meth:`Session.stream`: yields :class:`Progress` and ``(axis, k, plane)`` slice updates as
     they are decoded (the key slice first); returns the session's object."""
-    session.predictor = yield from stream(lambda p: predictors.get(key, p), token)
+    session.predictor = yield from loaded(predictors, key, token)
     return (yield from pump(lambda p: session.stream(oid, prompts, progress=p), token))
 
 
@@ -164,7 +175,7 @@ def refine_job(predictors, key: tuple, session, oid: int, points: np.ndarray, po
     :meth:`Session.stream` (slice updates as for :func:`segment_job`); returns the object."""
     from sam_med.prompts import make_point
 
-    session.predictor = yield from stream(lambda p: predictors.get(key, p), token)
+    session.predictor = yield from loaded(predictors, key, token)
     prompts = session.get(oid).prompts.copy()
     for ijk in np.atleast_2d(points):
         prompts.points.append(make_point(ijk, positive, session.volume.shape))
@@ -190,7 +201,7 @@ def prefetch_job(predictors, key: tuple, volume, center: int, window: int, ahead
     before an entry would evict another (the cache's memory budget, ``max_bytes``).
     Predictors without slice embeddings (volumetric models) encode nothing. Yields
     ``Progress(done, total, "encode")``; returns ``(encoded, cached)`` slice counts."""
-    pred = yield from stream(lambda p: predictors.get(key, p), token)
+    pred = yield from loaded(predictors, key, token)
     if not (callable(getattr(pred, "geometry", None)) and callable(getattr(pred, "embeddings", None))):
         return 0, 0
     geo = pred.geometry(volume)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._layers import VOLUME_KEY, volume_from_layer
+from ._layers import VOLUME_KEY, volume_from_affine
 
 
 def _layer_metadata(meta: dict | None) -> dict:
@@ -26,7 +26,7 @@ def _source(data, meta):
     vol = _layer_metadata(meta).get(VOLUME_KEY)
     if vol is None:
         aff = (meta or {}).get("affine")
-        vol = volume_from_layer(np.zeros(np.shape(data), np.uint8), aff, None)
+        vol = volume_from_affine(np.shape(data), aff)
     return vol
 
 

@@ -109,8 +109,8 @@ def test_moving_the_slider_encodes_the_neighbourhood_and_segmenting_there_encode
     encoded = pred.cache.encoded
     # a rectangle on slice 2 with ± 2: a key-slice box over 0..4, all encoded already
     c.on_add_object("blob")
+    w.half_spin.setValue(2)  # a new box covers its slice ± 2
     _draw_rectangle(c, ref, 2)
-    w.half_spin.setValue(2)
     c.on_segment()
     wait_until(lambda: not c.busy, 60, "segment")
     assert c.last_error is None, c.last_error
@@ -124,8 +124,8 @@ def test_segmentation_paints_slices_as_they_come_key_slice_first_cancel_restores
     vol, ref, w, made = _blob_widget(viewer, tiny, window=0)
     c = w.controls
     oid = c.on_add_object("blob")
-    _draw_rectangle(c, ref, 6)
     w.half_spin.setValue(5)
+    _draw_rectangle(c, ref, 6)
     seen = []
 
     def record(p):
@@ -177,8 +177,8 @@ def test_real_model_key_slice_rectangle_on_the_spleen_and_a_click_on_a_missed_sl
     mid = int((zs[0] + zs[-1]) // 2)
     _show_slice(viewer, vol, mid)
     oid = c.on_add_object("spleen")
-    _draw_rectangle(c, gt, mid)
     w.half_spin.setValue(int(max(mid - zs[0], zs[-1] - mid)))
+    _draw_rectangle(c, gt, mid)
     c.on_segment()
     t = wait_until(lambda: not c.busy, 600, "segment")
     assert c.last_error is None, c.last_error
@@ -193,6 +193,8 @@ def test_real_model_key_slice_rectangle_on_the_spleen_and_a_click_on_a_missed_sl
     missed = [int(k) for k in zs if not pred[:, :, k].any()]
     if not missed:
         w.half_spin.setValue(3)
+        c.confirm = lambda question: True  # "replace the box of a segmented object?" Yes
+        _draw_rectangle(c, gt, mid)
         c.on_segment()
         wait_until(lambda: not c.busy, 600, "narrow segment")
         assert c.last_error is None, c.last_error

@@ -190,7 +190,7 @@ def test_prepare_keeps_gui_responsive_reports_progress_and_cancels(viewer, ct_pa
     wait_until(lambda: not c.busy, 10, "cancel")
     assert fake.done < fake.steps
     assert isinstance(c.last_error, Cancelled)
-    assert w.status.text() == "Prepare all: cancelled" and w.prepare_btn.isEnabled()
+    assert w.status.text() == "Encode whole scan: cancelled" and w.prepare_btn.isEnabled()
 
 
 def test_worker_error_is_one_line_in_the_widget(viewer, ct_path):
@@ -204,7 +204,7 @@ def test_worker_error_is_one_line_in_the_widget(viewer, ct_path):
     w.controls.on_prepare()
     wait_until(lambda: not w.controls.busy, 30, "prepare")
     assert isinstance(w.controls.last_error, CheckpointError)
-    assert w.status.text() == "Prepare failed: lite_medsam: checkpoint not found"
+    assert w.status.text() == "Load model failed: lite_medsam: checkpoint not found"
     assert w.prepare_btn.isEnabled() and not w.cancel_btn.isEnabled()
 
 
@@ -222,17 +222,17 @@ def test_box_outside_the_scan_is_refused_not_clipped(viewer, ct_path):
     c = w.controls
     oid = c.on_add_object("a")
     nx = vol.shape[0]
-    c.shapes_layer.add_rectangles(np.array([[nx - 20, 10, 5], [nx - 20, 40, 5], [nx + 15, 40, 5],
-                                            [nx + 15, 10, 5]], float))
+    rect = np.array([[nx - 20, 10, 5], [nx - 20, 40, 5], [nx + 15, 40, 5], [nx + 15, 10, 5]], float)
     w.half_spin.setValue(2)
-    c.on_segment()
-    assert not c.busy and c.worker is None  # nothing ran
+    c.shapes_layer.add_rectangles(rect)  # drawn: refused at once, never clipped
     assert isinstance(c.last_error, PromptError)
-    assert w.status.text().startswith("Segment refused: key-slice box ")  # the default prompt
+    assert w.status.text().startswith("box refused: key-slice box ")  # the default prompt
+    assert len(c.shapes_layer.data) == 0  # the refused rectangle is gone from the layer
     w.tight_chk.setChecked(True)  # the tight 3D box: the same check as the CLI's --box
+    c.shapes_layer.add_rectangles(rect)
+    assert w.status.text().startswith("box refused: box ") and "extends outside the volume" in w.status.text()
     c.on_segment()
-    assert not c.busy and w.status.text().startswith("Segment refused: box ")
-    assert "extends outside the volume" in w.status.text()
+    assert not c.busy and c.worker is None  # nothing to run
     assert c.session.get(oid).prompts.is_empty() and not np.asarray(c.labels_layer.data).any()
 
 
@@ -241,8 +241,8 @@ def test_objects_overlap_undo_redo_and_session_roundtrip(viewer, ct_path, tmp_pa
     w = _widget(viewer, lambda *key: SlowFakePredictor(steps=1, dt=0))
     c = w.controls
     a = c.on_add_object("a")
-    c.shapes_layer.add_rectangles(np.array([[10, 10, 5], [10, 40, 5], [40, 40, 5], [40, 10, 5]], float))
     w.half_spin.setValue(2)
+    c.shapes_layer.add_rectangles(np.array([[10, 10, 5], [10, 40, 5], [40, 40, 5], [40, 10, 5]], float))
     c.on_segment()
     wait_until(lambda: not c.busy, 20)
     assert c.last_error is None, c.last_error
@@ -260,7 +260,8 @@ def test_objects_overlap_undo_redo_and_session_roundtrip(viewer, ct_path, tmp_pa
     c.on_color((1.0, 0.0, 1.0))
     w.lock_chk.setChecked(True)
     assert c.session.get(b).name == "kidney" and c.session.get(b).locked
-    assert w.objects_list.currentItem().text() == f"{b}: kidney  [locked]"
+    assert w.objects_list.currentItem().text().startswith(f"{b}: kidney  ")
+    assert w.objects_list.currentItem().text().endswith("  [locked]")
     assert np.allclose(c.labels_layer.colormap.map(np.array([b]))[0][:3], [1, 0, 1])
     # Ctrl+Z / Ctrl+Shift+Z are bound to the same handlers
     c.on_undo()
@@ -289,9 +290,9 @@ def _segment_liver(viewer, c, vol, gt_liver):
     viewer.dims.set_point(2, float(vol.voxel_to_world([0, 0, hi[2]])[2]))
     c.on_mark_b()
     viewer.dims.set_point(2, float(vol.voxel_to_world([0, 0, mid])[2]))
-    c.shapes_layer.add_rectangles(box_to_rectangle([*lo, *hi], mid, axis=2))
     c.ui.tight_chk.setChecked(True)  # this rectangle is the liver's tight extent over A..B
-    assert c.box_from_layers() == [float(x) for x in (*lo, *hi)]
+    c.shapes_layer.add_rectangles(box_to_rectangle([*lo, *hi], mid, axis=2))
+    assert c.obj().prompts.box.to_json() == [float(x) for x in (*lo, *hi)]
     c.on_segment()
     t = wait_until(lambda: not c.busy, 600, "segment")
     assert c.last_error is None, c.last_error
