@@ -266,10 +266,10 @@ def test_session_accept_refuses_in_memory_volume(tmp_path, scan):
     s.add_object("spleen")
     s.set_mask(1, seg == 1)
     with pytest.raises(SamMedError, match="no file on disk"):
-        s.accept(tmp_path / "acc")
+        accept_session(s, tmp_path / "acc")
     assert not (tmp_path / "acc").exists()
     with pytest.raises(SamMedError, match="nothing to accept"):
-        Session(vol).accept(tmp_path / "acc")
+        accept_session(Session(vol), tmp_path / "acc")
 
 
 def test_dicom_folder_scan_round_trip_and_change(tmp_path, data_dir):
@@ -287,7 +287,7 @@ def test_dicom_folder_scan_round_trip_and_change(tmp_path, data_dir):
     m = np.zeros(vol.shape, bool)
     m[5:15, 5:15, 2:6] = True
     s.set_mask(1, m)
-    s.accept(tmp_path / "acc")
+    accept_session(s, tmp_path / "acc")
     [e] = AcceptedDataset(tmp_path / "acc").entries()
     assert e.scan_path == str(src) and e.modality == "CT" and e.series_uid == vol.dicom.series_instance_uid
     image = e.load_scan()

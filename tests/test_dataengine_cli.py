@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sam_med.dataengine import accept_session
+
 from sam_med import io
 from sam_med.cli import main
 
@@ -93,7 +95,7 @@ def _accept_two(tmp_path, ct, data_dir):
     for lab, name in ((1, "spleen"), (5, "liver")):
         s.add_object(name, id=lab)
         s.set_mask(lab, ref == lab)
-    return s.accept(tmp_path / "acc"), ref
+    return accept_session(s, tmp_path / "acc"), ref
 
 
 def test_evaluate_reads_an_accepted_folder(tmp_path, ct, data_dir, capsys):

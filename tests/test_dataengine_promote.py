@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sam_med.dataengine import accept_session
+
 from sam_med.errors import SamMedError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ def _accept(folder: Path, scan: Path, label: Path, scans_dir: Path, values=STRUC
     for v, name in values.items():
         s.add_object(name, id=v)
         s.set_mask(v, lab.array == v)
-    return s.accept(folder)
+    return accept_session(s, folder)
 
 
 def _env(*dirs) -> dict:

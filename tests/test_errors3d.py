@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import blob_volume, load_tiny_model, oracle_predictor
+from _helpers import blob_volume, oracle_predictor
 from sam_med.evaluation.cvpr25.clicks import largest_error_component, next_click
 from sam_med.predictors.planes import PlaneGeometry
 from sam_med.training.errors3d import click_dice, edit_dice, errors3d_loss, object_samples, refine_rule_dice
@@ -121,61 +121,8 @@ def test_errors3d_source_keys(tmp_path):
         parse_sources([{"name": "a", "image": "x.nii.gz", "clicks": "2d"}])
 
 
-def test_refine_model_honours_the_click_and_checks_the_encoder(tiny, case, tmp_path):
-    from sam_med.predictors.base import OptionError
-    from sam_med.prompts import ObjectPrompts, Point
-    from sam_med.predictors.slicewise import SliceWisePredictor
-    from sam_med.training.errors3d import _key_box
-
-    vol, gt, seen = case
-    pred = oracle_predictor(seen, tiny, refine_model=tiny.name, click_rule="edit")
-    first = pred.predict(vol, ObjectPrompts(key_box=_key_box(gt, "blob:1")))
-    r = pred.predict(vol, ObjectPrompts(key_box=first.state.prompts.key_box, points=[Point((30.0, 20.0, 10.0), True)]),
-                     previous=first)
-    assert r.mask[30, 20, 10]  # the refinement decode or, when it does not honour the click, the edit
-    assert (r.mask[:, :, 9] == first.mask[:, :, 9]).all()  # the edit rule: the clicked slice only
-    other = load_tiny_model(tmp_path, "tiny_other", seed=1)
-    bad = SliceWisePredictor(loaded=tiny, refine_model=other.name)
-    first = bad.predict(vol, ObjectPrompts(key_box=_key_box(gt, "blob:1")))
-    with pytest.raises(OptionError, match="image encoder differs"):
-        bad.predict(vol, ObjectPrompts(key_box=first.state.prompts.key_box, points=[Point((30.0, 20.0, 10.0), True)]),
-                    previous=first)
-
-
-def test_refine_carry_fixes_the_neighbours_while_the_click_pixel_is_still_wrong(tiny, case, monkeypatch):
-    """An oracle refinement decode (the ground-truth plane when it honours the click): the
-    click on slice 10 fixes that slice and is carried to refine_carry=2 slices each side."""
-    from sam_med.predictors.planes import mask_bbox
-    from sam_med.predictors.slicewise import SliceOut
-    from sam_med.predictors.slicewise import refine
-    from sam_med.predictors.slicewise.clicks import clicks_on
-    from sam_med.prompts import ObjectPrompts, Point
-    from sam_med.training.errors3d import _key_box
-
-    vol, gt, seen = case
-    calls = []
-
-    def oracle(pred, st, geo, z, cur, clicks=None):
-        clicks = clicks_on(st.prompts.points, geo, z) if clicks is None else clicks
-        plane = geo.slice_of(gt, z).copy()
-        x, y, pos = clicks[-1]
-        calls.append(z)
-        return SliceOut(plane, None, mask_bbox(plane), 0.9) if bool(plane[y, x]) == pos else None
-
-    monkeypatch.setattr(refine, "refine_slice", oracle)
-    pred = oracle_predictor(seen, tiny, refine_model="unused", refine_carry=2)
-    first = pred.predict(vol, ObjectPrompts(key_box=_key_box(gt, "blob:1")))
-    assert not first.mask[30, 20, 8:13].any()
-    r = pred.predict(vol, ObjectPrompts(key_box=first.state.prompts.key_box, points=[Point((30.0, 20.0, 10.0), True)]),
-                     previous=first)
-    np.testing.assert_array_equal(r.mask[:, :, 8:13], gt[:, :, 8:13])
-    for z in (7, 13):
-        np.testing.assert_array_equal(r.mask[:, :, z], first.mask[:, :, z])
-    assert sorted(calls) == [8, 9, 10, 11, 12]
-
-
 def test_mask_logits_maps_the_mask_like_the_image(tiny):
-    from sam_med.predictors.slicewise.refine import mask_logits
+    from sam_med.masks import mask_logits
 
     m = np.zeros((60, 80), bool)
     m[10:30, 20:50] = True  # 20 x 30 px of 60 x 80 -> x 3.2 on the 256 grid (192 x 256 valid)
