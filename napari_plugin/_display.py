@@ -155,30 +155,11 @@ def show_prompts(c, obj, visible) -> None:
 
 
 def confidence(obj) -> float | None:
-    """The model's confidence in ``obj``'s mask: its predicted IoU (mean over the slices with
-    mask), from ``obj.result.info`` ("predicted_iou" or per-slice "slice_iou" / "slice_scores")
-    or, for the slice-wise predictor, the per-slice scores of its result state. None when
-    the predictor reports none (or after a hand edit: the mask is the user's)."""
-    res = getattr(obj, "result", None)
-    if res is None:
-        return None
-    info = res.info or {}
-    for key in ("predicted_iou", "iou"):
-        if isinstance(info.get(key), (int, float)):
-            return float(info[key])
-    for key in ("slice_iou", "slice_scores"):
-        v = info.get(key)
-        if isinstance(v, dict):
-            v = list(v.values())
-        if v is not None and len(v):
-            return float(np.mean(np.asarray(v, dtype=float)))
-    slices = getattr(getattr(res, "state", None), "slices", None)
-    if isinstance(slices, dict):
-        scores = [float(s.score) for s in slices.values()
-                  if getattr(s, "score", None) is not None and np.asarray(getattr(s, "mask", 0)).any()]
-        if scores:
-            return float(np.mean(scores))
-    return None
+    """The model's confidence in ``obj``'s mask: its mean predicted IoU over the object's slices
+    (``PredictionInfo.confidence``); None when the predictor reports none or the object has no
+    result (an imported mask)."""
+    value = getattr(getattr(getattr(obj, "result", None), "info", None), "confidence", None)
+    return None if value is None or obj.mask is None else float(value)
 
 
 def show_objects(ui, session, current_id: int | None, hidden=(), volume=None) -> None:

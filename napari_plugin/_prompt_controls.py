@@ -180,11 +180,10 @@ class PromptControls:
                 mask = edits.apply(obj.mask)
                 # the committed step (prompts + prediction) keeps the hand edits: the same undo
                 # step, the prediction's state stays for the next click's refinement
-                obj = dataclasses.replace(obj, mask=mask)
-                self.session.objects[obj.id] = obj
+                obj = self.session.set_mask(obj.id, mask, amend=True)
                 self.ledger.record(mask, edits)
         if obj is not None and obj.result is not None:
-            self.last_info = dict(obj.result.info)
+            self.last_info = dataclasses.asdict(obj.result.info)
         self.sync()
         ml = L.volume_ml(obj.mask if obj is not None else None, self.volume)
         self.set_status(f"{obj.name}: {ml:.1f} mL ({self.elapsed():.1f} s)")

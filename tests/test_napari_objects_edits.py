@@ -34,6 +34,7 @@ class BoxFill:
         self.iou, self.dt, self.calls = iou, dt, 0
 
     def predict(self, volume, prompts, previous=None, progress=None):
+        from sam_med.predictors.base import PredictionInfo
         from sam_med.session import PredictionResult
 
         self.calls += 1
@@ -51,7 +52,7 @@ class BoxFill:
         for p in prompts.points:
             i, j, k = np.rint(p.ijk).astype(int)
             m[max(i - 2, 0):i + 3, max(j - 2, 0):j + 3, k] = p.positive
-        return PredictionResult(mask=m, info={"predicted_iou": self.iou})
+        return PredictionResult(mask=m, info=PredictionInfo(confidence=self.iou))
 
 
 def rect(i0, j0, i1, j1, k):

@@ -56,7 +56,7 @@ def test_stream_yields_key_slice_first_then_each_slice_and_commits_one_undo_step
     assert obj is s.get(oid) and obj.prompts.key_box == prompts.key_box
     assert np.array_equal(painted, obj.mask)  # what was painted = what was committed
     assert np.array_equal(obj.mask[:, :, 1:12], ref[:, :, 1:12]) and not obj.mask[:, :, [0]].any()
-    assert len(s._undo) == undo_depth + 1 and obj.result.info["streamed"]
+    assert len(s._undo) == undo_depth + 1 and obj.result.info.mode == "full"
     # the streamed result equals predict's on the same prompts
     again = pred.predict(vol, prompts)
     assert np.array_equal(again.mask, obj.mask)
@@ -83,7 +83,7 @@ def test_closing_the_stream_commits_nothing_and_a_click_refines_the_streamed_sta
     refined = s.get(oid).prompts.copy()
     refined.points.append(make_point((24, 20, 3), True, vol.shape))
     ups = list(s.stream(oid, refined))
-    assert ups[0][1] == 3 and s.get(oid).result.info["mode"] == "refine"
+    assert ups[0][1] == 3 and s.get(oid).result.info.mode == "refine"
     assert s.get(oid).mask[:, :, 3].any() and s.get(oid).mask[:, :, 5:8].any()
     assert len(pred.decoded) - n_decoded < 12  # refined from the state, not re-run from scratch
     s.undo()

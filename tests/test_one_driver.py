@@ -167,3 +167,27 @@ def test_propagate_yields_every_slice_a_click_changed(tiny):
     assert k == int(click.ijk[2]) and seen[0][0] == k and changed <= {z for z, _ in seen}
     for z, m in seen:
         assert np.array_equal(m, mask1[:, :, z])
+
+
+def test_a_hand_edit_is_the_start_of_the_next_refinement(tiny):
+    """Session.set_mask (a brush stroke): the predictor adopts the edited mask, so the next click
+    refines it (mode "refine") and the painted voxels away from the click stay; undo steps back."""
+    vol, ref = blob_volume(SHAPE, CENTER, RADII)
+    s = Session(vol, SliceWisePredictor(loaded=tiny))
+    o = s.add_object("blob")
+    s.set_box(o.id, box_from_mask(ref))
+    boxed = s.mask(o.id)
+    edited = boxed.copy()
+    edited[20:23, 18:21, 8] = True  # painted
+    edited[:, :, 12] = False  # erased
+    s.set_mask(o.id, edited)
+    assert s.get(o.id).result is not None and np.array_equal(s.mask(o.id), edited)
+    inside = _voxel(edited[:, :, 10] & ref[:, :, 10], CENTER[:2]) + (10.0,)
+    s.add_point(o.id, Point((inside[0], inside[1], 10.0), False))
+    after = s.mask(o.id)
+    assert s.get(o.id).result.info.mode == "refine" and not after[int(inside[0]), int(inside[1]), 10]
+    assert after[20:23, 18:21, 8].all() and not after[:, :, 12].any()  # the hand edit is kept
+    s.undo()
+    assert np.array_equal(s.mask(o.id), edited)
+    s.undo()
+    assert np.array_equal(s.mask(o.id), boxed)

@@ -163,15 +163,21 @@ class Session:
         self.objects[obj.id] = new
         return new
 
-    def set_mask(self, id: int, mask: np.ndarray) -> SegObject:
-        """Replace an object's mask directly (manual edit, imported segmentation)."""
+    def set_mask(self, id: int, mask: np.ndarray, *, amend: bool = False) -> SegObject:
+        """Replace an object's mask directly (a brush or eraser edit, an imported segmentation).
+        When the predictor can adopt it (``adopt_mask``), the object's result follows the edit, so
+        the next click refines the edited mask instead of re-running the prompts. ``amend``: part
+        of the last undo step (e.g. edits laid over the result that step committed), not a new one."""
         obj = self.get(id)
         self._check_editable(obj)
         mask = np.asarray(mask).astype(bool)
         if mask.shape != self.volume.shape:
             raise SamMedError(f"mask shape {mask.shape} does not match the volume {self.volume.shape}")
-        self._push_undo()
-        new = dataclasses.replace(obj, prompts=obj.prompts.copy(), mask=mask, result=None)
+        adopt = getattr(self.predictor, "adopt_mask", None)
+        result = adopt(obj.result, mask) if callable(adopt) and obj.result is not None else None
+        if not amend or not self._undo:
+            self._push_undo()
+        new = dataclasses.replace(obj, prompts=obj.prompts.copy(), mask=mask, result=result)
         self.objects[obj.id] = new
         return new
 

@@ -40,7 +40,7 @@ from .options import SliceWiseOptions, check_options, resolve_workers
 from .propagation import intensity_stats, propagate_pass
 from .seeding import seed_from_points
 from .skipping import skip_pass, uses_skipping
-from .state import ObjectState, Propagation, SliceOut, is_extension, keep_region, volume_plane
+from .state import ObjectState, Propagation, SliceOut, adopted, is_extension, keep_region, volume_plane
 from .views import budget_res, cap_view, choose_crop, select_view
 from .volume_binding import VolumeBinding
 
@@ -249,6 +249,14 @@ class SliceWisePredictor:
                 geo.set_slice(mask, k, so.mask)
         keep = keep_region(state, geo)
         return mask if keep is None else mask & keep
+
+    def adopt_mask(self, result: PredictionResult, mask: np.ndarray) -> PredictionResult | None:
+        """``result`` with ``mask`` (a hand edit on the volume grid) as its state's slices, so the
+        next click refines the edited mask (``Session.set_mask``); None for a foreign result."""
+        if not isinstance(result.state, ObjectState) or result.state.volume is None:
+            return None
+        st = adopted(result.state, np.asarray(mask, dtype=bool), PlaneGeometry(result.state.axis, mask.shape))
+        return PredictionResult(mask=mask, state=st, info=dataclasses.replace(result.info, slices=st.mask_slices()))
 
     # ------------------------------------------------------------ the driver
     def segment(self, volume: Volume, prompts: ObjectPrompts, previous: PredictionResult | None = None,

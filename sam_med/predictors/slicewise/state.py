@@ -17,7 +17,8 @@ import torch
 
 from ...prompts import ObjectPrompts
 
-__all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension", "mask_bounds", "keep_region", "volume_plane"]
+__all__ = ["SliceOut", "ObjectState", "Propagation", "is_extension", "mask_bounds", "keep_region", "volume_plane",
+           "adopted"]
 
 
 @dataclass
@@ -133,3 +134,18 @@ def volume_plane(mask2d: np.ndarray, k: int, geo, keep: np.ndarray | None) -> np
     """An ``(H, W)`` slice mask as the volume's plane ``np.take(mask3d, k, geo.axis)``, inside
     ``keep`` (:func:`keep_region`), as the predictor's ``volume_mask`` has it."""
     return mask2d.T if keep is None else mask2d.T & np.take(keep, k, axis=geo.axis)
+
+
+def adopted(state: "ObjectState", mask3d: np.ndarray, geo) -> "ObjectState":
+    """A branch of ``state`` whose slices are ``mask3d``'s (a hand edit): changed slices lose their
+    logits (the edit is not the model's) and keep their predicted IoU; the next click refines them."""
+    from ..planes import mask_bbox
+
+    st = state.branch(state.prompts)
+    for k in range(geo.n_slices):
+        plane = geo.slice_of(mask3d, k)
+        old = st.slices.get(k)
+        if (old is None and not plane.any()) or (old is not None and np.array_equal(old.mask, plane)):
+            continue
+        st.slices[k] = SliceOut(plane.copy(), None, mask_bbox(plane), old.score if old is not None else 0.0)
+    return st
