@@ -5,7 +5,9 @@
       @register_architecture("my_arch")
       def build_my_arch(**architecture_args) -> nn.Module: ...
 
-  A config may also name a builder directly as ``"package.module:function"``. A builder
+  A config names a registered architecture only; ``"package.module:function"`` is accepted
+  when it names a registered builder (no import happens), and as an import path only with
+  ``SAM_MED_TRUST_CONFIGS=1`` (docs/trust.md). A builder
   may be registered with ``safe_globals``: harmless classes its checkpoints need unpickled
   (SAM-Med3D's training container holds an ``argparse.Namespace``).
 * **Model configs** (found and parsed by :mod:`.configs`) name the architecture, its
@@ -71,17 +73,31 @@ def list_architectures() -> list[str]:
 
 
 def get_architecture(name: str) -> Callable[..., nn.Module]:
-    """Builder for an architecture name or a ``"module:function"`` path."""
+    """Builder for a registered architecture name, or the ``"module:function"`` spelling of a
+    registered builder; any other import path only with ``SAM_MED_TRUST_CONFIGS=1``."""
+    from .config_schema import trusted
+
     _import_builtin_architectures()
+    if not isinstance(name, str):
+        raise SamMedError(f"architecture must be a name, got {type(name).__name__}")
     if name in _ARCHITECTURES:
         return _ARCHITECTURES[name]
-    if ":" in name:
+    for fn in _ARCHITECTURES.values():
+        if f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}" == name:
+            return fn
+    mod, _, fn_name = name.partition(":")
+    if mod in _ARCH_MODULES and fn_name.startswith("build_"):  # a builder sam-med defines, no re-export
+        fn = getattr(importlib.import_module(mod), fn_name, None)
+        if callable(fn) and getattr(fn, "__module__", None) == mod:
+            return fn
+    if ":" in name and trusted():
         mod, _, fn = name.partition(":")
         try:
             return getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise SamMedError(f"cannot import architecture builder {name!r}: {e}") from e
-    raise SamMedError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}")
+    raise SamMedError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)} (an import path is "
+                      "refused unless SAM_MED_TRUST_CONFIGS=1)")
 
 
 def clear_model_cache() -> None:
