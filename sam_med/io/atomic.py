@@ -70,6 +70,21 @@ def _existing_ancestor(folder: str) -> str:
     return folder
 
 
+def _check_name_lengths(path: str, anc: str) -> None:
+    """Refuse names the file system cannot hold before any folder is made (else a long
+    ``--out`` would leave the folders made before the name that fails)."""
+    try:
+        name_max, path_max = os.pathconf(anc, "PC_NAME_MAX"), os.pathconf(anc, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    rest = os.path.relpath(path, anc).split(os.sep)
+    long = [p for p in rest if len(os.fsencode(p)) > name_max]
+    if long:
+        raise OutputError(f"{path[:80]}...: the name {long[0][:40]}... is longer than {name_max} bytes")
+    if len(os.fsencode(path)) >= path_max:
+        raise OutputError(f"{path[:80]}...: the path is longer than {path_max} bytes")
+
+
 def check_destination(path: str) -> str:
     """Absolute ``path`` after checking it can be written: not a folder, and its nearest
     existing ancestor folder is a folder (``FILE/x.nii.gz`` is refused) and writable."""
@@ -81,6 +96,7 @@ def check_destination(path: str) -> str:
     anc = _existing_ancestor(os.path.dirname(path))
     if not os.path.isdir(anc):
         raise OutputError(f"{path}: {anc} is a file, not a folder")
+    _check_name_lengths(path, anc)
     if not os.access(anc, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: the folder {anc} is not writable")
     return path

@@ -34,7 +34,7 @@ from .precision import default_precision, precision_name, resolve_precision
 
 __all__ = ["register_architecture", "get_architecture", "list_architectures", "config_dirs",
            "register_model_config", "list_models", "find_model_config", "read_model_config",
-           "load_model", "LoadedModel", "LoadedModel3D", "clear_model_cache"]
+           "load_model", "LoadedModel", "LoadedModel3D", "clear_model_cache", "model_input_files"]
 
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 _SAFE_GLOBALS: dict[str, Callable[[], list]] = {}
@@ -98,6 +98,41 @@ def get_architecture(name: str) -> Callable[..., nn.Module]:
             raise SamMedError(f"cannot import architecture builder {name!r}: {e}") from e
     raise SamMedError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)} (an import path is "
                       "refused unless SAM_MED_TRUST_CONFIGS=1)")
+
+
+def model_input_files(name, checkpoint=None, _depth: int = 0) -> list[str]:
+    """Every file loading model ``name`` reads or may read: its config, the ``checkpoint``
+    override and every candidate location of its checkpoint (path, ``file_name`` in each
+    checkpoint folder, the package resource), the same for a fine-tune's base model. For
+    the output guard (:func:`sam_med.io.outputs.guard_run`); nothing is loaded. A name that
+    is no model config (a predictor factory) has none."""
+    from .checkpoint import checkpoint_dirs, find_package_resource
+
+    if isinstance(name, (str, os.PathLike)):
+        try:
+            find_model_config(name)
+        except SamMedError:
+            return [os.fspath(checkpoint)] if checkpoint else []
+    cfg = read_model_config(name)
+    files = [cfg["config_path"]] if cfg.get("config_path") else []
+    if checkpoint:
+        p = Path(checkpoint).expanduser()
+        files.append(str(p))
+    ck = cfg.get("checkpoint") or {}
+    if ck.get("file_name") and checkpoint and Path(checkpoint).expanduser().is_dir():
+        files.append(str(Path(checkpoint).expanduser() / ck["file_name"]))
+    if ck.get("path"):
+        files.append(str(Path(str(ck["path"])).expanduser()))
+    if ck.get("file_name"):
+        files += [str(d / str(ck["file_name"])) for d in checkpoint_dirs(str(ck.get("env") or "SAM_MED_CHECKPOINTS"))]
+    if ck.get("package_resource"):
+        res = find_package_resource(str(ck["package_resource"]))
+        if res is not None:
+            files.append(str(res))
+    base = (cfg.get("base_model") or {}).get("name") if cfg.get("delta") else None
+    if base and str(base) != cfg.get("name") and _depth < 4:
+        files += model_input_files(str(base), None, _depth + 1)
+    return [os.path.abspath(f) for f in files if f]
 
 
 def clear_model_cache() -> None:
