@@ -42,7 +42,7 @@ def _read_header(path: str, *, strict: bool):
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        missing = [k for k in ("SOPClassUID", "SeriesInstanceUID") if k not in ds]
+        missing = [k for k in ("SOPClassUID",) if k not in ds]  # no SeriesInstanceUID: see series_key
         if missing:
             raise InputFileError(
                 f"{path}: incomplete DICOM header (no {' or '.join(missing)}); truncated or corrupt file?"
@@ -53,7 +53,7 @@ def _read_header(path: str, *, strict: bool):
     except InvalidDicomError:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            if "SOPClassUID" in ds and "SeriesInstanceUID" in ds:
+            if "SOPClassUID" in ds and ("SeriesInstanceUID" in ds or "PixelData" in ds or "Rows" in ds):
                 return ds
         except Exception:
             pass
