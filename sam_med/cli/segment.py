@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -130,8 +131,14 @@ def view_options(args, cache_dir: str | None) -> dict:
     """The predictor options given by ``--window``, ``--modality``, ``--axis`` and the cache
     folder, only those set (shared by ``segment`` and its challenge-npz mode)."""
     options: dict = {}
-    if args.window:
-        options["window"] = tuple(args.window)
+    if args.window:  # a CT window: finite level, positive finite width; it means CT, never ignored
+        level, width = args.window
+        if not (math.isfinite(level) and math.isfinite(width) and width > 0):
+            raise SamMedError(f"--window {level:g} {width:g}: LEVEL must be finite and WIDTH positive and finite")
+        if args.modality == "MR":
+            raise SamMedError("--window is a CT window; it does not apply with --modality MR")
+        options["window"] = (level, width)
+        options["modality"] = "CT"
     if args.modality != "auto":
         options["modality"] = args.modality
     if args.axis is not None:
