@@ -137,3 +137,15 @@ def test_trust_variable_is_the_only_way_to_monai_parser(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM_MED_TRUST_CONFIGS", "1")
     assert read_model_config(cfg)["mask_threshold"] == 0.5
     assert Path(str(get_architecture("sam_med.models.build:build_lite_medsam").__module__)) is not None
+
+
+def test_reference_bomb_is_refused_quickly(tmp_path):
+    lines = ["  r0: [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"  r{i}: [" + ", ".join([f'"@training#r{i - 1}"'] * 10) + "]")
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text(LITE + "training:\n" + "\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    with pytest.raises(SamMedError, match="references"):
+        read_model_config(cfg)
+    assert time.perf_counter() - t0 < 20

@@ -215,7 +215,12 @@ def resolve_references(doc: dict, where: str) -> dict:
                 raise _err(where, f"reference @{ref}: no such entry in this file")
         return walk(node, chain + (ref,))
 
+    budget = [MAX_NODES]
+
     def walk(node: Any, chain: tuple = ()) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _err(where, f"more than {MAX_NODES:,} values once @ references are expanded")
         if isinstance(node, dict):
             return {k: walk(v, chain) for k, v in node.items()}
         if isinstance(node, list):
