@@ -74,7 +74,7 @@ def detect_format(path) -> str:
             return "nifti"
         if inner[:4] == b"NRRD":
             return "nrrd"
-        raise InputFileError(f"{path}: gzip-compressed, but the content is not a NIfTI or NRRD header")
+        raise InputFileError(f"{path}: gzip-compressed, but the content is not a NIfTI header (nor NRRD)")
     if _is_nifti_header(head):
         return "nifti"
     if head[:4] == b"NRRD":
