@@ -126,6 +126,7 @@ class _Stage:
             os.close(fd)
             return tmp
         if self.root is None:
+            sweep_orphans(base)  # what killed runs left without a journal
             self.root = tempfile.mkdtemp(prefix=f"stage-{os.getpid()}-", dir=base)
         sub = tempfile.mkdtemp(dir=self.root)
         return os.path.join(sub, name)  # same base name: writers that derive names from it keep working

@@ -199,12 +199,15 @@ class EmbeddingCache:
         if self.cache_dir is None:
             return None
         f = self.cache_dir / namespace / "format.json"
+        from ..errors import SamMedError
+        from ..io.guards import read_bytes_limited
+
         try:
             if not f.is_file():
                 return None
-            rec = json.loads(f.read_text())
+            rec = json.loads(read_bytes_limited(f, 1 << 16, "cache format record"))
             fmt = (tuple(int(x) for x in rec["shape"]), str(rec["dtype"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, SamMedError):
             return None
         self._format[namespace] = fmt
         return fmt

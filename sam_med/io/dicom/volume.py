@@ -50,12 +50,13 @@ def check_pixel_claim(ds, path) -> None:
                               False))
     if claim > memory_budget():
         raise InputFileError(f"{path}: the header claims {claim:,} bytes of pixels, over the memory budget")
+    bits = int(ds.get("BitsAllocated", 16) or 16)
     if ts == _RLE:
         limit = stored * 64 + 64
     elif compressed:
         limit = max(_FREE_CLAIM, stored * _CODEC_RATIO)
-    else:
-        limit = stored
+    else:  # native: the bits themselves must be stored (1-bit SEG frames are packed)
+        limit = stored * max(1, (bits + 7) // 8) * 8 // bits if bits else stored
     if claim > limit:
         raise InputFileError(f"{path}: the header claims {int(ds.get('Rows', 0) or 0)}x{int(ds.get('Columns', 0) or 0)} "
                              f"pixels ({claim:,} bytes) but its {stored:,} stored bytes cannot hold them; corrupt")
