@@ -157,7 +157,6 @@ def guard_run(files: dict, folders: dict | None = None, *, volume=None, extra: I
 
         inputs += model_input_files(model, checkpoint)
     dirs = input_folders(volume) + [_real(p) for p in protect if p is not None]
-    dirs += [_real(p) for p in extra if os.path.isdir(os.fspath(p))]
     cache = [] if not cache_dir else _walk(os.fspath(cache_dir)) if os.path.isdir(os.fspath(cache_dir)) else []
     cache_set = set(cache)
     done = check_outputs(files, inputs + cache)
