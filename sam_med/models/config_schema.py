@@ -110,8 +110,8 @@ def _copy_plain(node: Any, where: str, at: str, budget: list, depth: int) -> Any
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if not isinstance(k, str):
-                raise _err(where, f"{at}: key {k!r} is not a string")
+            if not isinstance(k, (str, int, float, bool, type(None))):
+                raise _err(where, f"{at}: key {k!r} is not text or a number")
             out[k] = _copy_plain(v, where, f"{at}.{k}", budget, depth + 1)
         return out
     if isinstance(node, (list, tuple)):  # tuples only come from Python dicts
