@@ -30,26 +30,29 @@ def peak_kb(code: str, timeout: float = 120) -> tuple[int, str]:
     wrapper = ("import resource, sys\ntry:\n" + "".join(f"    {ln}\n" for ln in code.strip().splitlines())
                + "except Exception as exc:\n    print('ERR', type(exc).__name__, str(exc)[:300])\n"
                "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
-    p = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout,
+    p = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     lines = p.stdout.strip().splitlines()
     assert p.returncode == 0 and lines and lines[-1].startswith("PEAK"), p.stdout + p.stderr
     return int(lines[-1].split()[1]), "\n".join(lines[:-1])
 
 
-def deflate_zero_tail(prefix: bytes, mb: int) -> tuple[bytes, int]:
-    """Raw deflate of ``prefix`` + ``mb`` MiB of zeros, and the uncompressed length."""
+def deflate_zero_tail(prefix: bytes, mb: int) -> tuple[bytes, int, int]:
+    """Raw deflate of ``prefix`` + ``mb`` MiB of zeros, the uncompressed length and its CRC-32."""
     zeros = bytes(1 << 20)
     co = zlib.compressobj(9, zlib.DEFLATED, -15)
     head = co.compress(prefix) + co.compress(zeros) + co.flush(zlib.Z_FULL_FLUSH)
     block = co.compress(zeros) + co.flush(zlib.Z_FULL_FLUSH)
     again = co.compress(zeros) + co.flush(zlib.Z_FULL_FLUSH)
     assert block == again  # the history is all zeros: every further block is these bytes
-    return head + block * (mb - 2) + again + co.flush(), len(prefix) + mb * (1 << 20)
+    crc = zlib.crc32(prefix)
+    for _ in range(mb):
+        crc = zlib.crc32(zeros, crc)
+    return head + block * (mb - 2) + again + co.flush(), len(prefix) + mb * (1 << 20), crc
 
 
 def write_zip(path: Path, members: dict[str, bytes | tuple[bytes, int]]) -> None:
-    """A zip of ``members``: bytes (stored deflated normally) or (raw deflate, size) pairs."""
+    """A zip of ``members``: bytes (deflated here) or (raw deflate, size, crc) triples."""
     local, central, off = b"", b"", 0
     for name, data in members.items():
         if isinstance(data, bytes):
@@ -57,8 +60,7 @@ def write_zip(path: Path, members: dict[str, bytes | tuple[bytes, int]]) -> None
             co = zlib.compressobj(6, zlib.DEFLATED, -15)
             comp = co.compress(data) + co.flush()
         else:
-            comp, size = data
-            crc = 0  # never checked before the reader has allocated (the old readers did)
+            comp, size, crc = data
         n = name.encode()
         hdr = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(comp), size, len(n), 0) + n
         central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(comp), size,
@@ -112,9 +114,9 @@ def test_4c_gzip_nifti_under_another_name(tmp_path):
 
     img = nib.Nifti1Image(np.zeros((40, 40, 4), np.int16), np.diag([1.0, 1.0, 3.0, 1.0]))
     raw = img.to_bytes()
-    comp, _ = deflate_zero_tail(raw, BOMB_MB)
+    comp, size, crc = deflate_zero_tail(raw, BOMB_MB)
     p = tmp_path / "scan.bin"
-    p.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + comp + struct.pack("<II", 0, 0))
+    p.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + comp + struct.pack("<II", crc, size & 0xFFFFFFFF))
     assert_small(f"from sam_med import io\nprint('OK', io.load({str(p)!r}).shape)", "OK (40, 40, 4)")
 
 
@@ -148,8 +150,8 @@ def test_4e_detached_data_file_is_a_device(tmp_path, fmt):
         pytest.skip("no /dev/zero")
     if fmt == "nrrd":
         p = tmp_path / "x.nrrd"
-        p.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 2000 1000 1000\nencoding: raw\n"
-                     "data file: /dev/zero\n\n")
+        p.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 2000 1000 1000\nendian: little\n"
+                     "encoding: raw\ndata file: /dev/zero\n\n")
     else:
         p = tmp_path / "x.mhd"
         p.write_text("ObjectType = Image\nNDims = 3\nDimSize = 2000 1000 1000\nElementType = MET_SHORT\n"
@@ -159,7 +161,7 @@ def test_4e_detached_data_file_is_a_device(tmp_path, fmt):
 
 def test_4f_nrrd_gzip_claim_beyond_its_data(tmp_path):
     p = tmp_path / "x.nrrd"
-    p.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 1000 1000 750\nencoding: gzip\n\n"
+    p.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 1000 1000 750\nendian: little\nencoding: gzip\n\n"
                   + gzip.compress(bytes(1 << 20)))
     assert_small(f"from sam_med import io\nio.load({str(p)!r})", "ERR InputFileError")
 
@@ -172,8 +174,8 @@ def test_4g_rle_dicom_claiming_30000_squared(tmp_path, data_dir):
     src = sorted((data_dir / "totalseg" / "example_ct_dicom").iterdir())[0]
     ds = pydicom.dcmread(src)
     ds.decompress() if ds.file_meta.TransferSyntaxUID.is_compressed else None
-    seg = bytes([127]) + bytes(128)  # one literal run; the header says there is one segment
-    frame = struct.pack("<16I", 1, 64, *([0] * 14)) + seg
+    seg = bytes([127]) + bytes(128)  # one literal run per segment: 2 segments (high, low bytes)
+    frame = struct.pack("<16I", 2, 64, 64 + len(seg), *([0] * 13)) + seg + seg
     ds.Rows = ds.Columns = 30000
     ds.PixelData = encapsulate([frame])
     ds["PixelData"].VR = "OB"
@@ -188,7 +190,8 @@ def test_5a_nrrd_data_file_fifo_does_not_hang(tmp_path):
     fifo = tmp_path / "data.raw"
     os.mkfifo(fifo)
     p = tmp_path / "x.nrrd"
-    p.write_text(f"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nencoding: raw\ndata file: {fifo}\n\n")
+    p.write_text(f"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nendian: little\nencoding: raw\n"
+                 f"data file: {fifo}\n\n")
     kb, out = peak_kb(f"from sam_med import io\nio.load({str(p)!r})", timeout=60)
     assert "FIFO" in out, out
 
