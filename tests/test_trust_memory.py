@@ -221,3 +221,21 @@ def test_5c_prompts_file_with_a_million_points(tmp_path, capsys):
     pts.write_text(json.dumps({"objects": [{"id": 1, "points": [[1, 1, 1, 1]] * 1_000_000}]}))
     rc, _, err = run_cli(capsys, "segment", scan, "--prompts", pts, "--out", tmp_path / "o.nii.gz")
     assert_one_line_error(rc, err, "at most 1,000")
+
+
+def test_4h_deflated_dicom_bomb(tmp_path, data_dir):
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from sam_med.io.dicom.series import _meta_end
+
+    src = sorted((data_dir / "dicom" / "siemens_mr_sagittal").iterdir())[0]
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    good = tmp_path / "deflated.dcm"
+    ds.save_as(good, enforce_file_format=True)
+    assert_small(f"from sam_med import io\nprint('OK', io.load({str(good)!r}).shape)", "OK (256, 256, 1)")
+    comp, _, _ = deflate_zero_tail(b"", BOMB_MB)
+    bomb = tmp_path / "bomb.dcm"
+    bomb.write_bytes(good.read_bytes()[:_meta_end(str(good))] + comp)
+    assert_small(f"from sam_med import io\nio.load({str(bomb)!r})", "ERR InputFileError")
