@@ -73,13 +73,15 @@ def check_deflated(path: str) -> None:
 
 
 def _meta_end(path: str) -> int:
-    """Byte offset just after the DICOM file meta group (group 0002)."""
-    import pydicom
+    """Byte offset just after the DICOM file meta group: 132 (preamble + ``DICM``) + the
+    12-byte (0002,0000) group length element + its value."""
+    import struct
 
     with open(path, "rb") as fh:
-        pydicom.filereader.read_preamble(fh, False)
-        pydicom.filereader._read_file_meta_info(fh)
-        return fh.tell()
+        head = fh.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
+        raise ValueError("no file meta group length")
+    return 144 + struct.unpack("<I", head[140:144])[0]
 
 
 def _read_header(path: str, *, strict: bool):
