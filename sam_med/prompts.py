@@ -35,6 +35,10 @@ import numpy as np
 from .errors import PromptError
 from .volume import Volume
 
+#: clicks one object (or one challenge class) may carry; interactive use needs tens at most,
+#: and a million points would stall every predictor
+MAX_POINTS = 1000
+
 
 @dataclass(frozen=True)
 class Point:
@@ -144,6 +148,9 @@ class ObjectPrompts:
     def from_json(cls, obj: dict, volume: Volume | None = None, coords: str = "voxel") -> "ObjectPrompts":
         box = None
         points: list[Point] = []
+        if len(obj.get("points") or []) > MAX_POINTS:
+            raise PromptError(f"object {obj.get('id', '?')}: {len(obj['points']):,} points; at most {MAX_POINTS:,} "
+                              "per object")
         if obj.get("box") is not None:
             box = parse_box(obj["box"], volume, coords)
         for p in obj.get("points") or []:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 
@@ -27,10 +28,21 @@ COMMANDS = ["info", "segment", "demo", "evaluate", "finetune"]
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit 2) and numbers like ``-1e308`` read as numbers."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.I)
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"sam-med: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sam-med",
         description="Promptable 3D segmentation of CT and MRI with Segment-Anything-style models.",
     )
@@ -48,9 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape codes, ...) shown escaped."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def one_line(text: str, limit: int = 2000) -> str:
-    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
-    flat = " ".join(str(text).split())
+    """``text`` on one line (whitespace runs collapsed, control characters such as terminal
+    escape codes shown escaped), cut to ``limit`` characters."""
+    flat = printable(" ".join(str(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
@@ -75,13 +93,16 @@ def _report_warnings(caught: list, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error, already printed in one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     from ..io.atomic import sweep_stale
 
-    sweep_stale()  # finish (or remove) what a killed sam-med left in the temp folder
+    sweep_stale()  # remove staging folders killed sam-med runs left (journals wait for their command)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:
@@ -99,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"sam-med: error: {_error_message(exc)}", file=sys.stderr)
             return EXIT_USAGE
+        else:
+            if not args.debug:  # after an error, the error line is the only line
+                _report_warnings(caught, False)
         finally:
-            _report_warnings(caught, args.debug)
+            if args.debug:
+                _report_warnings(caught, True)
     return int(rc or 0)
 
 

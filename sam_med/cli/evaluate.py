@@ -18,6 +18,9 @@ Exit status: 0 when at least one case was evaluated, 1 when every case failed,
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import argparse
 import sys
 
@@ -97,16 +100,18 @@ def make_factory(model: str, device: str, options: dict):
     return factory
 
 
-def check_report_folder(out, dataset_path, dataset) -> None:
-    """``--out`` must not be (or hold) the dataset's index file, images or labels."""
-    from ..io.outputs import check_output_folder, input_files
+def check_report_folder(out, dataset_path, dataset, model=None) -> None:
+    """``--out`` must not be (or hold) the dataset's index file, images or labels, the model
+    config or checkpoint, nor lie inside a DICOM case folder (the one output guard)."""
+    from ..io.outputs import guard_run
 
     from pathlib import Path
 
     root = Path(dataset_path)
     index = [root] if root.is_file() else [p for p in (root / "dataset.json",) if p.is_file()]
     extra = index + [p for c in dataset.cases for p in (c.image, c.label) if p]
-    check_output_folder(out, input_files(None, extra))  # a results folder inside the dataset stays allowed
+    # a results folder inside the dataset stays allowed
+    guard_run({}, {"--out": out}, extra=extra, model=None if model == "threshold" else model)
 
 
 def run(args) -> int:
@@ -132,12 +137,17 @@ def run(args) -> int:
                         nsd_tolerance_mm=args.nsd_tolerance, model=args.model, device=args.device,
                         options=options, prepare=args.prepare)
     dataset = open_dataset(args.dataset, labels=parse_labels(args.labels), limit=args.limit)
-    check_report_folder(args.out, args.dataset, dataset)  # before any model loads or folder is made
+    check_report_folder(args.out, args.dataset, dataset, args.model)  # before any model loads or folder is made
+    made = not os.path.exists(args.out)
     ctx = init_distributed(args.device)
     try:
         device = rank_device(args.device, ctx)
         res = run_evaluation(dataset, make_factory(args.model, device, options), config, args.out,
                              resume=args.resume, progress=not args.no_progress, dist=ctx)
+    except BaseException:
+        if made and ctx.is_main:  # a failed run (a full disk, Ctrl-C) leaves no half report behind
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     finally:
         ctx.close()
     if not ctx.is_main:

@@ -66,5 +66,7 @@ def run(args) -> int:
     for key in ("time_index", "resampled", "series_note", "reoriented_from", "geometry_note", "modality_from"):
         if key in vol.meta:
             lines.append(f"{key.replace('_', ' ') + ':':<13}{vol.meta[key]}")
-    print("\n".join(lines))
+    from . import printable
+
+    print("\n".join(printable(ln) for ln in lines))  # file-given text (descriptions) never reaches the terminal raw
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -145,8 +146,14 @@ def view_options(args, cache_dir: str | None) -> dict:
     """The predictor options given by ``--window``, ``--modality``, ``--axis`` and the cache
     folder, only those set (shared by ``segment`` and its challenge-npz mode)."""
     options: dict = {}
-    if args.window:
-        options["window"] = tuple(args.window)
+    if args.window:  # a CT window: finite level, positive finite width; it means CT, never ignored
+        level, width = args.window
+        if not (math.isfinite(level) and math.isfinite(width) and width > 0):
+            raise SamMedError(f"--window {level:g} {width:g}: LEVEL must be finite and WIDTH positive and finite")
+        if args.modality == "MR":
+            raise SamMedError("--window is a CT window; it does not apply with --modality MR")
+        options["window"] = (level, width)
+        options["modality"] = "CT"
     if args.modality != "auto":
         options["modality"] = args.modality
     if args.axis is not None:
@@ -184,14 +191,17 @@ def progress_bar(disabled: bool):
 
 
 def check_output(out: str, volume, args=None) -> dict[str, str]:
-    """Every output (labels, sidecar, session) against every input file and each other."""
-    from ..io.outputs import check_outputs, input_files
+    """Every output (labels, sidecar, session, cache and accept folders) against every input
+    the run reads or may read (scan, prompts, model config, checkpoint, cache entries)."""
+    from ..io.outputs import guard_run
     from ..io.sidecar import sidecar_path
 
-    extra = [getattr(args, "prompts", None), getattr(args, "checkpoint", None)] if args is not None else []
+    a = args if args is not None else argparse.Namespace()
     outs = {"--out": out, "--out's sidecar": sidecar_path(str(Path(out).expanduser().absolute())),
-            "--session-out": getattr(args, "session_out", None) if args is not None else None}
-    return check_outputs(outs, input_files(volume, extra))
+            "--session-out": getattr(a, "session_out", None)}
+    return guard_run(outs, {"--cache-dir": getattr(a, "cache_dir", None), "--accept-to": getattr(a, "accept_to", None)},
+                     volume=volume, extra=[getattr(a, "prompts", None)], model=getattr(a, "model", None),
+                     checkpoint=getattr(a, "checkpoint", None), cache_dir=getattr(a, "cache_dir", None))
 
 
 def run(args: argparse.Namespace) -> int:

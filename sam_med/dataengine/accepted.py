@@ -13,10 +13,10 @@ and size (for a DICOM folder: the sha256 of the sorted ``relative-name<TAB>file-
 lines of every regular file under it), so a moved or changed scan is detected
 (:meth:`AcceptedEntry.verify`).
 
-Atomic per entry: an entry is written into ``entries/.tmp-<id>-<pid>/`` and renamed onto
-``entries/<id>/`` only once both files are complete and fsynced, so a crash leaves no
-visible entry; readers skip ``.tmp-*`` and the next writer removes those of dead processes.
-An entry is never overwritten (ids carry the UTC time and 8 random hex digits).
+``entry.json`` also records the mask's sha256 and size, and the mask's NIfTI ``descrip`` names
+the scan's sha256, so an edited mask or an entry pointed at another scan is refused on loading.
+Atomic per entry: written into ``entries/.tmp-<id>-<pid>/``, renamed onto ``entries/<id>/`` once
+complete and fsynced; readers skip ``.tmp-*``; entries are never overwritten (UTC time + random ids).
 
 Arrays are in the volume's index order (i, j, k) = ``Volume.array``'s; prompts and clicks
 are voxel coordinates of that grid (:mod:`sam_med.prompts`).
@@ -25,6 +25,8 @@ are voxel coordinates of that grid (:mod:`sam_med.prompts`).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io as _io
 import json
 import os
 import re
@@ -73,6 +75,11 @@ def is_accepted_folder(path) -> bool:
         return False
 
 
+def _binding(scan_sha256: str) -> str:
+    """The mask header's ``descrip`` that ties it to its scan."""
+    return f"sam-med:{scan_sha256}"
+
+
 class AcceptedEntry:
     """One accepted scan result (``entries/<id>/``); ``record`` is its parsed ``entry.json``."""
 
@@ -111,11 +118,13 @@ class AcceptedEntry:
         ok = (isinstance(rec.get("id"), str) and isinstance(scan, dict)
               and isinstance(scan.get("path"), str) and isinstance(scan.get("sha256"), str)
               and isinstance(scan.get("bytes"), int) and isinstance(rec.get("objects"), list) and rec["objects"]
+              and isinstance(rec.get("mask"), dict) and isinstance(rec["mask"].get("sha256"), str)
+              and isinstance(rec["mask"].get("bytes"), int)
               and all(isinstance(o, dict) and isinstance(o.get("label"), int) and isinstance(o.get("name"), str)
                       for o in rec["objects"]))
         if not ok:
-            raise SamMedError(f"{where}: malformed accepted entry (needs id, scan.path/sha256/bytes and "
-                              "objects with name and label)")
+            raise SamMedError(f"{where}: malformed accepted entry (needs id, scan.path/sha256/bytes, "
+                              "mask.sha256/bytes and objects with name and label)")
         if rec["id"] != folder.name:
             raise SamMedError(f"{where}: entry id {rec['id']!r} does not match its folder {folder.name!r}")
         return cls(folder, rec)
@@ -153,11 +162,32 @@ class AcceptedEntry:
                               f"{tuple(shape)} (entry {self.id})")
         return vol
 
+    def verify_mask(self) -> None:
+        """Refuse a ``mask.nii.gz`` whose sha256/size differ from ``entry.json``'s, or whose header
+        does not name the recorded scan (``descrip`` = ``sam-med:<scan sha256>``)."""
+        import zlib
+
+        import nibabel as nib
+        from ..io.guards import read_bytes_limited
+
+        rec = self.record.get("mask") or {}
+        data = read_bytes_limited(self.mask_path, 1 << 31, "accepted mask")
+        if len(data) != rec.get("bytes") or hashlib.sha256(data).hexdigest() != rec.get("sha256"):
+            raise SamMedError(f"{self.mask_path}: the mask differs from the one accepted (sha256/size recorded in "
+                              f"{ENTRY_NAME}); entry {self.id} was changed")
+        raw = zlib.decompressobj(47).decompress(data, 1 << 16) if data[:2] == b"\x1f\x8b" else data
+        hdr = nib.Nifti1Header.from_fileobj(_io.BytesIO(raw[:348])) if len(raw) >= 348 else None
+        tag = hdr["descrip"].item().split(b"\0", 1)[0].decode("ascii", "replace") if hdr is not None else ""
+        if tag != _binding(self.scan_sha256):
+            raise SamMedError(f"{self.dir / ENTRY_NAME}: names scan {self.scan_path} but its mask was accepted for "
+                              f"another scan; entry {self.id} was changed")
+
     def load_mask(self, like: Volume | None = None) -> Volume:
         """The label map (values = the objects' ``label``) as a ``Volume`` with
-        ``intensity="label"``; with ``like``, checked to lie on its grid."""
+        ``intensity="label"``, after :meth:`verify_mask`; with ``like``, checked to lie on its grid."""
         from .. import io
 
+        self.verify_mask()
         return io.load_label(str(self.mask_path), like=like)
 
 
@@ -211,14 +241,9 @@ def _stem(path: str) -> str:
 def sweep_partial(root) -> list[str]:
     """Remove ``entries/.tmp-<id>-<pid>`` folders of processes that are gone (what a killed
     writer left); returns the names removed."""
-    base = Path(root) / ENTRIES
-    gone = []
-    if not base.is_dir():
-        return gone
-    for d in base.iterdir():
-        if not d.name.startswith(TMP_PREFIX):
-            continue
-        tail = d.name.rsplit("-", 1)[-1]
+    base, gone = Path(root) / ENTRIES, []
+    for d in base.iterdir() if base.is_dir() else ():
+        tail = d.name.rsplit("-", 1)[-1] if d.name.startswith(TMP_PREFIX) else ""
         if tail.isdigit() and int(tail) != os.getpid() and not pid_alive(int(tail)):
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d.name)
@@ -357,7 +382,9 @@ def write_entry(root, volume: Volume, label_map: np.ndarray, objects: Sequence[d
     try:
         with signals_as_exceptions():
             tmp.mkdir()
-            io.save_label(labels, tmp / MASK_NAME, like=volume)
+            io.save_label(labels, tmp / MASK_NAME, like=volume, descrip=_binding(scan["sha256"]))
+            data = (tmp / MASK_NAME).read_bytes()
+            record["mask"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             atomic_write_text(tmp / ENTRY_NAME, json.dumps(record, indent=1, allow_nan=False) + "\n")
             for f in (tmp / MASK_NAME, tmp / ENTRY_NAME, tmp):
                 fsync_path(f)

@@ -55,7 +55,7 @@ def load(path, *, series_uid: str | None = None, time_index: int | None = None,
     """Read an image (see :func:`_load`) and check its values: NaN / infinite voxels are
     refused with their count (``nonfinite="replace"`` sets them to the finite minimum)
     and every axis needs a positive, finite spacing."""
-    from .guards import check_affine, check_finite
+    from .guards import check_affine, check_finite, check_magnitude
 
     if nonfinite not in ("refuse", "replace"):
         raise InputFileError(f"nonfinite must be 'refuse' or 'replace', got {nonfinite!r}")
@@ -63,6 +63,7 @@ def load(path, *, series_uid: str | None = None, time_index: int | None = None,
     where = vol.source or path
     check_affine(vol.affine, where)
     arr = check_finite(vol.array, where, nonfinite)
+    check_magnitude(arr, where)
     if arr is not vol.array:
         vol = vol.with_array(arr)
         vol.meta["nonfinite_replaced"] = True

@@ -2,12 +2,10 @@
 
 Every file sam-med writes goes through :func:`atomic_path` (a writer fills a
 temporary path, renamed onto the destination on success) or
-:func:`atomic_write_bytes`. Temporaries are *staged* in a private scratch folder
-(``<tempdir>/sam-med-stage-<pid>-*``) on the destination's file system, never
-beside the destination, so a killed process leaves nothing next to the output;
-stale scratch folders of dead processes are removed the next time a writer
-starts. Where the scratch folder cannot be on the same file system the temporary
-goes beside the destination as ``.tmp-<name>-*``.
+:func:`atomic_write_bytes`. Temporaries are *staged* in this user's private
+folder (``<tempdir>/sam-med-<uid>/stage-<pid>-*``, mode 0700, owner checked; see
+:mod:`.journal`) when it is on the destination's file system, else beside the
+destination as ``.tmp-<name>-*``; a killed process leaves nothing next to the output.
 
 An :class:`OutputSet` groups the outputs of one run: inside ``with OutputSet()
 as outs:`` every atomic write is staged and nothing reaches its destination
@@ -15,7 +13,9 @@ until ``outs.commit()``, which creates missing output folders and renames the
 files in the order they were written (write the sidecar last). Leaving the block
 without commit (error, SIGTERM, SIGINT, SIGHUP) deletes every temporary. The
 staged files are fsynced first, so the renames take microseconds; they run with
-those signals blocked, and only SIGKILL inside that window can split a set.
+those signals blocked, and only SIGKILL inside that window can split a set. Its
+commit journal is then finished by the next run of *the same command* writing
+those destinations, never by another one (:mod:`.journal`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import threading
 from contextlib import contextmanager
 
 from ..errors import OutputError
+from .journal import pid_alive, private_root, recover, sweep_orphans, write_journal
 
-_STAGE_PREFIX = "sam-med-stage-"
 _ACTIVE: contextvars.ContextVar["OutputSet | None"] = contextvars.ContextVar("sam_med_output_set", default=None)
 _CATCH = (signal.SIGTERM, signal.SIGHUP)
 
@@ -54,57 +54,11 @@ def _ext(name: str) -> str:
     return os.path.splitext(name)[1]
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale(root: str | None = None) -> None:
-    """Finish or remove what killed sam-med processes left: a scratch folder whose commit
-    journal exists was killed between the renames of an :class:`OutputSet` — the renames
-    still pending are done now (roll forward, so the set is complete); any other folder of
-    a dead process is removed. Runs when a writer starts and at every ``sam-med`` start."""
-    root = root or tempfile.gettempdir()
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(_STAGE_PREFIX):
-            continue
-        try:
-            pid = int(name[len(_STAGE_PREFIX):].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not pid_alive(pid):
-            _roll_forward(os.path.join(root, name))
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-_JOURNAL = "commit-journal.json"
-
-
-def _roll_forward(folder: str) -> None:
-    import json
-
-    try:
-        with open(os.path.join(folder, _JOURNAL), encoding="utf-8") as fh:
-            pairs = json.load(fh)
-    except (OSError, ValueError):
-        return  # no journal: the process died before committing; its temporaries go
-    for tmp, dest in pairs:
-        if isinstance(tmp, str) and isinstance(dest, str) and tmp.startswith(folder + os.sep) \
-                and os.path.isfile(tmp):
-            try:
-                os.replace(tmp, dest)
-            except OSError:
-                pass
+    """Remove staging folders of dead sam-med processes that hold no commit journal (run at
+    every ``sam-med`` start; ``root``: the temp folder). Journals are never replayed here:
+    only the command that wrote them does that (:func:`.journal.recover`)."""
+    sweep_orphans(private_root(root, create=False))
 
 
 def _existing_ancestor(folder: str) -> str:
@@ -114,6 +68,21 @@ def _existing_ancestor(folder: str) -> str:
             break
         folder = parent
     return folder
+
+
+def _check_name_lengths(path: str, anc: str) -> None:
+    """Refuse names the file system cannot hold before any folder is made (else a long
+    ``--out`` would leave the folders made before the name that fails)."""
+    try:
+        name_max, path_max = os.pathconf(anc, "PC_NAME_MAX"), os.pathconf(anc, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    rest = os.path.relpath(path, anc).split(os.sep)
+    long = [p for p in rest if len(os.fsencode(p)) > name_max]
+    if long:
+        raise OutputError(f"{path[:80]}...: the name {long[0][:40]}... is longer than {name_max} bytes")
+    if len(os.fsencode(path)) >= path_max:
+        raise OutputError(f"{path[:80]}...: the path is longer than {path_max} bytes")
 
 
 def check_destination(path: str) -> str:
@@ -127,6 +96,7 @@ def check_destination(path: str) -> str:
     anc = _existing_ancestor(os.path.dirname(path))
     if not os.path.isdir(anc):
         raise OutputError(f"{path}: {anc} is a file, not a folder")
+    _check_name_lengths(path, anc)
     if not os.access(anc, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: the folder {anc} is not writable")
     return path
@@ -141,9 +111,10 @@ class _Stage:
     def new_path(self, dest: str) -> str:
         folder = os.path.dirname(dest)
         anc = _existing_ancestor(folder)
-        tmpdir = tempfile.gettempdir()
+        base = private_root()
+        recover([dest], base)  # a killed commit of this same command onto dest: finished or dropped
         try:
-            same_fs = os.stat(tmpdir).st_dev == os.stat(anc).st_dev
+            same_fs = base is not None and os.stat(base).st_dev == os.stat(anc).st_dev
         except OSError:
             same_fs = False
         name = os.path.basename(dest)
@@ -155,8 +126,8 @@ class _Stage:
             os.close(fd)
             return tmp
         if self.root is None:
-            sweep_stale(tmpdir)
-            self.root = tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=tmpdir)
+            sweep_orphans(base)  # what killed runs left without a journal
+            self.root = tempfile.mkdtemp(prefix=f"stage-{os.getpid()}-", dir=base)
         sub = tempfile.mkdtemp(dir=self.root)
         return os.path.join(sub, name)  # same base name: writers that derive names from it keep working
 
@@ -295,16 +266,10 @@ class OutputSet:
         return list(self.committed)
 
     def _write_journal(self) -> None:
-        import json
-
         root = self._stage.root
         if root is None or not all(t.startswith(root + os.sep) for t, _ in self._files):
             return  # temporaries beside their destinations (another file system): no journal
-        path = os.path.join(root, _JOURNAL)
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(self._files, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_journal(root, self._files)
 
     def discard(self) -> None:
         for tmp, _ in self._files:
@@ -387,4 +352,4 @@ def atomic_write_text(path, text: str) -> None:
 
 __all__ = ["OutputSet", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save",
            "check_destination", "default_file_mode", "in_output_set", "readable_path", "signals_as_exceptions", "sweep_stale",
-           "Interrupted"]
+           "Interrupted", "pid_alive"]

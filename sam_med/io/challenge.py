@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputFileError, PromptError
-from ..prompts import KeySliceBox, ObjectPrompts, Point, make_key_slice_box
+from ..prompts import MAX_POINTS, KeySliceBox, ObjectPrompts, Point, make_key_slice_box
 from .npz import _modality_from_name
 from ..volume import Volume, affine_from_geometry, lps_to_ras
 
@@ -81,8 +81,19 @@ def _checked_scalar(fn):
     return scalar
 
 
-def _check_plain(obj, where: str, depth: int = 0) -> None:
-    """Raise unless ``obj`` is plain data (after unpickling: checks array dtypes and nesting)."""
+#: values a pickled prompt list may hold once shared references are counted each time they
+#: are used (a 2 kB pickle of shared lists can otherwise stand for 10^12 values)
+MAX_PICKLE_VALUES = 1_000_000
+
+
+def _check_plain(obj, where: str, depth: int = 0, budget: list | None = None) -> None:
+    """Raise unless ``obj`` is plain data (after unpickling: checks array dtypes and nesting)
+    of at most :data:`MAX_PICKLE_VALUES` values, shared references counted at every use."""
+    budget = [MAX_PICKLE_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise InputFileError(f"{where}: more than {MAX_PICKLE_VALUES:,} values (shared references counted at "
+                             "each use); refused")
     if depth > 16:
         raise InputFileError(f"{where}: nested too deeply")
     if obj is None or isinstance(obj, (bool, int, float, str, np.integer, np.floating, np.bool_)):
@@ -92,17 +103,19 @@ def _check_plain(obj, where: str, depth: int = 0) -> None:
             raise InputFileError(f"{where}: array of dtype {obj.dtype} is not plain data")
         if obj.dtype == object:
             for v in obj.ravel():
-                _check_plain(v, where, depth + 1)
+                _check_plain(v, where, depth + 1, budget)
+        else:
+            budget[0] -= obj.size
         return
     if isinstance(obj, dict):
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise InputFileError(f"{where}: dict key {k!r} is not a string")
-            _check_plain(v, where, depth + 1)
+            _check_plain(v, where, depth + 1, budget)
         return
     if isinstance(obj, (list, tuple)):
         for v in obj:
-            _check_plain(v, where, depth + 1)
+            _check_plain(v, where, depth + 1, budget)
         return
     raise InputFileError(f"{where}: {type(obj).__name__} is not plain data")
 
@@ -112,37 +125,25 @@ def safe_unpickle(data: bytes, where: str = "pickle"):
     try:
         obj = _RestrictedUnpickler(_io.BytesIO(data)).load()
     except (pickle.UnpicklingError, AttributeError, TypeError, ValueError, EOFError, ImportError,
-            IndexError, KeyError) as exc:
-        raise InputFileError(f"{where}: refused: {exc}") from None
+            IndexError, KeyError, MemoryError, RecursionError) as exc:
+        raise InputFileError(f"{where}: refused: {exc.__class__.__name__}: {exc}") from None
     _check_plain(obj, where)
     return obj
 
 
+def _object_array(raw: bytes, where: str):
+    obj = safe_unpickle(raw, where)
+    if not isinstance(obj, np.ndarray):
+        raise InputFileError(f"{where} is not an array")
+    return obj
+
+
 def read_npz_members(path: str) -> dict[str, np.ndarray | object]:
-    """Every array of an npz; object arrays through :func:`safe_unpickle`, others without pickle."""
-    out: dict = {}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                key = info.filename[:-4]
-                with zf.open(info) as fh:
-                    raw = fh.read()
-                f = _io.BytesIO(raw)
-                version = np.lib.format.read_magic(f)
-                shape, fortran, dtype = _read_header(f, version)
-                if dtype.hasobject:
-                    obj = safe_unpickle(f.read(), f"{path}: '{key}'")
-                    if not isinstance(obj, np.ndarray):
-                        raise InputFileError(f"{path}: '{key}' is not an array")
-                    out[key] = obj
-                else:
-                    f.seek(0)
-                    out[key] = np.lib.format.read_array(f, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputFileError(f"{path}: cannot read npz ({exc})") from exc
-    return out
+    """Every array of an npz within its claims (:func:`~sam_med.io.npz.read_npz_arrays`);
+    object arrays through :func:`safe_unpickle`, others without pickle."""
+    from .npz import read_npz_arrays
+
+    return read_npz_arrays(path, object_loader=_object_array)
 
 
 def is_challenge_npz(path: str) -> bool:
@@ -244,6 +245,8 @@ def parse_clicks(cl, order, dhw, c: int, path: str) -> list[Point]:
                                  f"{len(lists[k])} {k} clicks")
     used = {"fg": 0, "bg": 0}
     points = []
+    if len(order) > MAX_POINTS:
+        raise InputFileError(f"{where}: {len(order):,} clicks; at most {MAX_POINTS:,} per class")
     for o in order:
         if o is None:
             continue
@@ -272,8 +275,11 @@ def read_challenge(path, spacing_order: str = "zyx") -> ChallengeCase:
     if ("clicks" in data) != ("clicks_order" in data):
         raise InputFileError(f"{path}: 'clicks' and 'clicks_order' must come together")
     imgs = np.asarray(data["imgs"])
-    if imgs.ndim != 3 or imgs.dtype == object:
-        raise InputFileError(f"{path}: 'imgs' must be a (D, H, W) array, got shape {imgs.shape}")
+    if imgs.ndim != 3 or imgs.dtype.kind not in "biuf":
+        raise InputFileError(f"{path}: 'imgs' must be a (D, H, W) array of real numbers, got shape {imgs.shape} "
+                             f"{imgs.dtype}")
+    if imgs.dtype.kind == "f" and not np.all(np.isfinite(imgs)):
+        raise InputFileError(f"{path}: 'imgs' holds {int((~np.isfinite(imgs)).sum()):,} NaN or infinite values")
     spacing = np.asarray(data["spacing"], dtype=np.float64).reshape(-1)
     if spacing.size != 3 or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise InputFileError(f"{path}: 'spacing' must be 3 positive numbers, got {spacing.tolist()}")

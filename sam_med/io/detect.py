@@ -38,7 +38,7 @@ def _looks_like_dicom_without_preamble(path: str) -> bool:
         import pydicom
 
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        return "SOPClassUID" in ds and "SeriesInstanceUID" in ds
+        return "SOPClassUID" in ds and ("SeriesInstanceUID" in ds or "PixelData" in ds or "Rows" in ds)
     except Exception:
         return False
 
@@ -51,6 +51,10 @@ def detect_format(path) -> str:
     if os.path.isdir(path):
         return "dicom_dir"
     from .guards import require_regular
+
+    low = path.lower()
+    if low.endswith(".img") and os.path.isfile(path[:-4] + ".hdr"):  # the data half of an .hdr/.img pair
+        path = path[:-4] + ".hdr"
 
     require_regular(path)  # never open a FIFO / device / socket: it could block forever
     try:
@@ -70,10 +74,7 @@ def detect_format(path) -> str:
             return "nifti"
         if inner[:4] == b"NRRD":
             return "nrrd"
-        raise InputFileError(
-            f"{path}: gzip-compressed, but the content is not a NIfTI header "
-            f"(starts with {inner[:16]!r})"
-        )
+        raise InputFileError(f"{path}: gzip-compressed, but the content is not a NIfTI header (nor NRRD)")
     if _is_nifti_header(head):
         return "nifti"
     if head[:4] == b"NRRD":
@@ -94,6 +95,5 @@ def detect_format(path) -> str:
             hint = f"; the name ends in {ext} but the content is not {name}"
             break
     raise InputFileError(
-        f"{path}: not a recognised image format (NIfTI, NRRD, MetaImage, DICOM, npz); "
-        f"the file starts with {head[:16]!r}{hint}"
+        f"{path}: not a recognised image format (NIfTI, NRRD, MetaImage, DICOM, npz){hint}"
     )

@@ -125,6 +125,21 @@ def check_finite(array: np.ndarray, path, nonfinite: str = "refuse") -> np.ndarr
     return out
 
 
+#: intensities beyond this are no measurement (a scl_slope / RescaleSlope of 1e38, say) and
+#: overflow the float32 arithmetic of every intensity step
+MAX_ABS_INTENSITY = 1e15
+
+
+def check_magnitude(array: np.ndarray, path) -> None:
+    """Refuse float voxels whose magnitude exceeds :data:`MAX_ABS_INTENSITY`."""
+    if not np.issubdtype(array.dtype, np.floating) or array.size == 0:
+        return
+    lo, hi = float(np.min(array)), float(np.max(array))
+    if max(abs(lo), abs(hi)) > MAX_ABS_INTENSITY:
+        raise InputFileError(f"{path}: voxel values reach {max(abs(lo), abs(hi)):.3g}, beyond any measurement "
+                             f"(|v| <= {MAX_ABS_INTENSITY:.0e}); check the scaling (scl_slope / RescaleSlope)")
+
+
 def check_affine(affine, path) -> None:
     """A voxel->world affine must be finite with positive, finite spacing on every axis."""
     a = np.asarray(affine, dtype=np.float64)

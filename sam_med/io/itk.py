@@ -35,7 +35,14 @@ def volume_to_sitk(array: np.ndarray, affine: np.ndarray):
 def read_itk(path, fmt: str = "itk") -> Volume:
     import SimpleITK as sitk
 
-    path = os.fspath(path)
+    from .guards import require_regular
+    from .itk_header import check_metaimage, check_nrrd
+
+    path = require_regular(os.fspath(path))
+    if fmt == "nrrd":  # the header's claim against the data and the budget, before ITK allocates
+        check_nrrd(path)
+    elif fmt == "metaimage":
+        check_metaimage(path)
     try:
         io_name = {"nrrd": "NrrdImageIO", "metaimage": "MetaImageIO"}.get(fmt)
         img = sitk.ReadImage(path, imageIO=io_name) if io_name else sitk.ReadImage(path)  # by content, not name

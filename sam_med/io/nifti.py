@@ -28,16 +28,75 @@ def _check_header(img, path: str) -> None:
     hdr = img.header
     shape = hdr.get_data_shape()
     offset = int(hdr.get("vox_offset", 0) or 0) if "vox_offset" in hdr else 0
-    size = os.path.getsize(path)
-    compressed = path.lower().endswith(".gz") or _is_gzip(path)
+    data_file = _pair_data_file(path) or path  # .hdr/.img pair: the voxels are in the .img file
+    size = os.path.getsize(data_file)
+    compressed = data_file.lower().endswith(".gz") or _is_gzip(data_file)
     check_claimed_size(path, shape, hdr.get_data_dtype(), available=max(size - (0 if compressed else offset), 0),
                        compressed=compressed, what="the NIfTI header")
-    raw = _raw_nifti1_geometry(path, compressed)
+    raw = _raw_nifti1_geometry(path, path.lower().endswith(".gz") or _is_gzip(path))
     if raw is not None and raw[0] == 0:  # no sform: the geometry comes from pixdim
         pix = raw[1][: max(1, min(3, len(shape)))]
         if not np.all(np.isfinite(pix)) or not np.all(pix > 0):
             raise GeometryError(f"{path}: pixdim {pix.tolist()} (voxel size) must be positive and finite "
                                 "(nibabel would silently use 1 mm)")
+
+
+def _pair_data_file(path: str) -> str | None:
+    """The ``.img`` file of an Analyze-style ``.hdr``/``.img`` pair (None for a single file)."""
+    low = path.lower()
+    for h, i in ((".hdr", ".img"), (".hdr.gz", ".img.gz"), (".img", ".img"), (".img.gz", ".img.gz")):
+        if low.endswith(h):
+            data = path[: len(path) - len(h)] + (path[len(path) - len(h):].replace("hdr", "img").replace("HDR", "IMG"))
+            return require_regular(data, "image data file")
+    return None
+
+
+def _header_claim(head: bytes) -> int | None:
+    """Bytes a single-file NIfTI may hold (vox_offset + the voxels its header claims), or None."""
+    for endian in "<>":
+        size = int.from_bytes(head[:4], "little" if endian == "<" else "big")
+        if size == 348 and len(head) >= 348:
+            dim = np.frombuffer(head[40:56], dtype=endian + "i2").astype(np.int64)
+            bitpix = int(np.frombuffer(head[72:74], dtype=endian + "i2")[0])
+            offset = float(np.frombuffer(head[108:112], dtype=endian + "f4")[0])
+        elif size == 540 and len(head) >= 540:
+            dim = np.frombuffer(head[16:80], dtype=endian + "i8")
+            bitpix = int(np.frombuffer(head[14:16], dtype=endian + "i2")[0])
+            offset = float(np.frombuffer(head[168:176], dtype=endian + "i8")[0])
+        else:
+            continue
+        n = int(dim[0])
+        if not 1 <= n <= 7 or np.any(dim[1:n + 1] < 0) or bitpix <= 0 or not np.isfinite(offset) or offset < 0:
+            return None
+        count = 1
+        for d in dim[1:n + 1]:
+            count *= int(d)
+        return int(offset) + count * (bitpix // 8 or 1)
+    return None
+
+
+def _read_single_file_bytes(path: str) -> bytes:
+    """A NIfTI under an unusual name, read within its header's claim (a gzip stream is
+    decompressed only up to it) and the memory budget."""
+    import gzip
+
+    from .guards import MAX_DEFLATE_RATIO, memory_budget
+
+    gz = _is_gzip(path)
+    opener = gzip.open if gz else open
+    with opener(path, "rb") as fh:
+        head = fh.read(540)
+        claim = _header_claim(head)
+        if claim is None:
+            raise InputFileError(f"{path}: the NIfTI header claims invalid dimensions")
+        limit = os.path.getsize(path) * (MAX_DEFLATE_RATIO if gz else 1)
+        if claim > limit or claim > memory_budget():
+            raise InputFileError(f"{path}: the NIfTI header claims {claim:,} bytes; the file holds at most "
+                                 f"{limit:,} (memory budget {memory_budget():,})")
+        raw = head + fh.read(max(claim - len(head), 0))
+    if len(raw) < claim:
+        raise InputFileError(f"{path}: truncated NIfTI ({len(raw):,} of {claim:,} bytes)")
+    return raw
 
 
 def _raw_nifti1_geometry(path: str, compressed: bool):
@@ -70,13 +129,8 @@ def read_nifti(path, *, time_index: int | None = None) -> Volume:
         low = path.lower()
         if low.endswith((".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")):
             img = nib.load(path)
-        else:  # content says NIfTI, the name does not: read the single-file bytes
-            import gzip
-
-            with open(path, "rb") as fh:
-                raw = fh.read()
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
+        else:  # content says NIfTI, the name does not: read the single-file bytes, within the claim
+            raw = _read_single_file_bytes(path)
             cls = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540 else nib.Nifti1Image
             img = cls.from_bytes(raw)
         shape = img.shape

@@ -13,6 +13,10 @@ Called by the CLI commands *before* the model loads (and by ``Session.save``):
   them when the run's outputs are committed.
 * :func:`check_output_folder` does the same for a report folder (``evaluate
   --out``): it must not hold any input file.
+* :func:`guard_run` is the one call a command makes for all of it: every output file and
+  output folder of the run against every input it reads *or may read* (the scan's files and
+  folders, the prompts, the model config, every place the checkpoint may be found, the
+  embedding-cache entries), through symlinks, and nothing inside an input DICOM folder.
 """
 
 from __future__ import annotations
@@ -107,3 +111,78 @@ def check_output_folder(folder, inputs: Iterable[str], what: str = "--out") -> s
         if rp == real or rp.startswith(real.rstrip(os.sep) + os.sep):
             raise OutputError(f"{what} {folder}: holds the input file {p}; choose a folder of its own")
     return folder
+
+
+def _real(path: str) -> str:
+    """``path`` resolved through symlinks (its folder too when it does not exist yet)."""
+    p = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.lexists(p):
+        return os.path.realpath(p)
+    return os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = folder.rstrip(os.sep) + os.sep
+    return path == folder.rstrip(os.sep) or path.startswith(folder)
+
+
+def input_folders(volume) -> list[str]:
+    """Folders a scan was read from that must never receive a file: a DICOM series' folders."""
+    dirs: list[str] = []
+    if volume is None:
+        return dirs
+    if volume.dicom is not None:
+        dirs.extend(os.path.dirname(os.path.abspath(f)) for f in volume.dicom.file_paths)
+    root = volume.meta.get("source_dir") or (volume.source if volume.source and os.path.isdir(volume.source) else None)
+    if root:
+        dirs.append(root)
+    return sorted({_real(d) for d in dirs})
+
+
+def guard_run(files: dict, folders: dict | None = None, *, volume=None, extra: Iterable = (), model=None,
+              checkpoint=None, cache_dir=None, protect: Iterable = ()) -> dict[str, str]:
+    """The output guard of one command, called before the model loads.
+
+    ``files``: ``{option: path}`` of output files; ``folders``: ``{option: path}`` of output
+    folders (``--cache-dir``, ``--accept-to``, a report folder). Inputs: ``volume`` (its
+    files and DICOM folders), ``extra`` files/folders (prompts, dataset files), the model
+    config ``model`` and every candidate location of its checkpoint (``checkpoint``
+    override included), the entries under ``cache_dir``; ``protect``: more folders no output
+    may enter. Raises :class:`OutputError` (one line); returns the absolute output files.
+    """
+    extra = [e for e in extra if e is not None]
+    inputs = input_files(volume, extra)
+    if model is not None:
+        from ..models.registry import model_input_files
+
+        inputs += model_input_files(model, checkpoint)
+    dirs = input_folders(volume) + [_real(p) for p in protect if p is not None]
+    cache = [] if not cache_dir else _walk(os.fspath(cache_dir)) if os.path.isdir(os.fspath(cache_dir)) else []
+    cache_set = set(cache)
+    done = check_outputs(files, inputs + cache)
+    real_inputs = {_real(p): p for p in inputs + cache}
+    for what, p in done.items():
+        rp = _real(p)
+        if rp in real_inputs:
+            raise OutputError(f"{what} {p}: refusing to overwrite the input file {real_inputs[rp]}")
+        for d in dirs:
+            if _inside(rp, d):
+                raise OutputError(f"{what} {p}: lies inside the input folder {d}; write it elsewhere")
+        if cache_dir and _inside(rp, _real(cache_dir)):
+            raise OutputError(f"{what} {p}: lies inside the embedding cache {cache_dir}; write it elsewhere")
+    for what, folder in (folders or {}).items():
+        if folder is None:
+            continue
+        rf = _real(folder)
+        for d in dirs:
+            if _inside(rf, d):
+                raise OutputError(f"{what} {folder}: lies inside the input folder {d}; choose another folder")
+        for rp, p in real_inputs.items():
+            if p in cache_set and what == "--cache-dir":
+                continue
+            if _inside(rp, rf):
+                raise OutputError(f"{what} {folder}: holds the input file {p}; choose a folder of its own")
+        if os.path.lexists(rf) and not os.path.isdir(rf):
+            raise OutputError(f"{what} {folder}: is a file, not a folder")
+        check_destination(os.path.join(rf, "x"))
+    return done

@@ -68,12 +68,18 @@ def check_prompt_object(o, n: int, where: str) -> int:
     w = f"{where}: object {oid}"
     if "name" in o and not isinstance(o["name"], str):
         raise PromptError(f"{w}: 'name' must be a string")
+    if "name" in o and (len(o["name"]) > 256 or any(not c.isprintable() for c in o["name"])):
+        raise PromptError(f"{w}: 'name' must be at most 256 printable characters (no control or escape codes)")
     if o.get("box") is not None:
         _check_numbers(o["box"], 6, f"{w}: 'box'")
     pts = o.get("points")
     if pts is not None:
         if not isinstance(pts, list):
             raise PromptError(f"{w}: 'points' must be a list of [x, y, z] or [x, y, z, label]")
+        from ..prompts import MAX_POINTS
+
+        if len(pts) > MAX_POINTS:
+            raise PromptError(f"{w}: {len(pts):,} points; at most {MAX_POINTS:,} per object")
         for i, p in enumerate(pts):
             if not isinstance(p, list) or len(p) not in (3, 4):
                 raise PromptError(f"{w}: point {i + 1}: expected [x, y, z] or [x, y, z, label], "
@@ -164,8 +170,8 @@ def check_session_meta(meta, packed: dict, where: str) -> None:
         if oid in seen:
             bad(f"object id {oid} appears twice")
         seen.add(oid)
-        if not isinstance(o.get("name"), str):
-            bad(f"object {oid}: 'name' must be a string")
+        if not isinstance(o.get("name"), str) or any(not c.isprintable() for c in o["name"]):
+            bad(f"object {oid}: 'name' must be a string of printable characters")
         col = o.get("color")
         if not isinstance(col, list) or len(col) not in (3, 4) or not all(_is_num(c) and 0 <= c <= 1 for c in col):
             bad(f"object {oid}: 'color' must be 3 or 4 numbers in 0..1")

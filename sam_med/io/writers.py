@@ -81,10 +81,13 @@ def label_array(array_or_volume, like: Volume) -> np.ndarray:
     raise OutputError(f"label value {hi} does not fit uint16")
 
 
-def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str, intent_label: bool) -> None:
+def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str, intent_label: bool,
+                 descrip: str | None = None) -> None:
     import nibabel as nib
 
     img = nib.Nifti1Image(array, affine)
+    if descrip:
+        img.header["descrip"] = descrip.encode("ascii")[:79]
     img.set_sform(affine, code=1)  # scanner-anatomical
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
@@ -93,11 +96,13 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str, intent_label:
     nib.save(img, path)
 
 
-def save_label(array_or_volume, path, like: Volume, *, overwrite: bool = True) -> str:
+def save_label(array_or_volume, path, like: Volume, *, overwrite: bool = True, descrip: str | None = None) -> str:
     """Write a label map on ``like``'s exact grid to NIfTI (.nii/.nii.gz), NRRD (.nrrd) or MHA (.mha).
 
     The array is (X, Y, Z) like ``like.array``; values are cast to uint8 (or uint16
-    when > 255). Returns the absolute path written.
+    when > 255). ``descrip``: text for a NIfTI header's ``descrip`` field (79 ASCII
+    characters; accepted entries bind their mask to the scan with it). Returns the absolute
+    path written.
     """
     path = os.path.abspath(os.fspath(path))
     check_not_input(path, like)
@@ -107,7 +112,7 @@ def save_label(array_or_volume, path, like: Volume, *, overwrite: bool = True) -
     arr = label_array(array_or_volume, like)
     with atomic_path(path, overwrite=overwrite) as tmp:
         if ext in (".nii", ".nii.gz"):
-            _write_nifti(arr, like.affine, tmp, intent_label=True)
+            _write_nifti(arr, like.affine, tmp, intent_label=True, descrip=descrip)
         else:
             from .itk import write_itk
 

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import CheckpointError
 
 __all__ = ["CONTAINER_KEYS", "checkpoint_dirs", "find_package_resource", "resolve_checkpoint", "sha256_file",
-           "read_state_dict", "unwrap_state_dict", "check_state_dict", "load_into"]
+           "read_state_dict", "read_checkpoint_bytes", "unwrap_state_dict", "check_state_dict", "load_into"]
 
 #: keys under which training containers keep the weights (``{'model': sd, 'epoch': ...}``)
 CONTAINER_KEYS = ("model", "state_dict", "model_state_dict")
@@ -175,43 +175,67 @@ def _global_name(g: Any) -> str:
     return f"{getattr(g, '__module__', '')}.{getattr(g, '__qualname__', getattr(g, '__name__', g))}"
 
 
-def _refused_globals(p: Path, safe_globals: Sequence[Any]) -> list[str] | None:
+def _refused_globals(f, safe_globals: Sequence[Any]) -> list[str] | None:
     """Classes/functions in the pickle that ``weights_only=True`` refuses (allow-listed ones left
     out), or None when the file cannot be inspected (legacy format, corrupt)."""
     try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+        if hasattr(f, "seek"):
+            f.seek(0)
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(f)
     except Exception:
         return None
     allowed = {_global_name(g) for g in safe_globals}
     return [g for g in found if g not in allowed]
 
 
+def read_checkpoint_bytes(p: Path) -> bytes:
+    """The bytes of a checkpoint file, read once (regular files only, within the memory budget)."""
+    from ..io.guards import memory_budget, require_regular
+    from ..errors import SamMedError
+
+    try:
+        require_regular(p, "checkpoint file")
+    except SamMedError as exc:
+        raise CheckpointError(str(exc)) from None
+    with open(p, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > memory_budget():
+            raise CheckpointError(f"checkpoint {p}: {size:,} bytes, over the memory budget (SAM_MED_MAX_BYTES)")
+        return fh.read()
+
+
 def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None, *,
                     safe_globals: Sequence[Any] = (), hash_always: bool = True) -> tuple[dict, str | None]:
     """Hash-check and load a checkpoint file safely. Returns ``(state_dict, sha256)``.
 
+    The file is read **once**; the sha256 is of those bytes and the weights are loaded from
+    the same bytes in memory, so a file swapped between hashing and loading cannot slip in.
     ``torch.load(weights_only=True)`` always; ``safe_globals``: harmless classes to allow on
     top (``torch.serialization.safe_globals``), e.g. ``argparse.Namespace`` in a training
     container. ``hash_always=False`` hashes only when ``expected_sha256`` is given (the
-    returned sha256 is then None); hashes are cached (:func:`sha256_file`).
+    returned sha256 is then None).
     """
+    import io as _io
+
     p = Path(path)
     if not p.is_file():
         raise _not_found(p)
-    digest = sha256_file(p) if (hash_always or expected_sha256) else None
+    data = read_checkpoint_bytes(p)
+    digest = hashlib.sha256(data).hexdigest() if (hash_always or expected_sha256) else None
     if expected_sha256 and digest.lower() != str(expected_sha256).lower():
         raise CheckpointError(
             f"checkpoint {p} has the wrong sha256: expected {expected_sha256}, got {digest}. "
             "The file is corrupt, truncated or a different model; download it again, or give "
             "a fine-tuned checkpoint its own config (sam_med.models.register_model_config).")
     allow = list(safe_globals)
+    buf = _io.BytesIO(data)
     try:
         with torch.serialization.safe_globals(allow) if allow else contextlib.nullcontext():
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            obj = torch.load(buf, map_location="cpu", weights_only=True)
     except Exception as e:  # refused pickle, corrupt zip, not a torch file, ...
         text = str(e)
         first = text.splitlines()[0] if text else type(e).__name__
-        refused = _refused_globals(p, allow)
+        refused = _refused_globals(buf, allow)
         detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
         if refused or (isinstance(e, pickle.UnpicklingError) and detail):
             raise CheckpointError(
@@ -221,6 +245,7 @@ def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None,
                 + (f"Refused classes: {refused}" if refused else detail)) from e
         raise CheckpointError(f"checkpoint {p} cannot be read (not a PyTorch weights file, or "
                               f"corrupt): {type(e).__name__}: {first}") from e
+    del data, buf
     return unwrap_state_dict(obj, str(p)), digest
 
 

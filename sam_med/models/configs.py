@@ -1,19 +1,18 @@
 """Model configs: where they are found and the one reader for 2D and 3D models.
 
-A model config is a ``<name>.yaml`` file in MONAI bundle style (``_target_`` entries,
-``@`` references, ``$`` expressions), parsed by ``monai.bundle.ConfigParser``. The
-built-in ones are **package data** (``sam_med/configs/models/*.yaml``, found through
-``importlib.resources``, so a wheel install finds them); the top-level ``configs/models``
-of a checkout is a link to that folder. Search order, first hit wins:
+A model config is a ``<name>.yaml`` file in MONAI bundle style (``_target_`` components,
+``@`` references). The built-in ones are **package data** (``sam_med/configs/models/*.yaml``,
+found through ``importlib.resources``, so a wheel install finds them); the top-level
+``configs/models`` of a checkout is a link to that folder. Search order, first hit wins:
 :func:`register_model_config` entries, ``$SAM_MED_CONFIGS`` (``os.pathsep``-separated),
 the packaged configs, ``~/.config/sam-med/models/``.
 
-**Trust boundary.** MONAI configs are code: a ``$`` expression is evaluated and a
-``_target_`` names any callable. The packaged configs are trusted. A config file from
-anywhere else (``--model x.yaml``, ``$SAM_MED_CONFIGS``, ``~/.config/sam-med/models``, one
-written next to fine-tuned weights) is checked first, as plain YAML: ``$`` expressions are
-refused and ``_target_`` may only name ``monai.transforms.*`` or ``sam_med.*``, unless the
-user sets ``SAM_MED_TRUST_CONFIGS=1`` for configs they wrote themselves.
+**Trust boundary** (docs/trust.md). Every config, packaged or not, is read as *data*
+(:mod:`.config_schema`): a bounded safe YAML reader, a typed schema, components only from
+sam-med's registry of names, ``@`` references resolved as data; ``$`` expressions, ``%``
+macros and MONAI directives (``_debug_`` ...) are refused. ``SAM_MED_TRUST_CONFIGS=1`` is
+the only way to MONAI's full ``ConfigParser`` (which runs code), for configs the user
+wrote.
 
 Required fields: ``architecture``, ``checkpoint``; ``image_size`` for 2D (``dims: 2``, the
 default), for 3D (``dims: 3``) it defaults to ``architecture_args.img_size``.
@@ -55,12 +54,10 @@ def register_model_config(path: str | os.PathLike, name: str | None = None) -> s
     if not p.is_file():
         raise SamMedError(f"model config not found: {p}")
     if name is None:
-        import yaml
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SamMedError(f"model config {p} is not valid YAML: {e}") from e
-        name = str(data.get("name") or p.stem)
+        from .config_schema import read_yaml_file
+
+        data = read_yaml_file(p) or {}
+        name = str(data.get("name") or p.stem) if isinstance(data, dict) else p.stem
     _USER_CONFIGS[name] = p
     return name
 
@@ -98,44 +95,22 @@ def model_dims(cfg: Mapping[str, Any]) -> int:
     return dims
 
 
-_SAFE_TARGETS = ("monai.transforms.", "sam_med.")
-
-
 def check_untrusted_config(path: Path) -> None:
-    """Refuse code in a config file from outside the package (see the module docstring)."""
-    import yaml
+    """Refuse a config file that is not plain data of the schema (kept for callers that
+    only want the check; :func:`read_model_config` does it for every config)."""
+    from .config_schema import parse_model_config, read_yaml_file, trusted
 
-    if os.environ.get("SAM_MED_TRUST_CONFIGS") == "1":
-        return
-    try:
-        pkg = PACKAGE_CONFIGS.resolve()
-        if path.resolve().is_relative_to(pkg):
-            return
-    except OSError:
-        pass
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise SamMedError(f"model config {path}: cannot be read as YAML ({' '.join(str(exc).split())[:200]})") from None
-
-    def walk(node, where: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k == "_target_" and not (isinstance(v, str) and v.startswith(_SAFE_TARGETS)):
-                    raise SamMedError(f"model config {path}: {where}._target_ {v!r} is not a monai.transforms or "
-                                      "sam_med callable; set SAM_MED_TRUST_CONFIGS=1 if you wrote this config")
-                walk(v, f"{where}.{k}")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{where}[{i}]")
-        elif isinstance(node, str) and node.lstrip().startswith("$"):
-            raise SamMedError(f"model config {path}: {where} is a Python expression ({node[:40]!r}); expressions "
-                              "run only in the packaged configs or with SAM_MED_TRUST_CONFIGS=1")
-
-    walk(raw, "config")
+    if not trusted():
+        parse_model_config(read_yaml_file(path), str(path))
 
 
 def _parse(source: dict | str, where: str) -> dict[str, Any]:
+    """Safe parse (data, the schema, registered components); MONAI's parser only when trusted."""
+    from .config_schema import parse_model_config, plain_mapping, read_yaml_file, trusted
+
+    if not trusted():
+        doc = plain_mapping(source, where) if isinstance(source, Mapping) else read_yaml_file(source, where)
+        return parse_model_config(doc, where)
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -151,8 +126,8 @@ def _parse(source: dict | str, where: str) -> dict[str, Any]:
 
 def read_model_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """Parse and resolve a model config: a name (see :func:`list_models`), a ``.yaml`` path,
-    or a dict (parsed the same way). ``_target_`` entries become objects (the preprocessing
-    transforms); ``@``/``$`` references are evaluated. Returns a fresh shallow copy of a
+    or a dict (parsed the same way). ``_target_`` components become objects (the preprocessing
+    transforms, from sam-med's registry of names); ``@`` references are resolved as data. Returns a fresh shallow copy of a
     cached parse (files are parsed once per (path, mtime)), with ``name``, ``dims``,
     ``image_size`` filled in and ``config_path`` set (``""`` for a dict)."""
     if isinstance(config, Mapping):
@@ -160,18 +135,25 @@ def read_model_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str
             return dict(config)
         cfg, path = _parse(copy.deepcopy(dict(config)), f"{config.get('name', '<dict>')!r}"), ""
     else:
+        from .config_schema import trusted
+
         p = find_model_config(config)
-        key = (str(p), p.stat().st_mtime_ns)
+        key = (str(p), p.stat().st_mtime_ns, p.stat().st_size, trusted())
         with _LOCK:
             hit = _PARSED.get(key)
         if hit is not None:
             return dict(hit)
-        check_untrusted_config(p)
         cfg, path = _parse(str(p), str(p)), str(p)
         cfg.setdefault("name", p.stem)
     for field in ("architecture", "checkpoint"):
-        if field not in cfg:
+        if field not in cfg or cfg[field] is None:
             raise SamMedError(f"model config {path or cfg.get('name')} lacks the required field {field!r}")
+    from .registry import get_architecture
+
+    try:  # a registered name (the schema's rule); the builder runs only when the model loads
+        get_architecture(cfg["architecture"])
+    except SamMedError as exc:
+        raise SamMedError(f"model config {path or cfg.get('name')}: {exc}") from None
     cfg["config_path"] = path
     cfg.setdefault("name", "model")
     cfg["dims"] = model_dims(cfg)

@@ -5,7 +5,9 @@
       @register_architecture("my_arch")
       def build_my_arch(**architecture_args) -> nn.Module: ...
 
-  A config may also name a builder directly as ``"package.module:function"``. A builder
+  A config names a registered architecture only; ``"package.module:function"`` is accepted
+  when it names a registered builder (no import happens), and as an import path only with
+  ``SAM_MED_TRUST_CONFIGS=1`` (docs/trust.md). A builder
   may be registered with ``safe_globals``: harmless classes its checkpoints need unpickled
   (SAM-Med3D's training container holds an ``argparse.Namespace``).
 * **Model configs** (found and parsed by :mod:`.configs`) name the architecture, its
@@ -32,7 +34,7 @@ from .precision import default_precision, precision_name, resolve_precision
 
 __all__ = ["register_architecture", "get_architecture", "list_architectures", "config_dirs",
            "register_model_config", "list_models", "find_model_config", "read_model_config",
-           "load_model", "LoadedModel", "LoadedModel3D", "clear_model_cache"]
+           "load_model", "LoadedModel", "LoadedModel3D", "clear_model_cache", "model_input_files"]
 
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 _SAFE_GLOBALS: dict[str, Callable[[], list]] = {}
@@ -71,17 +73,66 @@ def list_architectures() -> list[str]:
 
 
 def get_architecture(name: str) -> Callable[..., nn.Module]:
-    """Builder for an architecture name or a ``"module:function"`` path."""
+    """Builder for a registered architecture name, or the ``"module:function"`` spelling of a
+    registered builder; any other import path only with ``SAM_MED_TRUST_CONFIGS=1``."""
+    from .config_schema import trusted
+
     _import_builtin_architectures()
+    if not isinstance(name, str):
+        raise SamMedError(f"architecture must be a name, got {type(name).__name__}")
     if name in _ARCHITECTURES:
         return _ARCHITECTURES[name]
-    if ":" in name:
+    for fn in _ARCHITECTURES.values():
+        if f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}" == name:
+            return fn
+    mod, _, fn_name = name.partition(":")
+    if mod in _ARCH_MODULES and fn_name.startswith("build_"):  # a builder sam-med defines, no re-export
+        fn = getattr(importlib.import_module(mod), fn_name, None)
+        if callable(fn) and getattr(fn, "__module__", None) == mod:
+            return fn
+    if ":" in name and trusted():
         mod, _, fn = name.partition(":")
         try:
             return getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise SamMedError(f"cannot import architecture builder {name!r}: {e}") from e
-    raise SamMedError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}")
+    raise SamMedError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)} (an import path is "
+                      "refused unless SAM_MED_TRUST_CONFIGS=1)")
+
+
+def model_input_files(name, checkpoint=None, _depth: int = 0) -> list[str]:
+    """Every file loading model ``name`` reads or may read: its config, the ``checkpoint``
+    override and every candidate location of its checkpoint (path, ``file_name`` in each
+    checkpoint folder, the package resource), the same for a fine-tune's base model. For
+    the output guard (:func:`sam_med.io.outputs.guard_run`); nothing is loaded. A name that
+    is no model config (a predictor factory) has none."""
+    from .checkpoint import checkpoint_dirs, find_package_resource
+
+    if isinstance(name, (str, os.PathLike)):
+        try:
+            find_model_config(name)
+        except SamMedError:
+            return [os.fspath(checkpoint)] if checkpoint else []
+    cfg = read_model_config(name)
+    files = [cfg["config_path"]] if cfg.get("config_path") else []
+    if checkpoint:
+        p = Path(checkpoint).expanduser()
+        files.append(str(p))
+    ck = cfg.get("checkpoint") or {}
+    if ck.get("file_name") and checkpoint and Path(checkpoint).expanduser().is_dir():
+        files.append(str(Path(checkpoint).expanduser() / ck["file_name"]))
+    if ck.get("path"):
+        files.append(str(Path(str(ck["path"])).expanduser()))
+    if ck.get("file_name"):
+        files += [str(d / str(ck["file_name"])) for d in checkpoint_dirs(str(ck.get("env") or "SAM_MED_CHECKPOINTS"))]
+    if ck.get("package_resource"):
+        res = find_package_resource(str(ck["package_resource"]))
+        if res is not None:
+            files.append(str(res))
+    base = (cfg.get("base_model") or {}).get("name") if cfg.get("delta") else None
+    if base and str(base) != cfg.get("name") and _depth < 4:
+        files += model_input_files(str(base), None, _depth + 1)
+    return [os.path.abspath(f) for f in files if f]
 
 
 def clear_model_cache() -> None:

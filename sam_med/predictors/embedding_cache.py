@@ -10,10 +10,14 @@ never share an entry.
 * On disk (optional ``cache_dir``): one file per entry under
   ``cache_dir/<namespace>/``; reopening the same scan with the same model
   skips the encoder. Entries are saved with ``torch.save`` (atomically) and read
-  back with ``weights_only=True``; each carries its sha256 and shape/dtype, and
-  the namespace's ``format.json`` the channels, rank and dtype every entry must have
-  (the spatial size follows the encoder input of the entry's view). An entry
-  failing any check is re-encoded, with one warning per call.
+  back with ``weights_only=True``; each carries its namespace (scan signature,
+  intensity, model), its key (view: axis, slice, crop), its shape/dtype and sha256,
+  all sealed by an HMAC with this user's cache key (``~/.config/sam-med/cache-key``,
+  0600, made on first use), so an entry copied from another scan's folder or another key, or
+  rewritten to be self-consistent (other values, another shape) is refused. The
+  namespace's ``format.json`` gives the channels, rank and dtype every entry must have.
+  An entry failing any check (older entries without the seal too) is re-encoded and
+  rewritten, with one warning per call.
 * Only the requested keys are encoded, in batches, with a progress callback.
 """
 
@@ -53,12 +57,61 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _entry_problem(blob, key: str, expected: tuple[tuple[int, ...], str] | None) -> str | None:
+_KEY: bytes | None = None
+#: a disk entry larger than this is not read (an embedding is a few MB)
+_MAX_ENTRY_BYTES = 256 << 20
+
+
+def cache_key() -> bytes:
+    """This user's secret for sealing disk entries: ``~/.config/sam-med/cache-key`` (or
+    ``$SAM_MED_CACHE_KEY``), 32 random bytes, mode 0600, owner checked; made on first use.
+    Where it cannot be kept safely a per-process key is used (entries then last one process)."""
+    global _KEY
+    if _KEY is not None:
+        return _KEY
+    import stat
+
+    path = Path(os.environ.get("SAM_MED_CACHE_KEY") or Path.home() / ".config" / "sam-med" / "cache-key")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(32))
+        except FileExistsError:
+            pass
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(33)
+        ok = stat.S_ISREG(st.st_mode) and not st.st_mode & 0o077 and len(data) == 32
+        if hasattr(os, "geteuid"):
+            ok = ok and st.st_uid == os.geteuid()
+        _KEY = data if ok else os.urandom(32)
+    except OSError:
+        _KEY = os.urandom(32)
+    return _KEY
+
+
+def entry_seal(namespace: str, key: str, shape, dtype: str, sha256: str) -> str:
+    """HMAC-SHA256 (this user's :func:`cache_key`) binding an entry to its namespace and key."""
+    import hmac
+
+    msg = json.dumps([namespace, key, list(shape), dtype, sha256]).encode()
+    return hmac.new(cache_key(), msg, hashlib.sha256).hexdigest()
+
+
+def _entry_problem(blob, key: str, expected: tuple[tuple[int, ...], str] | None,
+                   namespace: str | None = None) -> str | None:
     """Why a loaded disk entry cannot be used (None when it is sound)."""
+    import hmac
+
     if not isinstance(blob, dict):
         return "not an entry"
     if blob.get("key") != key:
         return "key differs"
+    if namespace is not None and blob.get("namespace") != namespace:
+        return "it belongs to another scan, view or model (namespace differs)"
     emb = blob.get("embedding")
     if not isinstance(emb, torch.Tensor):
         return "no embedding tensor"
@@ -71,6 +124,12 @@ def _entry_problem(blob, key: str, expected: tuple[tuple[int, ...], str] | None)
         # channels, rank and dtype are the namespace's; the spatial size may differ between
         # entries (a reduced r x r encoder input gives an r/4 x r/4 embedding)
         return f"shape/dtype {shape} {dtype}, expected ({expected[0][0]}, ...) {expected[1]}"
+    if namespace is not None:
+        seal = blob.get("seal")
+        if not isinstance(seal, str):
+            return "older entry format without a seal"
+        if not hmac.compare_digest(seal, entry_seal(namespace, key, shape, dtype, str(blob.get("sha256")))):
+            return "seal mismatch (written with another key, or edited)"
     if blob.get("sha256") != tensor_sha256(emb):
         return "checksum mismatch"
     if emb.is_floating_point() and not bool(torch.isfinite(emb).all()):
@@ -140,12 +199,15 @@ class EmbeddingCache:
         if self.cache_dir is None:
             return None
         f = self.cache_dir / namespace / "format.json"
+        from ..errors import SamMedError
+        from ..io.guards import read_bytes_limited
+
         try:
             if not f.is_file():
                 return None
-            rec = json.loads(f.read_text())
+            rec = json.loads(read_bytes_limited(f, 1 << 16, "cache format record"))
             fmt = (tuple(int(x) for x in rec["shape"]), str(rec["dtype"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, SamMedError):
             return None
         self._format[namespace] = fmt
         return fmt
@@ -158,12 +220,17 @@ class EmbeddingCache:
         if p is None or not p.is_file():
             return None
         why = None
+        import stat
+
         try:
+            st = os.stat(p)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ENTRY_BYTES:
+                raise ValueError("not a regular file of a plausible size")
             blob = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:
             blob, why = None, f"unreadable ({exc.__class__.__name__})"
         if why is None:
-            why = _entry_problem(blob, repr(key), self._expected(namespace))
+            why = _entry_problem(blob, repr(key), self._expected(namespace), namespace)
         if why is not None:
             self.rejected.append(f"{p.name}: {why}")
             return None
@@ -180,8 +247,10 @@ class EmbeddingCache:
         if namespace not in self._format:
             self._format[namespace] = fmt
             atomic_write_text(p.parent / "format.json", json.dumps({"shape": list(fmt[0]), "dtype": fmt[1]}))
-        atomic_torch_save({"key": repr(key), "embedding": value, "shape": list(fmt[0]), "dtype": fmt[1],
-                           "sha256": tensor_sha256(value)}, p)
+        digest = tensor_sha256(value)
+        atomic_torch_save({"key": repr(key), "namespace": namespace, "embedding": value, "shape": list(fmt[0]),
+                           "dtype": fmt[1], "sha256": digest,
+                           "seal": entry_seal(namespace, repr(key), fmt[0], fmt[1], digest)}, p)
 
     # ------------------------------------------------------------ main API
     def contains(self, namespace: str, key: Hashable) -> bool:

@@ -65,17 +65,14 @@ def save_session(session, path: str | os.PathLike) -> Path:
 
 def load_session(cls, path: str | os.PathLike, volume: Volume, predictor=None):
     """A ``cls`` (Session) from ``path`` for ``volume`` (see :meth:`Session.load`)."""
-    from ..io.guards import require_regular
-    from ..io.npz import check_npz_members
+    from ..io.npz import read_npz_arrays
     from ..io.validate import check_session_meta, loads_json, volume_signature
 
     path = Path(path)
     try:
-        require_regular(path, "session file")
-        check_npz_members(path)
-        with np.load(path, allow_pickle=False) as z:
-            raw = bytes(z["session_json"])
-            packed = {k: z[k] for k in z.files if k != "session_json"}
+        arrays = read_npz_arrays(path)  # within every claim; nothing but .npy members read
+        raw = bytes(arrays.pop("session_json"))
+        packed = arrays
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, SamMedError) as exc:
         raise SamMedError(f"{path}: not a sam-med session file ({' '.join(str(exc).split())})") from None
     meta = loads_json(raw, f"{path}: session record", err=SamMedError)
@@ -86,7 +83,10 @@ def load_session(cls, path: str | os.PathLike, volume: Volume, predictor=None):
             f"geometry than {volume.source or 'the given volume'} {volume.shape}"
         )
     sig = meta.get("volume_signature")
-    if sig is not None and sig != volume_signature(volume.array):
+    if not isinstance(sig, str):
+        raise SamMedError(f"{path}: the session record has no volume signature, so nothing says which scan its "
+                          "masks belong to; refusing it")
+    if sig != volume_signature(volume.array):
         raise SamMedError(
             f"{path}: session was saved for another scan ({meta.get('source') or 'unknown source'}) "
             f"on the same grid; its masks do not belong to {volume.source or 'the given volume'}")

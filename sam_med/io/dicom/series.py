@@ -35,14 +35,64 @@ class SeriesInfo:
         return f"{self.uid} [{self.modality or '?'}] {desc!r}: {self.n_slices} slices{extra}"
 
 
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+
+
+def check_deflated(path: str) -> None:
+    """A Deflated Explicit VR file is inflated whole by pydicom, even for its header: count
+    what it inflates to (a stream, 1 MB at a time): at most 512 MB for one single-frame slice."""
+    import zlib
+
+    from ..guards import MAX_DEFLATE_RATIO, memory_budget
+
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if _DEFLATED not in head:
+        return
+    size = os.path.getsize(path)
+    limit = min(size * MAX_DEFLATE_RATIO, memory_budget(), 512 << 20)  # one single-frame slice
+    try:
+        start = _meta_end(path)
+    except Exception:
+        return  # no readable file meta: pydicom reports it
+    d, got = zlib.decompressobj(-15), 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while got <= limit and not d.eof:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            try:
+                got += len(d.decompress(chunk, 1 << 20))
+                while d.unconsumed_tail and got <= limit:
+                    got += len(d.decompress(d.unconsumed_tail, 1 << 20))
+            except zlib.error:
+                return  # not inflatable: pydicom reports it
+    if got > limit:
+        raise InputFileError(f"{path}: its deflated data inflates beyond {limit:,} bytes; corrupt or a zip bomb")
+
+
+def _meta_end(path: str) -> int:
+    """Byte offset just after the DICOM file meta group: 132 (preamble + ``DICM``) + the
+    12-byte (0002,0000) group length element + its value."""
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
+        raise ValueError("no file meta group length")
+    return 144 + struct.unpack("<I", head[140:144])[0]
+
+
 def _read_header(path: str, *, strict: bool):
     """pydicom dataset without pixels, or None when the file is not DICOM (strict=False)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    check_deflated(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        missing = [k for k in ("SOPClassUID", "SeriesInstanceUID") if k not in ds]
+        missing = [k for k in ("SOPClassUID",) if k not in ds]  # no SeriesInstanceUID: see series_key
         if missing:
             raise InputFileError(
                 f"{path}: incomplete DICOM header (no {' or '.join(missing)}); truncated or corrupt file?"
@@ -53,7 +103,7 @@ def _read_header(path: str, *, strict: bool):
     except InvalidDicomError:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            if "SOPClassUID" in ds and "SeriesInstanceUID" in ds:
+            if "SOPClassUID" in ds and ("SeriesInstanceUID" in ds or "PixelData" in ds or "Rows" in ds):
                 return ds
         except Exception:
             pass

@@ -24,12 +24,53 @@ def _gap_summary(gaps: np.ndarray) -> str:
     return ", ".join(parts) + more
 
 
+#: transfer syntaxes with a bounded expansion (RLE PackBits: 2 bytes -> at most 128)
+_RLE = "1.2.840.10008.1.2.5"
+#: a compressed slice may always claim this much; beyond it, at most _CODEC_RATIO x its bytes
+_FREE_CLAIM = 64 << 20
+_CODEC_RATIO = 4096
+
+
+def pixel_claim(ds) -> int:
+    """Bytes the decoded pixel data of ``ds`` claims (rows x columns x samples x frames)."""
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    n = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    n *= int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("NumberOfFrames", 1) or 1)
+    return n * max(1, (bits + 7) // 8)
+
+
+def check_pixel_claim(ds, path) -> None:
+    """Before decoding: the claim against the stored pixel bytes (by transfer syntax) and the budget."""
+    from ..guards import memory_budget
+
+    claim = pixel_claim(ds)
+    stored = len(ds.PixelData) if "PixelData" in ds else 0
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    compressed = bool(getattr(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None), "is_compressed",
+                              False))
+    if claim > memory_budget():
+        raise InputFileError(f"{path}: the header claims {claim:,} bytes of pixels, over the memory budget")
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    if ts == _RLE:
+        limit = stored * 64 + 64
+    elif compressed:
+        limit = max(_FREE_CLAIM, stored * _CODEC_RATIO)
+    else:  # native: the bits themselves must be stored (1-bit SEG frames are packed)
+        limit = stored * max(1, (bits + 7) // 8) * 8 // bits if bits else stored
+    if claim > limit:
+        raise InputFileError(f"{path}: the header claims {int(ds.get('Rows', 0) or 0)}x{int(ds.get('Columns', 0) or 0)} "
+                             f"pixels ({claim:,} bytes) but its {stored:,} stored bytes cannot hold them; corrupt")
+
+
 def _pixels(path, ds_header):
     import pydicom
 
     try:
         ds = pydicom.dcmread(path)
+        check_pixel_claim(ds, path)
         arr = ds.pixel_array
+    except InputFileError:
+        raise
     except Exception as exc:
         ts = getattr(getattr(ds_header, "file_meta", None), "TransferSyntaxUID", None)
         tsname = getattr(ts, "name", ts)
@@ -76,6 +117,12 @@ def _choose_series(series: dict, series_uid, where: str) -> list:
 def _pixel_volume(items) -> np.ndarray:
     """Pixel data of the sorted slices, rescaled (slope/intercept), as ``(i, j, k)``: int16/int32
     when every slice has slope 1 and an integer intercept, else float32."""
+    from ..guards import memory_budget
+
+    total = sum(pixel_claim(hdr) for _, hdr in items) * 2  # the stack, then its rescaled copy
+    if total > memory_budget():
+        raise InputFileError(f"{items[0][0]}: the series claims {total:,} bytes of pixels, over the memory budget "
+                             "(set SAM_MED_MAX_BYTES to raise it)")
     stack = []
     rescales = []
     for f, hdr in items:

@@ -110,6 +110,9 @@ def _read_seg_frames(path, like: Volume, allow_other_series: bool):
         raise InputFileError(f"{path}: the SEG has no SegmentSequence")
 
     # pixels
+    from ..dicom.volume import check_pixel_claim
+
+    check_pixel_claim(ds, path)  # the frames' claim against the stored bytes and the budget
     try:
         px = ds.pixel_array
     except Exception as exc:

@@ -58,7 +58,9 @@ def write_dicom_seg(label_map, like: Volume, path, segments: list[dict], *, algo
     check_not_input(path, like)
     if os.path.exists(path) and not overwrite:
         raise OutputError(f"{path}: already exists (pass overwrite=True to replace it)")
-    if not os.path.isdir(os.path.dirname(path)):
+    from ..atomic import in_output_set
+
+    if not os.path.isdir(os.path.dirname(path)) and not in_output_set():  # a set makes it at commit
         raise OutputError(f"{path}: the output folder {os.path.dirname(path)} does not exist")
     labels = label_array(label_map, like)
     if not segments:
