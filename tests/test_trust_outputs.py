@@ -92,10 +92,10 @@ def test_input_dicom_folder_is_never_written(case, dicom_dir, tmp_path, capsys):
 
 def test_evaluate_report_folder_guarded_against_the_model_config(tmp_path, capsys):
     from sam_med.errors import OutputError
-    from sam_med.io.outputs import guard_run
+    from sam_med.cli.common import guard_outputs
 
     cfg = tmp_path / "models" / "m.yaml"
     cfg.parent.mkdir()
     shutil.copy(PACKAGE_CONFIGS / "lite_medsam.yaml", cfg)
     with pytest.raises(OutputError, match="holds the input file"):
-        guard_run({}, {"--out": tmp_path / "models"}, model=str(cfg))
+        guard_outputs({}, {"--out": tmp_path / "models"}, model=str(cfg))

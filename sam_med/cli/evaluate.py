@@ -24,6 +24,8 @@ import shutil
 import argparse
 import sys
 
+from .common import guard_outputs, make_factory, parse_options
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -62,56 +64,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_options(items) -> dict:
-    """``--option KEY=VALUE`` items -> a dict of YAML-typed values (the predictor's options
-    dataclass converts them further and rejects unknown keys)."""
-    from ..predictors.base import parse_option_pairs
-
-    return parse_option_pairs(items, what="--option")
-
-
-def make_factory(model: str, device: str, options: dict):
-    """A zero-argument callable that builds the predictor (called only when needed)."""
-    from ..errors import SamMedError
-
-    def factory():
-        if model == "threshold":
-            from ..evaluation.baselines import build_threshold
-
-            return build_threshold(device=device, **options)
-        if ":" in model:
-            import importlib
-
-            mod, _, fn = model.partition(":")
-            try:
-                f = getattr(importlib.import_module(mod), fn)
-            except (ImportError, AttributeError) as exc:
-                raise SamMedError(f"--model {model}: cannot import the factory ({exc})") from exc
-            return f(device=device, **options)
-        try:
-            from ..predictors.factory import build_predictor
-        except ImportError as exc:
-            raise SamMedError(
-                f"--model {model}: the model predictors are not available in this install ({exc}); "
-                "use --model threshold for the model-free baseline"
-            ) from exc
-        return build_predictor(model, device=device, **options)
-
-    return factory
-
-
 def check_report_folder(out, dataset_path, dataset, model=None) -> None:
     """``--out`` must not be (or hold) the dataset's index file, images or labels, the model
     config or checkpoint, nor lie inside a DICOM case folder (the one output guard)."""
-    from ..io.outputs import guard_run
-
     from pathlib import Path
 
     root = Path(dataset_path)
     index = [root] if root.is_file() else [p for p in (root / "dataset.json",) if p.is_file()]
     extra = index + [p for c in dataset.cases for p in (c.image, c.label) if p]
     # a results folder inside the dataset stays allowed
-    guard_run({}, {"--out": out}, extra=extra, model=None if model == "threshold" else model)
+    guard_outputs({}, {"--out": out}, extra=extra, model=model)
 
 
 def run(args) -> int:
@@ -132,7 +94,7 @@ def run(args) -> int:
         raise SamMedError(f"--clicks applies to the box+clicks and points protocols, not {args.protocol!r}")
     if args.limit is not None and args.limit < 1:
         raise SamMedError(f"--limit must be >= 1, got {args.limit}")
-    options = _parse_options(args.option)
+    options = parse_options(args.option)
     config = EvalConfig(protocol=args.protocol, clicks=clicks, jitter_mm=args.jitter_mm, seed=args.seed,
                         nsd_tolerance_mm=args.nsd_tolerance, model=args.model, device=args.device,
                         options=options, prepare=args.prepare)

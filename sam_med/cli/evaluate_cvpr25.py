@@ -24,14 +24,14 @@ def check_args(args) -> None:
 def run_cvpr25_cli(args) -> int:
     from ..evaluation.cvpr25.runner import run_cvpr25
     from ..evaluation.distributed import init_distributed, rank_device
-    from .evaluate import _parse_options, make_factory
+    from .common import make_factory, parse_options
 
     check_args(args)
     if args.gts is not None and args.protocol != "cvpr25":
         from ..errors import SamMedError
 
         raise SamMedError("--gts applies to --protocol cvpr25")
-    options = _parse_options(args.option)
+    options = parse_options(args.option)
     mode = "fresh-process" if args.fresh_process_per_step else "in-process"
     config = {"protocol": "cvpr25", "model": args.model, "options": options, "nsd_tolerance_mm": 2.0,
               "spacing_order": args.spacing_order}

@@ -48,7 +48,7 @@ def check_exports(cfg: dict, config_path) -> None:
     files or the base checkpoint, nor each other."""
     from pathlib import Path
 
-    from ..io.outputs import guard_run
+    from .common import guard_outputs
 
     exp = cfg.get("export") or {}
     if not isinstance(exp, dict) or not cfg.get("name"):
@@ -62,8 +62,8 @@ def check_exports(cfg: dict, config_path) -> None:
         extra += [s.get("path") for s in data.get("sources") or [] if isinstance(s, dict)]
     extra = [str(Path(str(p)).expanduser()) for p in extra if p]
     base = cfg.get("base_model") if isinstance(cfg.get("base_model"), str) else None
-    guard_run({"exported weights": out / f"{cfg['name']}.pt", "exported config": out / f"{cfg['name']}.yaml"},
-              extra=[p for p in extra if Path(p).exists()], model=base)  # the base config/checkpoint too
+    guard_outputs({"exported weights": out / f"{cfg['name']}.pt", "exported config": out / f"{cfg['name']}.yaml"},
+                  extra=[p for p in extra if Path(p).exists()], model=base)  # the base config/checkpoint too
 
 
 def run(args) -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import OutputError, PromptError, SamMedError
+from .common import guard_outputs, progress_bar, view_options
 
 OUT_FORMATS = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".mha": "nrrd",
                ".npz": "npz", ".dcm": "dicom-seg"}
@@ -142,66 +143,17 @@ def objects_from_args(args, volume) -> list[dict]:
     return objs
 
 
-def view_options(args, cache_dir: str | None) -> dict:
-    """The predictor options given by ``--window``, ``--modality``, ``--axis`` and the cache
-    folder, only those set (shared by ``segment`` and its challenge-npz mode)."""
-    options: dict = {}
-    if args.window:  # a CT window: finite level, positive finite width; it means CT, never ignored
-        level, width = args.window
-        if not (math.isfinite(level) and math.isfinite(width) and width > 0):
-            raise SamMedError(f"--window {level:g} {width:g}: LEVEL must be finite and WIDTH positive and finite")
-        if args.modality == "MR":
-            raise SamMedError("--window is a CT window; it does not apply with --modality MR")
-        options["window"] = (level, width)
-        options["modality"] = "CT"
-    if args.modality != "auto":
-        options["modality"] = args.modality
-    if args.axis is not None:
-        options["axis"] = args.axis
-    if cache_dir:
-        options["cache_dir"] = cache_dir
-    return options
-
-
-_BAR_NAMES = {"encode": "encoding slices", "propagate": "propagating slices", "3D crops": "3D crops"}
-
-
-def progress_bar(disabled: bool):
-    """A progress callback ``(done, total, what)`` drawing one tqdm bar per stage on stderr
-    (slices done / total, rate and time left), or nothing when ``disabled``."""
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def progress(done: int, total: int, what: str) -> None:
-        if disabled or total <= 0:
-            return
-        bar = bars.get(what)
-        if bar is None or bar.total != total or done < bar.n:
-            if bar is not None:
-                bar.close()
-            bar = bars[what] = tqdm(total=total, desc=_BAR_NAMES.get(what, what), unit="slice",
-                                    file=sys.stderr, leave=False, mininterval=0.2)
-        bar.update(max(0, min(done, total) - bar.n))
-        if done >= total:
-            bar.close()
-            bars.pop(what, None)
-
-    return progress
-
-
 def check_output(out: str, volume, args=None) -> dict[str, str]:
     """Every output (labels, sidecar, session, cache and accept folders) against every input
     the run reads or may read (scan, prompts, model config, checkpoint, cache entries)."""
-    from ..io.outputs import guard_run
     from ..io.sidecar import sidecar_path
 
     a = args if args is not None else argparse.Namespace()
     outs = {"--out": out, "--out's sidecar": sidecar_path(str(Path(out).expanduser().absolute())),
             "--session-out": getattr(a, "session_out", None)}
-    return guard_run(outs, {"--cache-dir": getattr(a, "cache_dir", None), "--accept-to": getattr(a, "accept_to", None)},
-                     volume=volume, extra=[getattr(a, "prompts", None)], model=getattr(a, "model", None),
-                     checkpoint=getattr(a, "checkpoint", None), cache_dir=getattr(a, "cache_dir", None))
+    return guard_outputs(outs, {"--cache-dir": getattr(a, "cache_dir", None), "--accept-to": getattr(a, "accept_to", None)},
+                         volume=volume, extra=[getattr(a, "prompts", None)], model=getattr(a, "model", None),
+                         checkpoint=getattr(a, "checkpoint", None), cache_dir=getattr(a, "cache_dir", None))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -71,21 +71,18 @@ def write_segs(segs: np.ndarray, out: str) -> str:
 def run_challenge(args) -> int:
     from ..errors import OutputError
     from ..io.challenge import read_challenge
-    from .evaluate import make_factory
-    from .segment import progress_bar, view_options
+    from .common import guard_outputs, make_factory, progress_bar, view_options
 
     check_no_cli_prompts(args)
     if not str(args.out).lower().endswith(".npz") or (args.format not in (None, "npz")):
         raise OutputError(f"{args.out}: a challenge file's output is an .npz with 'segs'")
     case = read_challenge(args.image, spacing_order=args.spacing_order)
-    from ..io.outputs import guard_run
 
     if getattr(args, "session_out", None):
         raise OutputError(f"--session-out: a challenge file's run writes only its 'segs' npz ({args.image})")
     # the input, model config, checkpoint, cache entries: never overwritten; before the model loads
-    guard_run({"--out": args.out}, {"--cache-dir": cache_dir(args)}, volume=case.image, extra=[args.image],
-              model=None if args.model == "threshold" else args.model, checkpoint=getattr(args, "checkpoint", None),
-              cache_dir=cache_dir(args))
+    guard_outputs({"--out": args.out}, {"--cache-dir": cache_dir(args)}, volume=case.image, extra=[args.image],
+                  model=args.model, checkpoint=getattr(args, "checkpoint", None), cache_dir=cache_dir(args))
     if case.num_classes > 255:
         raise PromptError(f"{args.image}: {case.num_classes} classes do not fit the uint8 'segs'")
     options = view_options(args, cache_dir(args))

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import InputFileError, PromptError
 from ..prompts import MAX_POINTS, KeySliceBox, ObjectPrompts, Point, make_key_slice_box
-from .npz import _modality_from_name
+from .npz_format import NpzCase, modality_from_name, read_npz_arrays
 from ..volume import Volume, affine_from_geometry, lps_to_ras
 
 PICKLED_KEYS = ("boxes", "clicks", "clicks_order")
@@ -141,7 +141,6 @@ def _object_array(raw: bytes, where: str):
 def read_npz_members(path: str) -> dict[str, np.ndarray | object]:
     """Every array of an npz within its claims (:func:`~sam_med.io.npz.read_npz_arrays`);
     object arrays through :func:`safe_unpickle`, others without pickle."""
-    from .npz import read_npz_arrays
 
     return read_npz_arrays(path, object_loader=_object_array)
 
@@ -308,7 +307,7 @@ def read_challenge(path, spacing_order: str = "zyx") -> ChallengeCase:
                 raise InputFileError(f"{path}: {k!r} shape {a.shape} differs from 'imgs' {dhw}")
             extra[k] = a
     affine = lps_to_ras(affine_from_geometry(spacing_zyx[::-1].copy(), np.eye(3), np.zeros(3)))
-    image = Volume(np.ascontiguousarray(imgs.transpose(2, 1, 0)), affine, modality=_modality_from_name(path),
+    image = Volume(np.ascontiguousarray(imgs.transpose(2, 1, 0)), affine, modality=modality_from_name(path),
                    intensity="windowed" if imgs.dtype == np.uint8 else "raw", slice_axis=2,
                    source=os.path.abspath(path), meta={"format": "cvpr25-npz", "spacing_order": spacing_order})
     return ChallengeCase(path, image, spacing_zyx, prompts, extra.get("prev_pred"), extra.get("gts"),
@@ -318,7 +317,6 @@ def read_challenge(path, spacing_order: str = "zyx") -> ChallengeCase:
 def challenge_npz_case(path, spacing_order: str = "zyx"):
     """A challenge file as the research reader's :class:`~sam_med.io.npz.NpzCase` (image, ``gts``
     label if present; the prompts stay in :func:`read_challenge`)."""
-    from .npz import NpzCase
 
     case = read_challenge(path, spacing_order)
     label = None

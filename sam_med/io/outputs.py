@@ -139,23 +139,19 @@ def input_folders(volume) -> list[str]:
     return sorted({_real(d) for d in dirs})
 
 
-def guard_run(files: dict, folders: dict | None = None, *, volume=None, extra: Iterable = (), model=None,
-              checkpoint=None, cache_dir=None, protect: Iterable = ()) -> dict[str, str]:
+def guard_run(files: dict, folders: dict | None = None, *, volume=None, extra: Iterable = (),
+              cache_dir=None, protect: Iterable = ()) -> dict[str, str]:
     """The output guard of one command, called before the model loads.
 
     ``files``: ``{option: path}`` of output files; ``folders``: ``{option: path}`` of output
     folders (``--cache-dir``, ``--accept-to``, a report folder). Inputs: ``volume`` (its
-    files and DICOM folders), ``extra`` files/folders (prompts, dataset files), the model
-    config ``model`` and every candidate location of its checkpoint (``checkpoint``
-    override included), the entries under ``cache_dir``; ``protect``: more folders no output
+    files and DICOM folders), ``extra`` files/folders (prompts, dataset files, the model's
+    config and checkpoint locations: ``sam_med.cli.common.guard_outputs`` adds them), the
+    entries under ``cache_dir``; ``protect``: more folders no output
     may enter. Raises :class:`OutputError` (one line); returns the absolute output files.
     """
     extra = [e for e in extra if e is not None]
     inputs = input_files(volume, extra)
-    if model is not None:
-        from ..models.registry import model_input_files
-
-        inputs += model_input_files(model, checkpoint)
     dirs = input_folders(volume) + [_real(p) for p in protect if p is not None]
     cache = [] if not cache_dir else _walk(os.fspath(cache_dir)) if os.path.isdir(os.fspath(cache_dir)) else []
     cache_set = set(cache)

@@ -13,7 +13,7 @@ from .image_encoder_tinyvit import TinyViTEncoder
 from .image_encoder_vit import ViTEncoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-from .registry import register_architecture
+from .architectures import register_architecture
 from .sam import Sam
 from .transformer import TwoWayTransformer
 

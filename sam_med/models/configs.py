@@ -148,7 +148,7 @@ def read_model_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str
     for field in ("architecture", "checkpoint"):
         if field not in cfg or cfg[field] is None:
             raise SamMedError(f"model config {path or cfg.get('name')} lacks the required field {field!r}")
-    from .registry import get_architecture
+    from .architectures import get_architecture
 
     try:  # a registered name (the schema's rule); the builder runs only when the model loads
         get_architecture(cfg["architecture"])

@@ -18,7 +18,8 @@ import os
 from typing import Any
 
 from ..configs import PACKAGE_CONFIGS, read_model_config
-from ..registry import load_model, register_architecture
+from ..architectures import register_architecture
+from ..registry import load_model
 from .checkpoint3d import check_state_dict, read_state_dict, resolve_checkpoint, safe_globals
 from .sam3d import Sam3D, Sam3DConfig, build_sam3d
 
