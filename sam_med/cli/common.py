@@ -4,6 +4,7 @@ Commands import from here, never from each other."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 from ..errors import SamMedError
