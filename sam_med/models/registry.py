@@ -37,7 +37,7 @@ __all__ = ["register_architecture", "get_architecture", "list_architectures", "c
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 _SAFE_GLOBALS: dict[str, Callable[[], list]] = {}
 #: modules that register built-in architectures when imported (missing ones are skipped)
-_ARCH_MODULES = ("sam_med.models.build", "sam_med.models.sam3d")
+_ARCH_MODULES = ("sam_med.models.build", "sam_med.models.sam3d", "sam_med.models.sam2")
 _CACHE: dict[tuple, LoadedModel | LoadedModel3D] = {}
 _LOCK = threading.Lock()
 #: the built-in model configs (kept under its old name; see :mod:`.configs`)
