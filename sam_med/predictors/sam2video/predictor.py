@@ -16,7 +16,7 @@ connected component (config ``largest_component``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ class Sam2VideoOptions:
 
     axis: int | None = None             # slicing axis; None: the volume's acquisition axis
     window: tuple[float, float] | None = None  # CT (level, width); None: the config's
+    modality: str | None = field(default=None, metadata={"choices": (None, "CT", "MR")})  # None: guessed
     fill_hole_area: int = 8             # reference post-processing (0 = off)
     largest_component: bool | None = None  # None: the config's (true)
     threshold: float | None = None      # on the logits; None: the config's (0.0)
@@ -97,6 +98,8 @@ class Sam2VideoPredictor:
 
         if volume.intensity == "windowed":
             return "windowed"
+        if self.options.modality is not None:
+            return "hu" if self.options.modality == "CT" else "raw_mr"
         if volume.intensity == "HU" or guess_modality(volume) == "CT":
             return "hu"
         return "raw_mr"
@@ -207,7 +210,7 @@ class Sam2VideoPredictor:
             for _ in self.engine.propagate(state, obj_id, start=z, reverse=reverse, end=end):
                 done += 1
                 if progress:
-                    progress(min(done, total), total, "propagating")
+                    progress(min(done, total), total, "encode")
 
 
 def _extends(old: list, new: list) -> bool:
