@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import Transform
 
-__all__ = ["GreyToRGBResize"]
+__all__ = ["GreyToRGBResize", "FrameNormalize"]
 
 
 class GreyToRGBResize(Transform):
@@ -44,3 +44,20 @@ class GreyToRGBResize(Transform):
             t = F.interpolate(t, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
             g = t[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
         return np.repeat(g[None], 3, axis=0)
+
+
+class FrameNormalize(Transform):
+    """``(3, S, S)`` 0..255 -> ``(x / scale - mean) / std`` per channel, in float64 with the
+    mean and std as float32 values, the reference's exact arithmetic (MONAI's
+    ``ScaleIntensityRange`` computes in float32, a few 1e-8 away)."""
+
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale: float = 255.0) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+        self.scale = float(scale)
+
+    def __call__(self, img) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(img.cpu() if torch.is_tensor(img) else img)).to(torch.float64) / self.scale
+        t -= self.mean
+        t /= self.std
+        return t
