@@ -17,7 +17,7 @@ __all__ = ["register_architecture", "get_architecture", "list_architectures"]
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 _SAFE_GLOBALS: dict[str, Callable[[], list]] = {}
 #: modules that register built-in architectures when imported (missing ones are skipped)
-_ARCH_MODULES = ("sam_med.models.build", "sam_med.models.sam3d")
+_ARCH_MODULES = ("sam_med.models.build", "sam_med.models.sam3d", "sam_med.models.sam2")
 
 
 def register_architecture(name: str, builder: Callable[..., nn.Module] | None = None, *,

@@ -49,6 +49,12 @@ def build_predictor(model: str = "lite_medsam", device: str | None = "cpu", *,
     ``cache_dir`` (on-disk embedding store; default ``$SAM_MED_CACHE_DIR``, else in memory only). Volumetric (3D models): the
     :class:`~.volumetric.VolumetricOptions` fields. Values may be strings from a command
     line (``"false"``, ``"5"``, ``"[40, 400]"``) or Python values."""
+    from ..models import registry
+    from .sam2video import Sam2VideoOptions, Sam2VideoPredictor, is_sam2_video
+
+    if is_sam2_video(registry.read_model_config(model)):  # MedSAM2 / SAM 2: slices as video frames
+        opts = build_options(Sam2VideoOptions, options, owner=f"the SAM 2 video predictor ({model})")
+        return Sam2VideoPredictor(model, checkpoint=checkpoint, device=resolve_device(device), options=opts)
     if is_volumetric(model):
         from .volumetric import VolumetricOptions, VolumetricPredictor
 
