@@ -131,7 +131,10 @@ _SAM_MED_TRANSFORMS = ("SlicePreprocessor", "LowResToSource", "PercentileNormali
 #: MONAI transforms a config may name (array and dictionary forms); nothing else of MONAI
 _MONAI_TRANSFORMS = ("Orientation", "Spacing", "ScaleIntensityRange", "ScaleIntensityRangePercentiles",
                      "ScaleIntensity", "NormalizeIntensity", "ThresholdIntensity", "ClipIntensityPercentiles",
-                     "Resize", "SpatialPad", "SpatialCrop", "CenterSpatialCrop", "EnsureChannelFirst")
+                     "Resize", "SpatialPad", "SpatialCrop", "CenterSpatialCrop", "EnsureChannelFirst",
+                     "CastToType", "Compose")
+#: sam-med's video-model frame transforms (``sam_med.models.sam2.preprocess``), by class name
+_SAM2_TRANSFORMS = ("GreyToRGBResize", "FrameNormalize")
 
 
 def register_component(name: str, factory: Callable[..., Any]) -> None:
@@ -156,6 +159,11 @@ def components() -> dict[str, Callable[..., Any]]:
                 if hasattr(mt, form):
                     _COMPONENTS.setdefault(form, getattr(mt, form))
                     _COMPONENTS.setdefault(f"monai.transforms.{form}", getattr(mt, form))
+        from .sam2 import preprocess as s2
+
+        for n in _SAM2_TRANSFORMS:
+            _COMPONENTS.setdefault(f"sam_med.models.sam2.preprocess.{n}", getattr(s2, n))
+            _COMPONENTS.setdefault(n, getattr(s2, n))
     return _COMPONENTS
 
 
@@ -191,7 +199,12 @@ def build_component(spec: Any, where: str, at: str) -> Any:
         raise _err(where, f"{at}._target_ {name!r} is not a component sam-med knows (known: {', '.join(known)}); "
                           f"{_TRUST_HINT}")
     args = {k: v for k, v in spec.items() if k != "_target_"}
-    _check_plain(args, where, at)
+    if reg[name] is reg.get("Compose") and isinstance(args.get("transforms"), list):  # components of components
+        args["transforms"] = [build_component(t, where, f"{at}.transforms[{i}]")
+                              for i, t in enumerate(args["transforms"])]
+        _check_plain({k: v for k, v in args.items() if k != "transforms"}, where, at)
+    else:
+        _check_plain(args, where, at)
     try:
         return reg[name](**args)
     except Exception as exc:  # a wrong argument: one line
@@ -315,9 +328,18 @@ def _preprocessing(v: Any, where: str) -> Any:
                 raise _err(where, "preprocessing.geometry must be a list of components")
             out[k] = [build_component(s, where, f"preprocessing.geometry[{i}]") for i, s in enumerate(x)]
         else:
-            _check_plain(x, where, f"preprocessing.{k}")
-            out[k] = x
+            out[k] = _components_or_plain(x, where, f"preprocessing.{k}")
     return out
+
+
+def _components_or_plain(x: Any, where: str, at: str) -> Any:
+    """A component, a mapping of them (a video model's intensity step per input kind), or data."""
+    if isinstance(x, dict) and "_target_" in x:
+        return build_component(x, where, at)
+    if isinstance(x, dict):
+        return {k: _components_or_plain(v, where, f"{at}.{k}") for k, v in x.items()}
+    _check_plain(x, where, at)
+    return x
 
 
 def trusted() -> bool:
