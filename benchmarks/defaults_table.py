@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     runs = []
     for item in a.runs:
-        name, sep, folder = item.partition("=")
+        name, sep, folder = item.rpartition("=")
         if not sep or not (Path(folder) / "per_class.csv").is_file():
             print(f"defaults_table: {item}: expected NAME=FOLDER of a cvpr25 evaluation", file=sys.stderr)
             return 2
