@@ -227,7 +227,7 @@ def test_registered_model_loads_by_name_in_segment_and_napari(promoted, tmp_path
     assert p.returncode == 0, p.stderr
     assert out.is_file()
 
-    from napari_plugin._models import model_entries, site_models
+    from sam_med_napari._models import model_entries, site_models
 
     site = {m.name: m for m in site_models()}
     assert "tiny_site" in site and site["tiny_site"].base == "tiny_lite"
@@ -257,7 +257,7 @@ def test_decoder_finetune_reuses_the_base_encodes(promoted, data_dir):
     assert cache.encoded == n  # nothing encoded again
     assert a.mask.shape == b.mask.shape == vol.shape
 
-    from napari_plugin._predictors import default_factory  # the widget's model switch (no Qt)
+    from sam_med_napari._predictors import default_factory  # the widget's model switch (no Qt)
 
     p1, p2 = default_factory("tiny_lite", "cpu", None), default_factory("tiny_site", "cpu", None)
     assert p1.cache is p2.cache and p2.model_name == "tiny_site"

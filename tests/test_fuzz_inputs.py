@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_reliability_helpers import BOX, assert_one_line_error, listing, small_nifti, small_npz
+from _reliability import BOX, assert_one_line_error, listing, small_nifti, small_npz
 
 from sam_med.cli import main
 
@@ -213,7 +213,7 @@ dicom_junk = st.one_of(st.text(alphabet="abcxyz-+.eE\\ ", min_size=1, max_size=8
 def test_fuzz_dicom_tags(capfd, data_dir, tag, value):
     import pydicom
 
-    from test_reliability_helpers import edit_dicom
+    from _reliability import edit_dicom
 
     with Scratch() as d:
         src = d / "dicom"

@@ -20,7 +20,7 @@ from sam_med.errors import InputFileError
 from sam_med.models.checkpoint import sha256_file
 from sam_med.predictors.embedding_cache import EmbeddingCache
 
-from test_reliability_helpers import (BOX, assert_one_line_error, dicom_copy, dicom_files, file_state, listing,
+from _reliability import (BOX, assert_one_line_error, dicom_copy, dicom_files, file_state, listing,
                                       run_cli, small_nifti)
 
 ROOT = Path(__file__).resolve().parents[1]

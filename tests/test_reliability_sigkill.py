@@ -26,7 +26,7 @@ from sam_med import io
 from sam_med.io.atomic import sweep_stale
 from sam_med.session import Session
 
-from test_reliability_helpers import dicom_copy
+from _reliability import dicom_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {"seg.dcm", "seg.dcm.json", "s.npz"}

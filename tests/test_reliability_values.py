@@ -13,7 +13,7 @@ from sam_med import io
 from sam_med.errors import InputFileError, SamMedError
 from sam_med.session import Session
 
-from test_reliability_helpers import (BOX, assert_one_line_error, dicom_copy, dicom_files, edit_dicom, listing,
+from _reliability import (BOX, assert_one_line_error, dicom_copy, dicom_files, edit_dicom, listing,
                                       run_cli, small_nifti, small_npz)
 
 

@@ -18,7 +18,7 @@ import yaml
 from sam_med.errors import SamMedError
 from sam_med.models.configs import PACKAGE_CONFIGS, read_model_config
 from sam_med.models.registry import get_architecture
-from test_reliability_helpers import assert_one_line_error, run_cli, small_nifti
+from _reliability import assert_one_line_error, run_cli, small_nifti
 
 LITE = (PACKAGE_CONFIGS / "lite_medsam.yaml").read_text()
 BOX = ["--box", "2", "2", "1", "9", "9", "4"]

@@ -15,7 +15,7 @@ import torch
 from sam_med.errors import SamMedError
 from sam_med.models import checkpoint as ck
 from sam_med.predictors.embedding_cache import EmbeddingCache, tensor_sha256
-from test_reliability_helpers import small_nifti
+from _reliability import small_nifti
 
 
 # --------------------------------------------------------------------------- checkpoint

@@ -13,7 +13,7 @@ import pytest
 
 from sam_med.io import journal
 from sam_med.io.atomic import OutputSet, atomic_path, atomic_write_text
-from test_reliability_helpers import run_cli, small_nifti
+from _reliability import run_cli, small_nifti
 
 
 @pytest.fixture

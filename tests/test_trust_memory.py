@@ -217,7 +217,7 @@ def test_5b_shared_reference_clicks_pickle_is_refused_fast(tmp_path):
 
 
 def test_5c_prompts_file_with_a_million_points(tmp_path, capsys):
-    from test_reliability_helpers import assert_one_line_error, run_cli, small_nifti
+    from _reliability import assert_one_line_error, run_cli, small_nifti
 
     scan = small_nifti(tmp_path / "T.nii.gz")
     pts = tmp_path / "p.json"

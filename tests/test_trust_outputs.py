@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from sam_med.models.configs import PACKAGE_CONFIGS
-from test_reliability_helpers import assert_one_line_error, dicom_copy, listing, run_cli, small_nifti
+from _reliability import assert_one_line_error, dicom_copy, listing, run_cli, small_nifti
 
 BOX = ["--box", "2", "2", "1", "9", "9", "4"]
 

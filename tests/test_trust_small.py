@@ -10,7 +10,7 @@ import pytest
 
 from sam_med import io as smio
 from sam_med.errors import SamMedError
-from test_reliability_helpers import (assert_one_line_error, dicom_copy, dicom_files, edit_dicom, listing, run_cli,
+from _reliability import (assert_one_line_error, dicom_copy, dicom_files, edit_dicom, listing, run_cli,
                                       small_nifti)
 
 BOX = ["--box", "2", "2", "1", "9", "9", "4"]
