@@ -21,6 +21,15 @@ from sam_med.prompts import ObjectPrompts, make_box, make_key_slice_box, make_po
 from sam_med.volume import Volume
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Many tiny ops at 64^2: one thread avoids the cost of waking a second one per op."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
     """medsam2.yaml at 64^2 with a random checkpoint of the official layout."""
