@@ -61,7 +61,7 @@ class SinePositionMap(nn.Module):
         self.temperature = temperature
         self._maps: dict[tuple[int, int, str], torch.Tensor] = {}
 
-    def _map(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+    def grid(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         key = (h, w, str(device))
         if key not in self._maps:
             eps, scale = 1e-6, 2 * math.pi
@@ -78,7 +78,7 @@ class SinePositionMap(nn.Module):
         return self._maps[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._map(x.shape[-2], x.shape[-1], x.device)[None].expand(x.shape[0], -1, -1, -1).to(x.dtype)
+        return self.grid(x.shape[-2], x.shape[-1], x.device)[None].expand(x.shape[0], -1, -1, -1).to(x.dtype)
 
 
 def sine_pe_1d(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:

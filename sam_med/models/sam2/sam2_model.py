@@ -139,7 +139,7 @@ class Sam2Model(nn.Module):
             return (f.feat + self.no_mem_embed).permute(1, 2, 0).view(b, c, h, w)
         nm, m = self.cfg.num_maskmem, self.cfg.mem_dim
         step = 1 if reverse else -1
-        mem_pos = self.memory_encoder.position_encoding._map(h, w, f.feat.device).flatten(1).t()[:, None]
+        mem_pos = self.memory_encoder.position_encoding.grid(h, w, f.feat.device).flatten(1).t()[:, None]
         entries = [(0, mem) for mem in cond.values()]
         entries += [(t_pos, recent.get(frame_idx + step * (nm - t_pos))) for t_pos in range(1, nm)]
         mems, poss = [], []
