@@ -165,3 +165,21 @@ def test_axis_option_and_hu_input(tiny_config):
     assert frames.shape == (10, 36, 40) and frames.dtype == np.uint8  # slices along axis 0, (rows=z, cols=y)
     r = p.predict(hu, ObjectPrompts(points=[make_point((5, 20, 18), True)]))
     assert r.mask.shape == hu.array.shape
+
+
+def test_session_click_undo_click(tiny_config):
+    """Through the Session: undo hands back an older result; the next click must not build on
+    the undone one (same mask as segmenting those prompts afresh)."""
+    from sam_med.session import Session
+
+    vol = blob()
+    s = Session(vol, predictor(tiny_config))
+    s.add_object("blob", id=1)
+    s.set_key_slice_box(1, make_key_slice_box(2, 6, (0, 11), (14, 12, 34, 28)))
+    s.add_point(1, (24, 20, 9), positive=False)
+    assert s.undo()
+    s.add_point(1, (20, 18, 4), positive=True)
+    fresh = predictor(tiny_config).predict(vol, ObjectPrompts(
+        key_box=make_key_slice_box(2, 6, (0, 11), (14, 12, 34, 28)), points=[make_point((20, 18, 4), True)]))
+    assert s.get(1).result.info["prompted_slices"] == [4, 6]
+    assert np.array_equal(s.mask(1), fresh.mask)
