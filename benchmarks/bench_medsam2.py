@@ -26,19 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def timed(fn, repeats: int, sync) -> float:
-    fn()
-    sync()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
-def medsam2_parts(device: str, repeats: int, sync) -> dict:
+def medsam2_parts(device: str) -> dict:
+    """name -> a closure running that part once (inputs made here)."""
     import torch
 
     from sam_med.models.sam2 import build_sam2
@@ -51,19 +40,16 @@ def medsam2_parts(device: str, repeats: int, sync) -> dict:
         mem = torch.randn(1, 64, 32, 32, device=device)
         ptr = torch.randn(1, 256, device=device)
         cond = {0: (mem, ptr)}
-        recent = {t: (mem if t >= 14 else None, ptr) for t in range(5, 20)}
-        out = {}
-        out["encoder"] = timed(lambda: m.encode_frames(x), repeats, sync)
-        out["memory attention"] = timed(lambda: m.condition(f, 20, 200, cond, recent, False, False), repeats, sync)
+        recent = {t: (mem if t >= 14 else None, ptr) for t in range(5, 20)}  # 6 memories, 15 pointers
         pix = m.condition(f, 20, 200, cond, recent, False, False)
-        out["decoder"] = timed(lambda: m.decode(pix, f.high_res, multimask=True), repeats, sync)
         d = m.decode(pix, f.high_res, multimask=True)
-        out["memory encoder"] = timed(lambda: m.encode_memory(f, d.high_res, d.object_score, False), repeats, sync)
-    out["per slice"] = sum(out.values())
-    return out
+    return {"encoder": lambda: m.encode_frames(x),
+            "memory attention": lambda: m.condition(f, 20, 200, cond, recent, False, False),
+            "decoder": lambda: m.decode(pix, f.high_res, multimask=True),
+            "memory encoder": lambda: m.encode_memory(f, d.high_res, d.object_score, False)}
 
 
-def lite_parts(device: str, repeats: int, sync, precision: str) -> dict:
+def lite_parts(device: str, precision: str) -> dict:
     import torch
 
     from sam_med.models.build import build_lite_medsam
@@ -83,10 +69,25 @@ def lite_parts(device: str, repeats: int, sync, precision: str) -> dict:
 
     with torch.inference_mode():
         emb = enc().float()
-        out = {"encoder": timed(enc, repeats, sync),
-               "decoder": timed(lambda: m.decode(emb, boxes=box), repeats, sync)}
-    out["per slice"] = sum(out.values())
-    return out
+    return {"encoder": enc, "decoder": lambda: m.decode(emb, boxes=box)}
+
+
+def measure(parts: dict, repeats: int, sync) -> dict:
+    """Round robin over every part of every model (load changes hit all alike); medians."""
+    import torch
+
+    times: dict = {k: [] for k in parts}
+    with torch.inference_mode():
+        for k, fn in parts.items():  # warm-up
+            fn()
+        for _ in range(repeats):
+            for k, fn in parts.items():
+                sync()
+                t = time.perf_counter()
+                fn()
+                sync()
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -101,9 +102,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     rep = {"machine": cpu_report(), "device": a.device}
-    rep["medsam2 fp32 (512^2)"] = medsam2_parts(a.device, a.repeats, sync)
-    rep["lite_medsam fp32 (256^2)"] = lite_parts(a.device, a.repeats, sync, "fp32")
-    rep["lite_medsam auto (256^2)"] = lite_parts(a.device, a.repeats, sync, "auto")
+    models = {"medsam2 fp32 (512^2)": medsam2_parts(a.device),
+              "lite_medsam fp32 (256^2)": lite_parts(a.device, "fp32"),
+              "lite_medsam auto (256^2)": lite_parts(a.device, "auto")}
+    flat = {(name, part): fn for name, parts in models.items() for part, fn in parts.items()}
+    med = measure(flat, a.repeats, sync)
+    for name, parts in models.items():
+        rep[name] = {part: med[(name, part)] for part in parts}
+        rep[name]["per slice"] = sum(rep[name].values())
     base = rep["lite_medsam fp32 (256^2)"]["per slice"]
     print(f"{rep['machine']['cpu']}; torch {rep['machine']['torch']}, {rep['machine']['threads']} threads, "
           f"{rep['machine']['capability']}, load {tuple(round(v, 1) for v in rep['machine']['load'])}")

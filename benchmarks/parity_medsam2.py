@@ -66,7 +66,7 @@ def reference_ct_window(hu: np.ndarray, lower: float, upper: float) -> np.ndarra
     return np.uint8((x - np.min(x)) / (np.max(x) - np.min(x)) * 255.0)
 
 
-def make_checkpoint(path: str, seed: int) -> None:
+def make_checkpoint(path: str, seed: int, obj_bias: float = 0.3) -> None:
     """Random weights in the official layout. The object-score head's last bias is raised so
     that the object is seen on the key slice and on some (not all) tracked slices, and the
     masks are not empty: a parity check on empty masks would prove little."""
@@ -74,7 +74,7 @@ def make_checkpoint(path: str, seed: int) -> None:
 
     torch.manual_seed(seed)
     sd = build_sam2().state_dict()
-    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 0.3
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += obj_bias
     torch.save({"model": sd}, path)
 
 
@@ -147,6 +147,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="", help="comma-separated name parts (e.g. 000015,sample); default all")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--obj-bias", type=float, default=0.3,
+                    help="added to the object-score head's bias (lower: the object is lost on more slices)")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     ap.add_argument("--dump", default=None, help="folder for each case's logits (npz)")
     a = ap.parse_args(argv)
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
 
     tmp = tempfile.mkdtemp()
     ck = os.path.join(tmp, "MedSAM2_latest.pt")
-    make_checkpoint(ck, a.seed)
+    make_checkpoint(ck, a.seed, a.obj_bias)
     ref = build_sam2_video_predictor_npz("configs/sam2.1_hiera_t512.yaml", ck, device="cpu")
     lm = load_model("medsam2", checkpoint=ck, precision="fp32", cache=False)
     engine = Sam2VideoEngine(lm.model, lm.config["preprocessing"]["frame"], fill_hole_area=0)

@@ -21,6 +21,15 @@ from sam_med.prompts import ObjectPrompts, make_box, make_key_slice_box, make_po
 from sam_med.volume import Volume
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Many tiny ops at 64^2: one thread avoids the cost of waking a second one per op."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
     """medsam2.yaml at 64^2 with a random checkpoint of the official layout."""
@@ -156,3 +165,21 @@ def test_axis_option_and_hu_input(tiny_config):
     assert frames.shape == (10, 36, 40) and frames.dtype == np.uint8  # slices along axis 0, (rows=z, cols=y)
     r = p.predict(hu, ObjectPrompts(points=[make_point((5, 20, 18), True)]))
     assert r.mask.shape == hu.array.shape
+
+
+def test_session_click_undo_click(tiny_config):
+    """Through the Session: undo hands back an older result; the next click must not build on
+    the undone one (same mask as segmenting those prompts afresh)."""
+    from sam_med.session import Session
+
+    vol = blob()
+    s = Session(vol, predictor(tiny_config))
+    s.add_object("blob", id=1)
+    s.set_key_slice_box(1, make_key_slice_box(2, 6, (0, 11), (14, 12, 34, 28)))
+    s.add_point(1, (24, 20, 9), positive=False)
+    assert s.undo()
+    s.add_point(1, (20, 18, 4), positive=True)
+    fresh = predictor(tiny_config).predict(vol, ObjectPrompts(
+        key_box=make_key_slice_box(2, 6, (0, 11), (14, 12, 34, 28)), points=[make_point((20, 18, 4), True)]))
+    assert s.get(1).result.info["prompted_slices"] == [4, 6]
+    assert np.array_equal(s.mask(1), fresh.mask)

@@ -91,6 +91,7 @@ class Sam2VideoPredictor:
         self._state: VideoState | None = None
         self._geom: PlaneGeometry | None = None
         self._next_id = 1
+        self._applied: dict[int, list] = {}  # obj_id -> the prompts its track now holds
 
     # ------------------------------------------------------------------ volume -> frames
     def _intensity_kind(self, volume) -> str:
@@ -173,7 +174,8 @@ class Sam2VideoPredictor:
         items, limits = self.slice_prompts(volume, prompts)
         prev = previous.state if previous is not None and isinstance(previous.state, _ObjectState) else None
         fresh = (prev is None or prev.volume_key != state.key or prev.obj_id not in state.objects
-                 or prev.limits != limits or not _extends(prev.applied, items))
+                 or prev.limits != limits or self._applied.get(prev.obj_id) != prev.applied
+                 or not _extends(prev.applied, items))  # undo/redo hands back an older result
         if fresh:
             obj_id = self._next_id
             self._next_id += 1
@@ -189,6 +191,7 @@ class Sam2VideoPredictor:
             self.engine.add_prompts(state, z, obj_id, xy or None, [lab for _, _, lab in pts] or None, box)
         for z in dict.fromkeys(it[0] for it in starts):
             self._both_ways(state, obj_id, z, limits, progress)
+        self._applied[obj_id] = list(items)
         mask = self.engine.volume_mask(state, obj_id, self.threshold)
         mask[:limits[0]] = False
         mask[limits[1] + 1:] = False
