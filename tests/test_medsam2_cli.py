@@ -52,3 +52,32 @@ def test_unknown_option_is_one_line(checkpoint, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "slice_step" in lines[0] and "fill_hole_area" in lines[0]
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+@pytest.mark.parametrize("protocol", ["box+clicks", "cvpr25"])
+def test_evaluate_runs_medsam2_under_each_protocol(checkpoint, tmp_path, protocol):
+    """``sam-med evaluate --model medsam2`` (weights found through $SAM_MED_CHECKPOINTS): a small
+    research-npz case, a box then corrective clicks, every step recorded."""
+    import json
+
+    from _helpers import blob_volume
+
+    vol, ref = blob_volume(shape=(40, 32, 6), center=(20, 16, 3), radii=(7, 6, 2))
+    data = tmp_path / "data"
+    data.mkdir()
+    imgs = np.clip(vol.array.transpose(2, 1, 0), 0, 255).astype(np.uint8)
+    np.savez(data / "blob.npz", imgs=imgs, gts=ref.transpose(2, 1, 0).astype(np.uint8), spacing=np.array([1.0, 1.0, 3.0]))
+    out = tmp_path / "ev"
+    cmd = [sys.executable, "-m", "sam_med", "evaluate", str(data), "--model", "medsam2", "--protocol", protocol,
+           "--clicks", "1", "--out", str(out), "--no-progress"]
+    if protocol == "cvpr25":
+        cmd.remove("--clicks"), cmd.remove("1")
+    env = dict(os.environ, SAM_MED_CHECKPOINTS=str(checkpoint.parent))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    if protocol == "cvpr25":
+        assert s["cases"] == 1 and s["cases_failed"] == 0
+    else:
+        rows = (out / "records.csv").read_text().splitlines()
+        assert len(rows) == 1 + 2 and all(",ok," in row for row in rows[1:])  # box + 1 click

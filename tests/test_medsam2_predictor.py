@@ -69,8 +69,8 @@ def test_contract_and_source_grid(tiny_config):
     r = p.predict(vol, ObjectPrompts(key_box=kb))
     assert r.mask.shape == vol.array.shape and r.mask.dtype == bool
     assert not r.mask[:, :, :3].any() and not r.mask[:, :, 10:].any()  # outside the key box's range
-    assert r.info["prompted_slices"] == [6] and r.info["slice_range"] == [3, 9]
-    assert r.info["encoded_slices"] == 7  # each slice of the range once: forward, then reverse
+    assert r.info.extra["prompted_slices"] == [6] and r.info.extra["slice_range"] == [3, 9]
+    assert r.info.extra["encoded_slices"] == 7  # each slice of the range once: forward, then reverse
 
 
 def test_prompts_to_slices(tiny_config):
@@ -100,14 +100,14 @@ def test_click_reruns_from_its_slice_without_encoding_again(tiny_config):
     before = {z: t.clone() for z, t in track.logits.items()}
     encoded = st.cache.encoded
     r2 = p.predict(vol, ObjectPrompts(key_box=kb, points=[make_point((24, 20, 9), False)]), previous=r1)
-    assert r2.state.obj_id == r1.state.obj_id and r2.info["prompted_slices"] == [6, 9]
+    assert r2.state.obj_id == r1.state.obj_id and r2.info.extra["prompted_slices"] == [6, 9]
     assert st.cache.encoded == encoded  # features cached: a click costs no encoder run
     assert not torch.equal(before[9], track.logits[9])  # the clicked slice was decoded again
     changed = [z for z in before if not torch.equal(before[z], track.logits[z])]
     assert set(changed) <= set(range(12)) and 10 in changed  # and the propagation re-ran from it
     # removing the click (undo) starts the object again from its prompts
     r3 = p.predict(vol, ObjectPrompts(key_box=kb), previous=r2)
-    assert r3.state.obj_id != r2.state.obj_id and r3.info["prompted_slices"] == [6]
+    assert r3.state.obj_id != r2.state.obj_id and r3.info.extra["prompted_slices"] == [6]
     assert np.array_equal(r3.mask, r1.mask)  # same prompts, same result
 
 
@@ -181,5 +181,5 @@ def test_session_click_undo_click(tiny_config):
     s.add_point(1, (20, 18, 4), positive=True)
     fresh = predictor(tiny_config).predict(vol, ObjectPrompts(
         key_box=make_key_slice_box(2, 6, (0, 11), (14, 12, 34, 28)), points=[make_point((20, 18, 4), True)]))
-    assert s.get(1).result.info["prompted_slices"] == [4, 6]
+    assert s.get(1).result.info.extra["prompted_slices"] == [4, 6]
     assert np.array_equal(s.mask(1), fresh.mask)

@@ -57,7 +57,7 @@ class PredictionInfo:
     input_size: int | None = None
     res_cap: int | None = None
     confidence: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def numbers(self) -> dict[str, float]:
         """The numeric entries (for evaluation records): timings, sizes, confidence, extras."""
@@ -67,7 +67,8 @@ class PredictionInfo:
             if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
                 out[f.name] = float(v)
         out["n_slices"] = float(len(self.slices))
-        out.update({k: float(v) for k, v in self.extra.items()})
+        out.update({k: float(v) for k, v in self.extra.items()
+                    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)})
         return out
 
 

@@ -24,7 +24,7 @@ import torch
 
 from ...errors import PromptError
 from ...prompts import ObjectPrompts
-from ..base import PredictionResult, ProgressFn
+from ..base import PredictionInfo, PredictionResult, ProgressFn
 from ..planes import PlaneGeometry
 from .engine import Sam2VideoEngine
 from .state import VideoState
@@ -201,8 +201,9 @@ class Sam2VideoPredictor:
         for k in range(mask.shape[0]):
             self._geom.set_slice(out, k, mask[k])
         track = state.objects[obj_id]
-        info = {"model": self.model_name, "prompted_slices": sorted(track.cond), "slice_range": list(limits),
-                "encoded_slices": state.cache.encoded, "memory_bank": track.bank_size()}
+        info = PredictionInfo(axis=self._geom.axis, slices=[int(k) for k in np.flatnonzero(mask.any(axis=(1, 2)))],
+                              extra={"prompted_slices": sorted(track.cond), "slice_range": list(limits),
+                                     "encoded_slices": state.cache.encoded, "memory_bank": track.bank_size()})
         return PredictionResult(mask=out, state=_ObjectState(obj_id, state.key, list(items), limits), info=info)
 
     def _both_ways(self, state: VideoState, obj_id: int, z: int, limits: tuple[int, int],
