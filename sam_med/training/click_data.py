@@ -192,6 +192,8 @@ def load_click_sets(sets: list[dict], split: str, predictor, log: Callable[[str]
         cases = set_cases(s, split)
         shared = by_name.get(s.get("share_slices_with") or "")
         slices_for = {c.case_id: c.slices for c in shared} if shared is not None else None
+        if slices_for is not None:  # only the scans (and slices) the shared set encoded
+            cases = [c for c in cases if c.case_id in slices_for]
         n = int(s.get(key) or s.get("slices_per_case") or 4)
         got = load_click_cases(cases, predictor, n, source=s["name"], min_area=int(s.get("min_area", 4)),
                                slices_for=slices_for, value_offset=int(s.get("value_offset", 0)), log=log)
