@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--cache-dir", default=None, help="on-disk embedding cache (default: the config's)")
     ap.add_argument("--splits", default="val,train")
+    ap.add_argument("--sets", default=None, help="comma-separated set names (default: all)")
     a = ap.parse_args(argv)
     from sam_med.predictors.factory import build_predictor
     from sam_med.training.click_data import load_click_sets, parse_click_sets
@@ -29,6 +30,8 @@ def main(argv=None) -> int:
 
     cfg = load_config(a.config)
     sets = parse_click_sets(cfg["data"]["click_sets"])
+    if a.sets:
+        sets = [s for s in sets if s["name"] in a.sets.split(",")]
     cache_dir = a.cache_dir or str(Path(cfg["data"]["embedding_cache_dir"]).expanduser())
     pred = build_predictor(cfg["base_model"], "cpu", cache_dir=cache_dir)
     for split in a.splits.split(","):
