@@ -134,13 +134,15 @@ def merge_cases(a: Sequence[ClickCase], b: Sequence[ClickCase]) -> list[ClickCas
 
 
 _SET_KEYS = {"name", "train", "val", "dataset", "n_val", "slices_per_case", "val_slices_per_case",
-             "share_slices_with", "value_offset", "labels", "min_area", "limit"}
+             "share_slices_with", "value_offset", "labels", "min_area", "limit", "repeat"}
 
 
 def parse_click_sets(raw) -> list[dict]:
     """Check ``data.click_sets`` (see ``configs/finetune/lite_medsam_clicks_hn_hippo.yaml``): each
     set is ``train`` + ``val`` CSVs (split by file) or one ``dataset`` + ``n_val`` (the last
-    ``n_val`` case ids are validation)."""
+    ``n_val`` case ids are validation); ``limit``: the first N training cases (by id; validation
+    is never cut); ``repeat``: each training sample of the set counts this many times per epoch
+    (a small set is not drowned by a large one)."""
     from .config import resolve_dataset
 
     if not isinstance(raw, list) or not raw:
@@ -179,7 +181,7 @@ def set_cases(s: dict, split: str) -> list:
             return []
         cases = list(open_dataset(s[split], labels=s.get("labels")).cases)
     cases.sort(key=lambda c: c.case_id)
-    return cases[: int(s["limit"])] if s.get("limit") else cases
+    return cases[: int(s["limit"])] if s.get("limit") and split == "train" else cases
 
 
 def load_click_sets(sets: list[dict], split: str, predictor, log: Callable[[str], None] | None = None,

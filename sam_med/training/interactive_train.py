@@ -109,7 +109,9 @@ def train_interactive(cfg: dict, log: Callable[[str], None] | None = None, *, tr
     loaded = loaded or load_model(cfg["base_model"], device=device)
     if train_cases is None:
         train_cases, val_cases = _load_data(cfg, loaded, log)
-    samples = samples_of(train_cases)
+    rep = {str(s["name"]): int(s.get("repeat") or 1) for s in (cfg["data"].get("click_sets") or [])
+           if isinstance(s, dict) and s.get("name")}
+    samples = [t for t in samples_of(train_cases) for _ in range(rep.get(train_cases[t[0]].source, 1))]
     val_items = val_subset(val_cases or [], int(o["val_samples"]), seed)
     model = copy.deepcopy(loaded.model).to(device).eval()
     params = set_trainable_clicks(model, o, seed)
