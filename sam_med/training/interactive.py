@@ -55,6 +55,7 @@ INTERACTIVE_DEFAULTS: dict[str, Any] = {
     "amp": True,                   # bf16 autocast in the decoder (CPU with bf16, or CUDA)
     "val_clicks": 5,              # validation: box + this many clicks (epoch chosen on its AUC)
     "val_samples": 400,           # validation samples scored per epoch (a fixed, seeded subset)
+    "val_base": True,             # also score the base model (epoch 0; it may be selected)
 }
 
 

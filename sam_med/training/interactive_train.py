@@ -127,7 +127,7 @@ def train_interactive(cfg: dict, log: Callable[[str], None] | None = None, *, tr
         log(f"[finetune] {tag}: validation Dice per step {s['dice']} AUC {s['auc']} ({s['eval_s']}s)")
         return s
 
-    history = [{"epoch": 0, "val": validate("epoch 0 (base)")}] if val_items else []
+    history = [{"epoch": 0, "val": validate("epoch 0 (base)")}] if val_items and o["val_base"] else []
     best = {"epoch": 0, "score": history[0]["val"]["mean"] if history else -1.0}
     best_state = decoder_state(model)
     n_spe = int(o["samples_per_epoch"] or len(samples))
