@@ -8,7 +8,11 @@ the last 60 hippocampus ids), so the rows of benchmarks/train_clicks.md compare 
         --config configs/finetune/lite_medsam_clicks_hn_hippo.yaml --cache-dir /work/cache/emb \
         --limit openkbp_organs=60 --limit hippocampus=80 --out /work/cache/train_runs
 
-Appends one JSON line per variant to <out>/ablations.jsonl.
+Appends one JSON line per variant to <out>/ablations.jsonl; the table (the main run's summary
+gives the base and the full recipe at the same epoch):
+
+    .venv/bin/python benchmarks/train_clicks_ablate.py --table /work/cache/train_runs \
+        /work/cache/train_runs/main/summary.json
 """
 
 from __future__ import annotations
@@ -31,7 +35,36 @@ VARIANTS = {
 }
 
 
+def table(out: Path, main_summary: Path | None, epoch: int = 1) -> str:
+    """Markdown: the base (epoch 0 of the main run), the main run at ``epoch``, each variant."""
+    rows = []
+    if main_summary is not None and main_summary.is_file():
+        m = json.loads(main_summary.read_text())
+        for h in m["history"]:
+            if h["epoch"] == 0:
+                rows.append(("base LiteMedSAM (+ its logits as mask prompt)", h["val"], None))
+            if h["epoch"] == epoch:
+                rows.append(("full recipe (decoder + prompt encoder, mask prompt, 4 clicks + 1 round)", h["val"],
+                             h.get("train_s")))
+    for line in (out / "ablations.jsonl").read_text().splitlines() if (out / "ablations.jsonl").is_file() else []:
+        r = json.loads(line)
+        h = next((h for h in r["history"] if h["epoch"] == epoch and "val" in h), None)
+        if h is not None:
+            rows.append((f"{r['variant']} {json.dumps(r['overrides'])}", h["val"], h.get("train_s")))
+    lines = ["| run | box | click 1 | click 2 | click 3 | click 4 | click 5 | AUC | mean | train s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, v, ts in rows:
+        d = v["dice"]
+        lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in d) + f" | {v['auc']:.3f} | {v['mean']:.3f} | "
+                     + (f"{ts:.0f}" if ts else "") + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--table":
+        out = Path(sys.argv[2])
+        print(table(out, Path(sys.argv[3]) if len(sys.argv) > 3 else None))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--variant", required=True, choices=sorted(VARIANTS))
