@@ -127,3 +127,27 @@ def test_shipped_click_weights_load_strictly_and_decode():
                                points=torch.tensor([[[100.0, 100.0]]]), point_labels=torch.tensor([[1]]))
     assert low.shape == (1, 1, 256, 256) and iou.shape == (1, 1)
     assert torch.isfinite(low).all() and torch.isfinite(iou).all()
+
+
+def test_export_writes_a_delta_model_that_loads_strictly(tmp_path):
+    """The exported config (base + partial delta, fp16 file) loads through the registry, the
+    encoder is the base's and the decoder the exported one (cast back to fp32)."""
+    from sam_med.models import load_model
+    from sam_med.training.click_export import export_click_model
+    from sam_med.training.interactive_train import decoder_state
+
+    lm = load_tiny_model(tmp_path / "models")
+    state = decoder_state(lm.model)
+    key = "mask_decoder.iou_prediction_head.layers.2.bias"
+    state[key] = state[key] + 0.5
+    cfg = {"name": "tiny_clicks_export", "base_model": "tiny_lite", "config_path": "x.yaml",
+           "data": {"click_sets": [{"name": "hippocampus", "dataset": "/d/hippocampus/all.csv"}]},
+           "export": {"models_dir": str(tmp_path / "out"), "fp16": True}}
+    e = export_click_model(cfg, lm, state, {"history": [], "train_objects": 3, "train_samples": 5})
+    new = load_model("tiny_clicks_export")
+    assert new.config["delta"] == {"kind": "partial"} and "CC-BY-SA" in new.config["training"]["licences"][0]
+    assert new.encoder_signature() == lm.encoder_signature()
+    sd = new.model.state_dict()
+    assert torch.allclose(sd[key], state[key].half().float())
+    assert sd[key].dtype == torch.float32
+    assert torch.load(e["weights"], weights_only=True)[key].dtype == torch.float16
