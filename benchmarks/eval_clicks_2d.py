@@ -30,7 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def table(paths: list[str]) -> str:
     from sam_med.training.interactive_train import summarise_scores
 
-    runs = [json.loads(Path(p).read_text()) for p in paths]
+    runs = []
+    for p in paths:  # "a.json+b.json": parts of one run (e.g. split by --sets) joined
+        parts = [json.loads(Path(q).read_text()) for q in p.split("+")]
+        r = dict(parts[0])
+        r["per_sample"] = {k: [x for q in parts for x in q["per_sample"][k]] for k in parts[0]["per_sample"]}
+        runs.append(r)
     lines = ["| structure | n | " + " | ".join(f"{r['label']} box | {r['label']} c1 | {r['label']} c5 | "
                                             f"{r['label']} AUC" for r in runs) + " |",
              "|---|---:|" + "---:|" * (4 * len(runs))]
@@ -57,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--start", choices=("jitter", "neighbour"), default="jitter")
     ap.add_argument("--clicks", type=int, default=5)
     ap.add_argument("--label", default=None)
+    ap.add_argument("--sets", default=None, help="comma-separated click sets (default: all; a shared set follows its host)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     if a.table:
@@ -82,7 +88,11 @@ def main(argv=None) -> int:
         print(f"eval_clicks_2d: {a.model} does not share {cfg['base_model']}'s encoder", file=sys.stderr)
         return 2
     pred = SliceWisePredictor(loaded=base, cache=EmbeddingCache(max_bytes=64 << 20, cache_dir=a.cache_dir))
-    val = load_click_sets(parse_click_sets(cfg["data"]["click_sets"]), "val", pred)
+    sets = parse_click_sets(cfg["data"]["click_sets"])
+    if a.sets:
+        keep = a.sets.split(",")
+        sets = [s for s in sets if s["name"] in keep or s.get("share_slices_with") in keep]
+    val = load_click_sets(sets, "val", pred)
     items = val_subset(val, 0)
     t0 = time.perf_counter()
     d = score_clicks(lm.model, base, items, a.clicks, a.mask_prompt, start=a.start)
