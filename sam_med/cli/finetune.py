@@ -81,6 +81,8 @@ def run(args) -> int:
         return 0
     check_exports(cfg, args.config)  # before any training starts
     summary = train(cfg)
+    if summary.get("recipe") == "interactive":
+        return _report_interactive(summary)
     if summary.get("stopped_early"):
         print(f"stopped after step {summary['steps']} (stop_after_steps); rerun to resume from "
               f"{summary['out_dir']}/last.pt")
@@ -94,6 +96,21 @@ def run(args) -> int:
         for cid in a:
             print(f"  {split:5s} {cid}: Dice {b.get(cid, float('nan')):.4f} -> {a[cid]:.4f}")
     print(f"trainable parameters: {summary['trainable_params']:,} of {summary['total_params']:,}; "
+          f"wall time {summary.get('wall_s', 0):.0f}s")
+    return 0
+
+
+def _report_interactive(summary: dict) -> int:
+    """The interactive recipe's summary: validation Dice per step and AUC per epoch, the export."""
+    if "export" in summary:
+        e = summary["export"]
+        print(f"model {e['name']!r}: {e['weights']} + {e['config']} (use --model {e['name']})")
+    for h in summary.get("history", []):
+        if "val" in h:
+            print(f"  epoch {h['epoch']}: validation Dice box..click{len(h['val']['dice']) - 1} "
+                  f"{' '.join(f'{v:.3f}' for v in h['val']['dice'])}  AUC {h['val']['auc']:.3f}")
+    print(f"best epoch {summary['best_epoch']}; {summary['train_samples']} samples of {summary['train_objects']} "
+          f"objects on {summary['train_slices']} slices; trainable parameters {summary['trainable_params']:,}; "
           f"wall time {summary.get('wall_s', 0):.0f}s")
     return 0
 

@@ -23,6 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULTS: dict[str, Any] = {
     "name": None,                 # exported model name (required)
+    # slices: the slice trainer (sam_med.training.trainer); interactive: SAM's click-simulation
+    # recipe on cached whole-slice embeddings (sam_med.training.interactive, data.click_sets)
+    "recipe": "slices",
     "base_model": "lite_medsam",
     "mode": "decoder",            # decoder | lora | full | prompt
     "train_prompt_encoder": False,
@@ -45,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "max_slices_per_case": None,
         "cache_embeddings": "auto",  # auto = on in decoder mode
         "embedding_cache_dir": None,  # on-disk store of the frozen base encoder's embeddings
+        "click_sets": None,       # recipe interactive: sam_med.training.click_data.parse_click_sets
         "augment": dict(DEFAULT_AUGMENT),
     },
     # mask_prompt_prob: also give the decoder the low-res logits of a neighbouring slice as its
@@ -68,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     # sam_med.training.early_stop)
     "eval": {"enabled": True, "protocol": "box", "every_epochs": 1, "train_before_after": True,
              "predictor": {}, "patience": None},
+    # recipe interactive (sam_med.training.interactive.INTERACTIVE_DEFAULTS fills the rest)
+    "interactive": {},
     "checkpoint_every_steps": 0,
     "progress": True,              # a tqdm bar over each epoch's batches (rank 0; off when stderr is not a terminal)
     "stop_after_steps": None,     # stop (after checkpointing) at this global step: tests / time boxes
@@ -136,6 +142,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         if cfg.get("train_prompt_encoder"):
             raise SamMedError("mode prompt trains the prompt tokens only; train_prompt_encoder must be false")
     dc = cfg["data"]
+    if cfg.get("recipe", "slices") not in ("slices", "interactive"):
+        raise SamMedError(f"recipe must be slices or interactive, got {cfg.get('recipe')!r}")
+    if cfg["recipe"] == "interactive":
+        from .click_data import parse_click_sets
+        from .interactive import interactive_options
+        parse_click_sets(dc.get("click_sets"))
+        interactive_options(cfg)
+        return cfg
     if bool(dc.get("dataset")) == bool(dc.get("sources")):
         raise SamMedError("fine-tune config needs data.dataset or data.sources (one of them)")
     if dc.get("sources"):

@@ -283,5 +283,9 @@ def _sources_summary(items: list[dict]) -> dict:
 
 
 def train(cfg: dict, log: Callable[[str], None] | None = None) -> dict:
-    """Run a fine-tuning config (see :func:`load_config`); returns the summary dict."""
+    """Run a fine-tuning config (see :func:`load_config`); returns the summary dict.
+    ``recipe: interactive`` runs :func:`~sam_med.training.interactive_train.train_interactive`."""
+    if cfg.get("recipe") == "interactive":
+        from .interactive_train import train_interactive
+        return train_interactive(cfg, log)
     return Trainer(cfg, log).run()
