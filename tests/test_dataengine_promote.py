@@ -281,7 +281,7 @@ def test_train_only_run_is_never_promoted(accepted, tiny, tmp_path):
 def test_patience_stops_the_loop_and_a_resume_stays_stopped(tmp_path, monkeypatch):
     """eval.patience in the trainer loop: validation Dice that never beats the base stops the run
     after ``patience`` validations, the base weights are selected, and a rerun does not train on."""
-    from test_training_common import CASES, make_tiny_model, tiny_finetune_config
+    from _training import CASES, make_tiny_model, tiny_finetune_config
 
     from sam_med.training import load_config, train
     from sam_med.training.validation import ValidationMixin

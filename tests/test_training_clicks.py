@@ -14,7 +14,7 @@ from sam_med.errors import SamMedError
 from sam_med.training import load_config
 from sam_med.training.prompts import corrective_click_2d
 from sam_med.training.sources import check_disjoint, extract_source_slices, parse_sources, plan_slices
-from test_training_common import CASES, CT_LESION
+from _training import CASES, CT_LESION
 
 
 def test_corrective_click_sign_and_place():

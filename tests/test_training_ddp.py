@@ -13,7 +13,7 @@ import sys
 import torch
 import yaml
 
-from test_training_common import REPO, make_tiny_model, tiny_finetune_config
+from _training import REPO, make_tiny_model, tiny_finetune_config
 
 
 def _run(cmd, env):

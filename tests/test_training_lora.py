@@ -6,7 +6,7 @@ import torch
 
 from sam_med.training import apply_lora, lora_state_dict, merge_lora, set_trainable, trainable_parameters, unmerge_lora
 from sam_med.training.lora import LoRALinear, merge_lora_state_dict, remove_lora
-from test_training_common import build_tiny
+from _training import build_tiny
 
 import pytest
 

@@ -12,7 +12,7 @@ import yaml
 from sam_med.errors import CheckpointError, SamMedError
 from sam_med.training import load_config
 from sam_med.training.trainable import set_trainable, trainable_parameters
-from test_training_common import build_tiny, make_tiny_model, tiny_finetune_config
+from _training import build_tiny, make_tiny_model, tiny_finetune_config
 
 BOX = torch.tensor([[40.0, 50.0, 150.0, 170.0], [90.0, 30.0, 200.0, 120.0]])
 
@@ -169,7 +169,7 @@ def test_prompt_mode_best_epoch_0_is_the_base_itself(tmp_path, monkeypatch):
     """When no epoch beats the base, the final evaluation is the base's own (the initial tokens
     are not the identity) and nothing is exported."""
     from sam_med.training import train
-    from test_training_common import CASES
+    from _training import CASES
 
     monkeypatch.setenv("SAM_MED_CONFIGS", str(tmp_path / "models"))
     make_tiny_model(tmp_path / "models")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sam_med.training import load_config, train
-from test_training_common import CASES, make_tiny_model, tiny_finetune_config
+from _training import CASES, make_tiny_model, tiny_finetune_config
 
 
 def _trainable(path):

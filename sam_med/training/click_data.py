@@ -143,7 +143,7 @@ def parse_click_sets(raw) -> list[dict]:
     ``n_val`` case ids are validation); ``limit``: the first N training cases (by id; validation
     is never cut); ``repeat``: each training sample of the set counts this many times per epoch
     (a small set is not drowned by a large one)."""
-    from .config import resolve_dataset
+    from .paths import resolve_dataset
 
     if not isinstance(raw, list) or not raw:
         raise SamMedError("data.click_sets must be a non-empty list of sets")

@@ -17,9 +17,10 @@ from ..errors import SamMedError
 from .data import DEFAULT_AUGMENT
 from ..models.prompt_tokens import PROMPT_DEFAULTS
 
+from .paths import REPO_ROOT, resolve_dataset
+
 __all__ = ["DEFAULTS", "REPO_ROOT", "apply_overrides", "config_identity", "load_config", "resolve_dataset"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULTS: dict[str, Any] = {
     "name": None,                 # exported model name (required)
@@ -169,15 +170,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if str(cfg["prompts"].get("click_point", "random")) not in ("random", "center", "mixed"):
         raise SamMedError("prompts.click_point must be random, center or mixed")
     return cfg
-
-
-def resolve_dataset(path: str) -> str:
-    """A dataset path as given, else relative to the repository root when it exists there."""
-    p = Path(path).expanduser()
-    if p.exists() or p.is_absolute():
-        return str(p)
-    alt = REPO_ROOT / p
-    return str(alt if alt.exists() else p)
 
 
 def config_identity(cfg: dict) -> str:

@@ -126,16 +126,16 @@ def object_samples(pred, volume, ref: np.ndarray, box_id: str, rounds: int = 5,
     return out
 
 
-def errors3d_source_slices(spec, loaded, cache, predictor_options: dict | None = None,
+def errors3d_source_slices(spec, cases, loaded, cache, predictor_options: dict | None = None,
                            log: Callable[[str], None] | None = None) -> list[dict]:
     """Samples of every object of the source ``spec`` (a :class:`~.sources.SourceSpec` with
-    ``clicks == "errors3d"``), with the keys :func:`~.sources.extract_source_slices` gives."""
+    ``clicks == "errors3d"``; ``cases``: its :class:`~sam_med.evaluation.EvalCase` list), with
+    the keys :func:`~.sources.extract_source_slices` gives."""
     from ..predictors.slicewise import SliceWisePredictor
-    from .sources import source_cases
 
     out: list[dict] = []
     enc0 = cache.encoded
-    for case in source_cases(spec):
+    for case in cases:
         image, label = case.load()
         # one predictor per case, sharing the cache (it keys its bound volume by id(volume))
         pred = SliceWisePredictor(loaded=loaded, cache=cache, **dict(predictor_options or {}))

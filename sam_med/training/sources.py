@@ -46,22 +46,14 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import SamMedError
+from .paths import resolve_dataset
 
 __all__ = ["SourceSpec", "parse_sources", "source_cases", "plan_slices", "extract_source_slices",
            "check_disjoint", "apply_copy"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _KEYS = {"name", "dataset", "cases", "image", "label", "case_id", "labels", "label_names", "axes",
          "slices_per_object", "min_area", "isotropic", "copies", "zoom", "clicks", "click_rounds", "neighbours"}
 _COPY_KEYS = {"flip", "gamma", "contrast", "noise", "seed"}
-
-
-def _resolve(path: str) -> str:
-    p = Path(str(path)).expanduser()
-    if p.exists() or p.is_absolute():
-        return str(p)
-    alt = REPO_ROOT / p
-    return str(alt if alt.exists() else p)
 
 
 @dataclass
@@ -120,10 +112,10 @@ def parse_sources(raw: Sequence[dict] | None, what: str = "data.sources") -> lis
         if isinstance(names_map, (list, tuple)):
             names_map = dict(zip(labels or (), names_map))
         out.append(SourceSpec(
-            name=name, dataset=_resolve(s["dataset"]) if s.get("dataset") else None,
+            name=name, dataset=resolve_dataset(s["dataset"]) if s.get("dataset") else None,
             cases=list(s["cases"]) if s.get("cases") else None,
-            image=_resolve(s["image"]) if s.get("image") else None,
-            label=_resolve(s["label"]) if s.get("label") else None, case_id=s.get("case_id"),
+            image=resolve_dataset(s["image"]) if s.get("image") else None,
+            label=resolve_dataset(s["label"]) if s.get("label") else None, case_id=s.get("case_id"),
             labels=labels, label_names={int(k): str(v) for k, v in dict(names_map).items()}, axes=axes,
             slices_per_object=int(s["slices_per_object"]) if s.get("slices_per_object") else None,
             min_area=int(s.get("min_area", 16)), isotropic=bool(s.get("isotropic", True)),
@@ -264,7 +256,7 @@ def extract_source_slices(specs: Sequence[SourceSpec], loaded, cache=None, *, wi
         if spec.clicks == "errors3d":  # samples where the model's own 3D errors get clicked
             from .errors3d import errors3d_source_slices
 
-            out.extend(errors3d_source_slices(spec, loaded, cache, predictor_options, log))
+            out.extend(errors3d_source_slices(spec, source_cases(spec), loaded, cache, predictor_options, log))
             continue
         for case in source_cases(spec):
             image, label = case.load()
