@@ -45,6 +45,9 @@ def table(paths: list[str]) -> str:
         for r in runs:
             ps = r["per_sample"]
             d = np.array([x for x, gg in zip(ps["dice"], ps["group"]) if g == "all" or gg == g])
+            if len(d) == 0:  # a run that did not score this structure
+                cells += ["-"] * 4
+                continue
             n = len(d)
             s = summarise_scores(d)
             cells += [f"{s['dice'][0]:.3f}", f"{s['dice'][1]:.3f}", f"{s['dice'][-1]:.3f}", f"{s['auc']:.3f}"]
