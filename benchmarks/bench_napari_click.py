@@ -32,16 +32,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_click_latency import cpu_flags  # noqa: E402  (one cpu-flags reader for the benchmarks)
 DATA = HERE.parent.parent / "shared" / "data" / "totalseg"
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return " ".join(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
 
 
 def wait(cond, timeout=600.0):
@@ -54,20 +47,6 @@ def wait(cond, timeout=600.0):
             raise TimeoutError("timed out")
         time.sleep(0.002)
     QApplication.processEvents()
-
-
-def next_click(pred: np.ndarray, ref: np.ndarray):
-    """The CVPR25 rule: the deepest voxel of the largest error component (positive for a miss)."""
-    from scipy import ndimage
-
-    fn, fp = ref & ~pred, pred & ~ref
-    err = fn if fn.sum() >= fp.sum() else fp
-    lab, n = ndimage.label(err)
-    if n == 0:
-        return None
-    big = lab == 1 + int(np.argmax(ndimage.sum(err, lab, range(1, n + 1))))
-    depth = ndimage.distance_transform_edt(big)
-    return np.unravel_index(int(np.argmax(depth)), depth.shape), bool(err is fn)
 
 
 def stats(xs) -> str:
@@ -94,6 +73,7 @@ def main(argv=None) -> int:
             return 2
     import napari
     from sam_med import io
+    from sam_med.evaluation.protocols import corrective_click
     from sam_med.session import Session
     from sam_med_napari._layers import box_to_rectangle
     from sam_med_napari._widget import SamMedWidget
@@ -130,10 +110,10 @@ def main(argv=None) -> int:
     box_prompts = c.session.get(oid).prompts.copy()
     first, done, clicks = [], [], []
     for n in range(a.clicks):
-        nc = next_click(c.session.get(oid).mask, ref)
+        nc = corrective_click(c.session.get(oid).mask, ref)  # the protocols' click: centre of the largest error
         if nc is None:
             break
-        ijk, positive = nc
+        ijk, positive = nc.ijk, nc.positive
         w.positive_chk.setChecked(positive)
         stamp = {}
         t0 = time.perf_counter()

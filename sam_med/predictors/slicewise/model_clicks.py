@@ -51,7 +51,7 @@ def click_decoder(pred) -> SliceDecoder | None:
     return dec
 
 
-def _dense(pred, st, geo: PlaneGeometry, so: SliceOut | None, emb) -> torch.Tensor | None:
+def _dense(pred, st, so: SliceOut | None, emb) -> torch.Tensor | None:
     """A slice's result as the dense prompt: its low-res logits, else its mask as logits."""
     if so is None or not so.mask.any():
         return None
@@ -90,7 +90,7 @@ def model_click(pred, st, geo: PlaneGeometry, p, k: int) -> list[int]:
             cb = np.array([cx - m, cy - m, cx + m, cy + m])
             box = cb if box is None else union_box(np.asarray(box), cb)
     emb = pred.view_embeddings(st, geo, [k])[k]
-    out = _decode(pred, st, geo, k, box, clicks, _dense(pred, st, geo, cur, emb))
+    out = _decode(pred, st, geo, k, box, clicks, _dense(pred, st, cur, emb))
     if bool(out.mask[y, x]) != p.positive:  # not honoured: the smallest edit that is
         old = cur.mask if has else np.zeros(geo.hw, bool)
         new = local_edit(old, [(x, y, p.positive)])

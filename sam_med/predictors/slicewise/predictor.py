@@ -248,7 +248,12 @@ class SliceWisePredictor:
             if so.mask.any():
                 geo.set_slice(mask, k, so.mask)
         keep = keep_region(state, geo)
-        return mask if keep is None else mask & keep
+        if keep is None:
+            return mask
+        (i0, j0, k0), (i1, j1, k1) = keep
+        out = np.zeros_like(mask)
+        out[i0:i1 + 1, j0:j1 + 1, k0:k1 + 1] = mask[i0:i1 + 1, j0:j1 + 1, k0:k1 + 1]
+        return out
 
     def adopt_mask(self, result: PredictionResult, mask: np.ndarray) -> PredictionResult | None:
         """``result`` with ``mask`` (a hand edit on the volume grid) as its state's slices, so the

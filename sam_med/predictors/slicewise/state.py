@@ -114,8 +114,8 @@ def mask_bounds(state: "ObjectState", geo) -> tuple[np.ndarray, np.ndarray] | No
     return lo, hi
 
 
-def keep_region(state: "ObjectState", geo) -> np.ndarray | None:
-    """Where the object's mask may be, on the volume grid: :func:`mask_bounds` grown to the
+def keep_region(state: "ObjectState", geo) -> tuple[np.ndarray, np.ndarray] | None:
+    """Inclusive voxel bounds the object's mask may fill: :func:`mask_bounds` grown to the
     positive clicks (None: anywhere)."""
     bounds = mask_bounds(state, geo)
     if bounds is None:
@@ -125,15 +125,22 @@ def keep_region(state: "ObjectState", geo) -> np.ndarray | None:
         if p.positive:
             ijk = np.rint(p.ijk).astype(int)
             lo, hi = np.minimum(lo, ijk), np.maximum(hi, ijk)
-    keep = np.zeros(geo.shape3d, dtype=bool)
-    keep[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
-    return keep
+    return lo, hi
 
 
-def volume_plane(mask2d: np.ndarray, k: int, geo, keep: np.ndarray | None) -> np.ndarray:
-    """An ``(H, W)`` slice mask as the volume's plane ``np.take(mask3d, k, geo.axis)``, inside
-    ``keep`` (:func:`keep_region`), as the predictor's ``volume_mask`` has it."""
-    return mask2d.T if keep is None else mask2d.T & np.take(keep, k, axis=geo.axis)
+def volume_plane(mask2d: np.ndarray, k: int, geo, keep: tuple | None) -> np.ndarray:
+    """An ``(H, W)`` slice mask as the volume's plane ``np.take(mask3d, k, geo.axis)``, inside the
+    bounds ``keep`` (:func:`keep_region`), as the predictor's ``volume_mask`` has it. No 3D array
+    is made: this runs for every streamed slice and every click."""
+    plane = mask2d.T
+    if keep is None:
+        return plane
+    lo, hi = keep
+    a, (p, q) = geo.axis, geo.inplane
+    out = np.zeros_like(plane)
+    if lo[a] <= k <= hi[a]:
+        out[lo[p]:hi[p] + 1, lo[q]:hi[q] + 1] = plane[lo[p]:hi[p] + 1, lo[q]:hi[q] + 1]
+    return out
 
 
 def adopted(state: "ObjectState", mask3d: np.ndarray, geo) -> "ObjectState":
