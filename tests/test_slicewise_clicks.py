@@ -71,8 +71,8 @@ def test_correct_slice_adds_only_the_part_under_the_click():
 
 def test_model_rule_decodes_the_click_and_carries_it_while_neighbours_change(tiny, blob):
     """click_rule=model with the oracle decoder: a negative click inside the object is answered by
-    the decoder (honoured, or the disk edit when not), the mask stays inside the volume's range,
-    and the result is the same through the session's driver (refine) as replayed from scratch."""
+    the decoder (honoured, or the ball when not), and the result is the same through the session's
+    driver (refine) as replayed from scratch."""
     vol, ref = blob
     pred = oracle_predictor(ref, tiny, click_rule="model")
     first = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
@@ -85,6 +85,48 @@ def test_model_rule_decodes_the_click_and_carries_it_while_neighbours_change(tin
     pos = Point((24.0, 20.0, 10.0), True)  # back: the positive click restores the pixel
     r2 = pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[click, pos]), previous=r)
     assert r2.mask[24, 20, 10]
+
+
+def test_model_rule_removes_the_clicked_error_through_the_slices_and_nothing_else(tiny, blob):
+    """A false-positive block (x 4..9, y 3..8, slices 6..14) beside the object; the decoder (an
+    oracle of the truth) is asked by a negative click in it on slice 10: the block goes on the
+    clicked slice and on the neighbours within the error's reach (3 slices each way: the click's
+    distance to the mask's edge), the object's voxels stay, and no slice outside the block
+    changes."""
+    vol, ref = blob
+    extra = np.zeros_like(ref)
+    extra[4:10, 3:9, 6:15] = True
+    pred = oracle_predictor(ref | extra, tiny, click_rule="model")
+    first = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref | extra)))
+    assert first.mask[extra].all()
+    pred.reference = ref  # the click-trained decoder knows better than the box step
+    r = pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[Point((7.0, 6.0, 10.0), False)]),
+                     previous=first)
+    changed = np.nonzero((r.mask != first.mask).any(axis=(0, 1)))[0].tolist()
+    assert changed == list(range(7, 14))
+    assert not (r.mask & extra)[:, :, 7:14].any() and r.mask[extra & (np.arange(20) == 6)].all()
+    assert (r.mask[first.mask & ref]).all()  # one-sided and local: nothing of the object is cut
+
+
+def test_bounded_change_keeps_a_one_sided_local_correction():
+    from sam_med.predictors.slicewise.model_clicks import bounded_change
+
+    old = np.zeros((30, 30), bool)
+    old[5:25, 5:25] = True
+    new = old.copy()
+    new[5:10, 5:10] = False  # the clicked corner removed (25 px)
+    new[20:25, 20:25] = False  # and an unrelated far corner (not asked for)
+    new[0:3, 0:3] = True  # and an addition: a negative click never adds
+    ch = bounded_change(old, new, 7, 7, False)
+    assert ch.sum() == 25 and ch[7, 7] and not ch[22, 22] and not ch[1, 1]
+    assert bounded_change(old, new, 22, 12, False) is None  # the proposal keeps the clicked pixel
+    gone = np.zeros_like(old)
+    gone[5:25, 5:8] = True
+    assert bounded_change(old, gone, 6, 20, False) is None  # removes 340 of 400 px: a redraw
+    grow = old.copy()
+    grow[25:28, 5:25] = True
+    ch = bounded_change(old, grow, 10, 26, True)
+    assert ch.sum() == 60 and not (ch & old).any()
 
 
 def test_a_click_model_with_another_encoder_is_refused(tiny, tmp_path):

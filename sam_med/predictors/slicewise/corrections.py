@@ -1,8 +1,9 @@
-"""A refinement click on the current masks (``click_rule`` "ball" or "edit").
+"""A refinement click on the current masks (``click_rule`` "ball", "edit" or "model").
 
 * The clicked slice has a mask: "ball" (default) paints or cuts the guarded disk on the slice
   and continues it through the neighbours as a ball (:mod:`.ball`); "edit" the disk on the
-  clicked slice only (:func:`~.clicks.local_edit`). No decoder call.
+  clicked slice only (:func:`~.clicks.local_edit`). No decoder call. "model": the click-trained
+  decoder's bounded correction, carried through the neighbours (:mod:`.model_clicks`).
 * The clicked slice has no mask and the click is positive: the object is seeded there
   (:func:`seed_slice`): the slice is decoded from the nearest segmented slice's box grown to
   the click (or the box searched around the click), and the decoded part containing the click
@@ -73,8 +74,6 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int) -> list[int]:
     """Refinement click ``p`` (a voxel :class:`~sam_med.prompts.Point`, already in
     ``st.prompts``) on slice ``k`` under ``pred.options.click_rule``; returns the slices it
     changed (``k`` first)."""
-    if pred.options.click_rule == "model":
-        return model_click(pred, st, geo, p, k)
     _, fx, fy = geo.to_plane(p.ijk)
     x, y = int(round(fx)), int(round(fy))
     cur = st.slices.get(k)
@@ -82,6 +81,8 @@ def apply_click(pred, st, geo: PlaneGeometry, p, k: int) -> list[int]:
     if cur is not None and cur.mask.any():
         if pred.options.click_rule == "ball":
             changed = ball_click(pred, st, geo, k, x, y, p.positive)
+        elif pred.options.click_rule == "model":
+            changed = model_click(pred, st, geo, k, x, y, p.positive)
         else:
             new = local_edit(cur.mask, [(x, y, p.positive)])
             if not np.array_equal(new, cur.mask):

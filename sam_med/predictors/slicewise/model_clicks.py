@@ -1,16 +1,27 @@
-"""``click_rule="model"``: a click answered by a click-trained decoder (issue 27).
+"""``click_rule="model"``: a click answered by a click-trained decoder (issue 27), kept a correction.
 
-The clicked slice is re-decoded from its box (grown to the positive clicks), every click on that
-slice as point prompts, and its current low-res logits as the dense prompt (SAM's interactive
-recipe, what ``recipe: interactive`` trains). The change is then carried outwards: each
-neighbour is decoded from its own box with the changed neighbour's logits as the dense prompt,
-while it keeps changing (2D Dice to its old mask below ``REFINE_STOP_DICE``), up to a slice with
-clicks of its own. A click on a slice the object never reached seeds it there (the nearest
-segmented slice's box grown to the click). A decode that does not honour the click falls back to
-the disk edit on the clicked slice.
+On the clicked slice (which has a mask) the decoder re-decodes the slice from its box (grown to
+the positive clicks), every click on that slice as point prompts, and the slice's current result
+as the dense prompt (SAM's interactive recipe, what ``recipe: interactive`` trains). What the
+model proposes is then bounded like a user's correction:
 
-The decoder is ``click_model``'s (a model sharing the predictor's image encoder, checked once)
-or, without it, the predictor's own.
+* **one-sided**: a positive click only adds, a negative click only removes;
+* **local**: only the changed part connected to the click is applied (the model's other changes
+  on the slice, e.g. a shrunken far edge, are not what the click asked for);
+* **a correction, not a redraw**: a change larger than ``MAX_CHANGE`` x the slice's mask, or one
+  that does not reach the click, is refused, and the click falls back to the guarded ball
+  (:func:`~.ball.ball_click`, the default rule).
+
+The change then continues through the neighbouring slices while the error does: on slice
+``k ± j`` the click's pixel is still wrong, the slice has a mask and no clicks of its own, and
+``j`` is within the ball's radius (:func:`~.ball.ball_radius_3d`: how far the error around the
+click can reach). Each neighbour is decoded from its own box and result with the click's pixel
+as a point prompt, and its bounded change must overlap the previous slice's (the error is one
+3D region); the first slice where any of this fails ends the run in that direction.
+
+A positive click on a slice the object never reached seeds it there (as the other rules do,
+:func:`~.corrections.seed_slice`). The decoder is ``click_model``'s (a model sharing the
+predictor's image encoder, checked once) or, without it, the predictor's own.
 """
 
 from __future__ import annotations
@@ -23,13 +34,14 @@ import torch
 from ...masks import mask_logits
 from ...models import load_model
 from ..base import OptionError
-from ..planes import PlaneGeometry, clip_box, dice2d, mask_bbox, union_box
-from .clicks import clicks_on, local_edit, nearest_box
-from .constants import MARGIN, REFINE_STOP_DICE
+from ..planes import PlaneGeometry, clip_box, component_at, mask_bbox, union_box
+from .ball import ball_click, ball_radius, ball_radius_3d
+from .clicks import clicks_on
+from .constants import MARGIN, MAX_CHANGE
 from .decoding import SliceDecoder
 from .state import SliceOut
 
-__all__ = ["click_decoder", "model_click"]
+__all__ = ["click_decoder", "model_click", "bounded_change"]
 
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -51,9 +63,9 @@ def click_decoder(pred) -> SliceDecoder | None:
     return dec
 
 
-def _dense(pred, st, so: SliceOut | None, emb) -> torch.Tensor | None:
+def _dense(pred, st, so: SliceOut, emb) -> torch.Tensor | None:
     """A slice's result as the dense prompt: its low-res logits, else its mask as logits."""
-    if so is None or not so.mask.any():
+    if not so.mask.any():
         return None
     if so.logits is not None:
         return so.logits
@@ -61,56 +73,69 @@ def _dense(pred, st, so: SliceOut | None, emb) -> torch.Tensor | None:
     return mask_logits(m, pred.encoder.transform(st.res), emb.shape[-2:])
 
 
-def _decode(pred, st, geo, z: int, box, clicks, dense) -> SliceOut:
+def _redecode(pred, st, geo: PlaneGeometry, z: int, cur: SliceOut, clicks) -> SliceOut:
+    """Slice ``z`` decoded from its box (grown to the positive clicks), ``clicks`` ``(x, y,
+    positive)`` as point prompts and its current result as the dense prompt."""
     emb = pred.view_embeddings(st, geo, [z])[z]
-    pts = [(x, y) for x, y, _ in clicks] or None
-    labels = [1 if p else 0 for _, _, p in clicks] or None
+    box = cur.box if cur.box is not None else mask_bbox(cur.mask)
+    for cx, cy, pos in clicks:
+        if pos:
+            box = union_box(np.asarray(box), np.array([cx - MARGIN, cy - MARGIN, cx + MARGIN, cy + MARGIN]))
     box = clip_box(np.asarray(box), geo.hw)
+    pts = [(cx, cy) for cx, cy, _ in clicks]
+    labels = [1 if pos else 0 for _, _, pos in clicks]
+    dense = _dense(pred, st, cur, emb)
     dec = click_decoder(pred)
     if dec is None:
         return pred.decode_slice(geo, z, st.view, emb, box, pts, labels, dense)
     return dec.decode(geo, st.view, emb, box, pts, labels, dense)
 
 
-def model_click(pred, st, geo: PlaneGeometry, p, k: int) -> list[int]:
-    """Refinement click ``p`` (voxel point, already in ``st.prompts``) on slice ``k``; returns the
-    slices changed, ``k`` first."""
-    _, fx, fy = geo.to_plane(p.ijk)
-    x, y = int(round(fx)), int(round(fy))
-    cur = st.slices.get(k)
-    has = cur is not None and cur.mask.any()
-    if not has and not p.positive:
-        st.slices.setdefault(k, SliceOut(np.zeros(geo.hw, bool), None, None))
+def bounded_change(old: np.ndarray, new: np.ndarray, x: int, y: int, positive: bool) -> np.ndarray | None:
+    """The part of the model's proposal ``new`` that is a correction of ``old`` for a click at
+    ``(x, y)``: the added (positive) or removed (negative) pixels connected to the click; None
+    when the proposal does not honour the click or changes more than ``MAX_CHANGE`` x ``old``."""
+    if bool(new[y, x]) != positive:
+        return None
+    change = component_at((new & ~old) if positive else (old & ~new), x, y)
+    if change is None or change.sum() > MAX_CHANGE * max(int(old.sum()), 1):
+        return None
+    return change
+
+
+def _apply(cur: SliceOut, change: np.ndarray, positive: bool) -> SliceOut:
+    new = (cur.mask | change) if positive else (cur.mask & ~change)
+    return SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
+
+
+def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool) -> list[int]:
+    """A click at plane ``(x, y)`` of slice ``k`` (which has a mask; the click already in
+    ``st.prompts``); returns the slices changed (``k`` first; empty when the click agrees)."""
+    click_decoder(pred)  # checked at the first click, whatever it asks
+    cur = st.slices[k]
+    r = ball_radius(cur.mask, x, y, positive)
+    if r is None:
         return []
-    clicks = clicks_on(st.prompts.points, geo, k)
-    box = (cur.box if cur.box is not None else mask_bbox(cur.mask)) if has else nearest_box(st.slices, k)
-    m = MARGIN
-    for cx, cy, pos in clicks:
-        if pos:
-            cb = np.array([cx - m, cy - m, cx + m, cy + m])
-            box = cb if box is None else union_box(np.asarray(box), cb)
-    emb = pred.view_embeddings(st, geo, [k])[k]
-    out = _decode(pred, st, geo, k, box, clicks, _dense(pred, st, cur, emb))
-    if bool(out.mask[y, x]) != p.positive:  # not honoured: the smallest edit that is
-        old = cur.mask if has else np.zeros(geo.hw, bool)
-        new = local_edit(old, [(x, y, p.positive)])
-        st.slices[k] = SliceOut(new, None, mask_bbox(new), cur.score if has else 0.0)
-        return [k]
-    st.slices[k] = out
-    if p.positive:
-        st.srange = (min(st.srange[0], k), max(st.srange[1], k))
+    change = bounded_change(cur.mask, _redecode(pred, st, geo, k, cur, clicks_on(st.prompts.points, geo, k)).mask,
+                            x, y, positive)
+    if change is None:
+        return ball_click(pred, st, geo, k, x, y, positive)
+    reach = int(ball_radius_3d(st, geo, k, x, y, positive, r) if not positive else r)  # before the edit
+    st.slices[k] = _apply(cur, change, positive)
     changed = [k]
     clicked = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points}
-    for step in (+1, -1):
-        prev, z = out, k + step
-        while 0 <= z < geo.n_slices and z not in clicked:
+    for step in (-1, 1):
+        prev = change
+        for j in range(1, reach + 1):
+            z = k + step * j
             old = st.slices.get(z)
-            if old is None or not old.mask.any() or prev.logits is None:
+            if z in clicked or old is None or not old.mask.any() or bool(old.mask[y, x]) == positive:
+                break  # the error does not reach this slice at the click (or the user clicked there)
+            dz = bounded_change(old.mask, _redecode(pred, st, geo, z, old, [(x, y, positive)]).mask,
+                                x, y, positive)
+            if dz is None or not (dz & prev).any():
                 break
-            new = _decode(pred, st, geo, z, old.box if old.box is not None else mask_bbox(old.mask), [], prev.logits)
-            if not new.mask.any() or dice2d(new.mask, old.mask) >= REFINE_STOP_DICE:
-                break
-            st.slices[z] = new
+            st.slices[z] = _apply(old, dz, positive)
             changed.append(z)
-            prev, z = new, z + step
+            prev = dz
     return changed
