@@ -15,9 +15,13 @@ model proposes is then bounded like a user's correction:
 The change then continues through the neighbouring slices while the error does: on slice
 ``k ± j`` the click's pixel is still wrong, the slice has a mask and no clicks of its own, and
 ``j`` is within the ball's radius (:func:`~.ball.ball_radius_3d`: how far the error around the
-click can reach). Each neighbour is decoded from its own box and result with the click's pixel
-as a point prompt, and its bounded change must overlap the previous slice's (the error is one
-3D region); the first slice where any of this fails ends the run in that direction.
+click can reach). A neighbour the box step decoded (it holds the model's logits) is decoded from
+its own box and result with the click's pixel as a point prompt, and its bounded change must
+overlap the previous slice's (the error is one 3D region). A neighbour without the model's logits
+(``slice_step`` skipped it, or an earlier click edited it) takes the previous slice's change where
+it applies (what interpolation would give): a click waits for no encode beyond its own slice's,
+and the result does not depend on what an on-disk cache happens to hold. The first slice where
+any of this fails ends the run in that direction.
 
 A positive click on a slice the object never reached seeds it there (as the other rules do,
 :func:`~.corrections.seed_slice`). The decoder is ``click_model``'s (a model sharing the
@@ -131,8 +135,11 @@ def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: 
             old = st.slices.get(z)
             if z in clicked or old is None or not old.mask.any() or bool(old.mask[y, x]) == positive:
                 break  # the error does not reach this slice at the click (or the user clicked there)
-            dz = bounded_change(old.mask, _redecode(pred, st, geo, z, old, [(x, y, positive)]).mask,
-                                x, y, positive)
+            if old.logits is not None:  # decoded by the box step: encoded in this view
+                dz = bounded_change(old.mask, _redecode(pred, st, geo, z, old, [(x, y, positive)]).mask,
+                                    x, y, positive)
+            else:  # not encoded: the previous slice's change, where it is one here
+                dz = component_at(prev & (~old.mask if positive else old.mask), x, y)
             if dz is None or not (dz & prev).any():
                 break
             st.slices[z] = _apply(old, dz, positive)
