@@ -51,7 +51,7 @@ def run(data, n_clicks: int, limit: int | None, options: dict) -> dict:
 
     predictor = build_predictor("lite_medsam", "cpu", **options)
     _, cases = open_cases(data, limit=limit)
-    rows, all_lat = [], []
+    rows, all_lat, all_enc, all_dec = [], [], [], []
     for c in cases:
         case = c.load()
         stepper = InProcessStepper(case, predictor)
@@ -65,8 +65,11 @@ def run(data, n_clicks: int, limit: int | None, options: dict) -> dict:
                 if click is None:
                     continue
                 t = time.perf_counter()
-                stepper.session.add_point(cls, _point(click))
+                obj = stepper.session.add_point(cls, _point(click))
                 lat.append(time.perf_counter() - t)
+                info = getattr(getattr(obj, "result", None), "info", None)
+                all_enc.append(float(getattr(info, "encode_seconds", 0.0) or 0.0))
+                all_dec.append(float(getattr(info, "decode_seconds", 0.0) or 0.0))
             segs = stepper.segs()
         rows.append({"case": case.case_id, "classes": len(case.classes), "box_step_s": round(box_s, 2),
                      "clicks": len(lat), "median_s": round(float(np.median(lat)), 3) if lat else None,
@@ -77,7 +80,9 @@ def run(data, n_clicks: int, limit: int | None, options: dict) -> dict:
     return {"cpu_flags": cpu_flags(), "threads": __import__("torch").get_num_threads(),
             "load_before": LOAD_BEFORE, "load_after": os.getloadavg(), "cases": rows,
             "clicks": int(a.size), "median_s": float(np.median(a)), "p90_s": float(np.percentile(a, 90)),
-            "max_s": float(a.max()), "share_le_1s": float((a <= 1.0).mean())}
+            "max_s": float(a.max()), "share_le_1s": float((a <= 1.0).mean()),
+            "clicks_with_encode": int((np.asarray(all_enc) > 0).sum()),
+            "decode_median_s": float(np.median(all_dec)) if all_dec else 0.0}
 
 
 def main(argv=None) -> int:
@@ -95,7 +100,8 @@ def main(argv=None) -> int:
     out = run(a.data, a.clicks, a.limit, parse_option_pairs(a.option))
     print(f"cpu flags: {out['cpu_flags']}; threads {out['threads']}; load {out['load_before']} -> {out['load_after']}")
     print(f"{out['clicks']} clicks: median {out['median_s']:.3f} s, p90 {out['p90_s']:.3f} s, "
-          f"max {out['max_s']:.3f} s, {100 * out['share_le_1s']:.0f} % within 1 s")
+          f"max {out['max_s']:.3f} s, {100 * out['share_le_1s']:.0f} % within 1 s; "
+          f"{out['clicks_with_encode']} clicks encoded a slice; decoder median {out['decode_median_s']:.3f} s")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return 0

@@ -42,8 +42,9 @@ class SliceWiseOptions:
     click_rule: str = _choice("ball", "ball", "edit", "model",
                               doc="ball: a click's correction continues through the neighbouring "
                                   "slices while the clicked tissue is there; edit: the clicked "
-                                  "slice only; model: the click decoded by click_model and carried "
-                                  "to the neighbours while they change")
+                                  "slice only; model: click_model's decoder proposes the correction, "
+                                  "kept when one-sided, local and small (else the ball) and carried "
+                                  "through the neighbours while the error reaches them")
     click_model: str | None = _opt(None, "click_rule=model: the click-trained model whose decoder "
                                          "answers clicks (same image encoder; default: the model itself)")
     encode_budget: float | None = _opt(None, "the most slice encodes (at the model's size) a box "
