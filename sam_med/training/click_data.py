@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import SamMedError
+from .click_views import zoom_cases_of_scan
 
 __all__ = ["ClickCase", "choose_slices", "load_click_cases", "load_click_sets", "merge_cases", "parse_click_sets",
            "set_cases", "split_ids", "samples_of"]
@@ -83,7 +84,6 @@ def load_click_cases(cases, predictor, slices_per_case: int, *, source: str = ""
     ``view``: ``whole`` (one encode per slice), ``zoom`` (one encode per object and slice in
     the engine's zoom crop: :func:`.click_views.zoom_cases_of_scan`, options ``zoom``) or ``both``.
     ``chosen`` (filled): case id -> the slices used."""
-    from .click_views import zoom_cases_of_scan
 
     out: list[ClickCase] = []
     t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def load_click_cases(cases, predictor, slices_per_case: int, *, source: str = ""
         if chosen is not None:
             chosen[case.case_id] = ks
         if view in ("zoom", "both"):
-            out += zoom_cases_of_scan(case, predictor, geo, masks, dict(objs), ks, source=source, min_area=min_area,
+            out += zoom_cases_of_scan(ClickCase, case, predictor, geo, masks, dict(objs), ks, source=source, min_area=min_area,
                                       value_offset=value_offset, **(zoom or {}))
         if view == "zoom":
             if log and (i + 1) % 10 == 0:

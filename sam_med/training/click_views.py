@@ -61,15 +61,13 @@ def zoom_crop_for(predictor, extent, hw, rng: np.random.Generator | None = None)
     return predictor.choose_crop(np.rint(e).astype(int), tuple(hw), False)
 
 
-def zoom_cases_of_scan(case, predictor, geo, masks: dict, names: dict, ks, *, source: str, min_area: int,
+def zoom_cases_of_scan(make, case, predictor, geo, masks: dict, names: dict, ks, *, source: str, min_area: int,
                        value_offset: int = 0, max_objects: int = 0, jitter: bool = False, extent: str = "volume",
                        seed: int = 0) -> list:
-    """One :class:`~.click_data.ClickCase` per (object, slice) of ``ks`` with a zoom crop: its
+    """One ``make(...)`` (:class:`~.click_data.ClickCase`) per (object, slice) of ``ks`` with a zoom crop: its
     embedding in the crop, its labels cut to the crop, ``crops[k]`` the crop (plane px).
     ``masks``: value -> 3D bool mask; ``max_objects``: at most this many objects per slice
     (seeded choice; 0 = all)."""
-    from .click_data import ClickCase
-
     out = []
     n_k = geo.n_slices
     rng = np.random.default_rng([seed, zlib.crc32(str(case.case_id).encode())])
@@ -89,7 +87,7 @@ def zoom_cases_of_scan(case, predictor, geo, masks: dict, names: dict, ks, *, so
                    for j in (k - 1, k, k + 1)]
             cur = lab[1]
             lab = [x if x is not None else np.zeros_like(cur) for x in lab]
-            cc = ClickCase(source=source, case_id=str(case.case_id), hw=tuple(int(s) for s in cur.shape), slices=[k],
+            cc = make(source=source, case_id=str(case.case_id), hw=tuple(int(s) for s in cur.shape), slices=[k],
                            names={v + value_offset: names.get(v, str(v))}, view="zoom", crops={k: tuple(crop)})
             cc.embeddings[k] = emb.detach().to("cpu", torch.bfloat16).reshape(emb.shape[-3:])
             cc.labels[(k, v + value_offset)] = (lab[0], cur, lab[2])
