@@ -12,6 +12,11 @@ error component), the decoder seeing box + all clicks (+ its previous low-res lo
         --out /work/cache/eval2d/base.json
     ... --model lite_medsam_clicks_hn_hippo --mask-prompt --out .../new.json
     .venv/bin/python benchmarks/eval_clicks_2d.py --table base.json new.json   # markdown table
+
+``--view zoom`` scores the config's zoom-view validation samples instead (each object in the
+crop the slice-wise engine would use: ``view: zoom`` click sets, :mod:`sam_med.training.click_views`);
+``--base-start`` decodes the box step with the base model and only the clicks with ``--model``
+(what the engine does: its box step is the base's, the click model gets the base's box logits).
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ def main(argv=None) -> int:
     ap.add_argument("--start", choices=("jitter", "neighbour"), default="jitter")
     ap.add_argument("--clicks", type=int, default=5)
     ap.add_argument("--label", default=None)
+    ap.add_argument("--view", choices=("whole", "zoom"), default="whole",
+                    help="score the whole-slice or the zoom-view validation samples of the config")
+    ap.add_argument("--val-slices", type=int, default=None,
+                    help="validation slices per scan of the scored sets (default: the config's)")
+    ap.add_argument("--base-start", action="store_true", help="box step by the base model (as in the engine)")
     ap.add_argument("--sets", default=None, help="comma-separated click sets (default: all; a shared set follows its host)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
@@ -95,13 +105,18 @@ def main(argv=None) -> int:
     if a.sets:
         keep = a.sets.split(",")
         sets = [s for s in sets if s["name"] in keep or s.get("share_slices_with") in keep]
-    val = load_click_sets(sets, "val", pred)
+    sets = [s for s in sets if (s.get("view", "whole") == "zoom") == (a.view == "zoom")]
+    if a.val_slices:
+        sets = [dict(s, val_slices_per_case=a.val_slices) for s in sets]
+    val = [c for c in load_click_sets(sets, "val", pred) if c.view == a.view]
     items = val_subset(val, 0)
     t0 = time.perf_counter()
-    d = score_clicks(lm.model, base, items, a.clicks, a.mask_prompt, start=a.start)
+    d = score_clicks(lm.model, base, items, a.clicks, a.mask_prompt, start=a.start,
+                     base=base.model if a.base_start else None)
     groups = [f"{c.source}/{c.names.get(v, v)}" for c, _k, v in items]
     label = a.label or f"{a.model}{'+mask' if a.mask_prompt else ''}"
     res = {"label": label, "model": a.model, "mask_prompt": a.mask_prompt, "start": a.start, "n": len(items),
+           "view": a.view, "base_start": a.base_start, "val_slices": a.val_slices,
            "seconds": round(time.perf_counter() - t0, 1), "summary": summarise_scores(d),
            "per_sample": {"dice": d.round(5).tolist(), "group": groups,
                           "id": [f"{c.case_id}:{k}:{v}" for c, k, v in items]}}

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import SamMedError
+from .click_views import zoom_cases_of_scan
 
 __all__ = ["ClickCase", "choose_slices", "load_click_cases", "load_click_sets", "merge_cases", "parse_click_sets",
            "set_cases", "split_ids", "samples_of"]
@@ -44,6 +45,8 @@ class ClickCase:
     # (k, value) -> (label on k-1, on k, on k+1), bool (H, W); a missing neighbour is all False
     labels: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    view: str = "whole"  # "whole": the slice at S; "zoom": one object in its engine zoom crop (.click_views)
+    crops: dict[int, tuple] = field(default_factory=dict)  # zoom: k -> inclusive crop (plane px) the sample lives in
 
 
 def split_ids(ids: Sequence[str], n_val: int) -> tuple[list[str], list[str]]:
@@ -70,13 +73,18 @@ def choose_slices(present: np.ndarray, n: int) -> list[int]:
 
 def load_click_cases(cases, predictor, slices_per_case: int, *, source: str = "", min_area: int = 4,
                      slices_for: dict[str, list[int]] | None = None, value_offset: int = 0,
-                     log: Callable[[str], None] | None = None) -> list[ClickCase]:
+                     log: Callable[[str], None] | None = None, view: str = "whole", zoom: dict | None = None,
+                     chosen: dict[str, list[int]] | None = None) -> list[ClickCase]:
     """:class:`ClickCase` list of evaluation ``cases`` (:class:`~sam_med.evaluation.EvalCase`),
     each slice encoded by ``predictor`` (a bound-per-case ``SliceWisePredictor``; its
     cache decides what is really encoded). Objects with fewer than ``min_area`` pixels on
     a slice are skipped there. ``slices_for``: case id -> the slices to use (e.g. those
     already chosen for another label map of the same scan, so both share every encode);
-    ``value_offset`` is added to the object values (two label maps of one scan kept apart)."""
+    ``value_offset`` is added to the object values (two label maps of one scan kept apart).
+    ``view``: ``whole`` (one encode per slice), ``zoom`` (one encode per object and slice in
+    the engine's zoom crop: :func:`.click_views.zoom_cases_of_scan`, options ``zoom``) or ``both``.
+    ``chosen`` (filled): case id -> the slices used."""
+
     out: list[ClickCase] = []
     t0 = time.perf_counter()
     for i, case in enumerate(cases):
@@ -92,6 +100,16 @@ def load_click_cases(cases, predictor, slices_per_case: int, *, source: str = ""
             present |= m.sum(axis=other) >= min_area
         ks = list((slices_for or {}).get(case.case_id) or choose_slices(present, slices_per_case))
         if not ks:
+            continue
+        if chosen is not None:
+            chosen[case.case_id] = ks
+        if view in ("zoom", "both"):
+            out += zoom_cases_of_scan(ClickCase, case, predictor, geo, masks, dict(objs), ks, source=source, min_area=min_area,
+                                      value_offset=value_offset, **(zoom or {}))
+        if view == "zoom":
+            if log and (i + 1) % 10 == 0:
+                log(f"[click-data] {source}: {i + 1}/{len(cases)} cases, {sum(len(c.labels) for c in out)} samples, "
+                    f"{time.perf_counter() - t0:.0f}s")
             continue
         embs = predictor.embeddings(geo, ks)
         cc = ClickCase(source=source, case_id=case.case_id, hw=tuple(int(v) for v in geo.hw), slices=ks,
@@ -120,9 +138,12 @@ def samples_of(cases: Sequence[ClickCase]) -> list[tuple[int, int, int]]:
 
 def merge_cases(a: Sequence[ClickCase], b: Sequence[ClickCase]) -> list[ClickCase]:
     """``a`` with the samples of ``b``'s cases of the same id (and same slices) added."""
-    by = {c.case_id: c for c in b}
+    by = {c.case_id: c for c in b if c.view == "whole"}
     out = []
     for c in a:
+        if c.view != "whole":
+            out.append(c)
+            continue
         o = by.get(c.case_id)
         if o is not None:
             for key, v in o.labels.items():
@@ -130,11 +151,12 @@ def merge_cases(a: Sequence[ClickCase], b: Sequence[ClickCase]) -> list[ClickCas
                     c.labels[key] = v
             c.names.update(o.names)
         out.append(c)
-    return out
+    return out + [c for c in b if c.view != "whole"]  # zoom samples have their own encodes
 
 
 _SET_KEYS = {"name", "train", "val", "dataset", "n_val", "slices_per_case", "val_slices_per_case",
-             "share_slices_with", "value_offset", "labels", "min_area", "limit", "repeat"}
+             "share_slices_with", "value_offset", "labels", "min_area", "limit", "repeat", "view", "max_objects",
+             "jitter", "extent", "val_max_objects"}
 
 
 def parse_click_sets(raw) -> list[dict]:
@@ -142,7 +164,9 @@ def parse_click_sets(raw) -> list[dict]:
     set is ``train`` + ``val`` CSVs (split by file) or one ``dataset`` + ``n_val`` (the last
     ``n_val`` case ids are validation); ``limit``: the first N training cases (by id; validation
     is never cut); ``repeat``: each training sample of the set counts this many times per epoch
-    (a small set is not drowned by a large one)."""
+    (a small set is not drowned by a large one). ``view``: ``whole`` (default) | ``zoom`` | ``both``
+    (:mod:`.click_views`: the engine's zoom crop per object; ``max_objects`` / ``val_max_objects``
+    per slice, ``jitter`` of the training crops' extent, ``extent``: ``volume`` | ``slice``)."""
     from .paths import resolve_dataset
 
     if not isinstance(raw, list) or not raw:
@@ -159,6 +183,9 @@ def parse_click_sets(raw) -> list[dict]:
         if s.get("share_slices_with") and s["share_slices_with"] not in names:
             raise SamMedError(f"data.click_sets[{i}] ({name}): share_slices_with names an earlier set")
         names.add(name)
+        if s.get("view", "whole") not in ("whole", "zoom", "both") or s.get("extent", "volume") not in ("volume",
+                                                                                                      "slice"):
+            raise SamMedError(f"data.click_sets[{i}] ({name}): view is whole | zoom | both, extent volume | slice")
         d = dict(s, name=name)
         for k in ("train", "val", "dataset"):
             if d.get(k):
@@ -190,15 +217,20 @@ def load_click_sets(sets: list[dict], split: str, predictor, log: Callable[[str]
     with ``share_slices_with`` reuses that set's slices (and samples join its cases)."""
     key = slices_key or ("slices_per_case" if split == "train" else "val_slices_per_case")
     by_name: dict[str, list[ClickCase]] = {}
+    chosen_by: dict[str, dict[str, list[int]]] = {}
     for s in sets:
         cases = set_cases(s, split)
         shared = by_name.get(s.get("share_slices_with") or "")
-        slices_for = {c.case_id: c.slices for c in shared} if shared is not None else None
+        slices_for = chosen_by.get(s.get("share_slices_with") or "") if shared is not None else None
         if slices_for is not None:  # only the scans (and slices) the shared set encoded
             cases = [c for c in cases if c.case_id in slices_for]
         n = int(s.get(key) or s.get("slices_per_case") or 4)
+        mo = s.get("val_max_objects", s.get("max_objects")) if split == "val" else s.get("max_objects")
+        zoom = {"max_objects": int(mo or 0), "jitter": bool(s.get("jitter")) and split == "train",
+                "extent": str(s.get("extent", "volume"))}
         got = load_click_cases(cases, predictor, n, source=s["name"], min_area=int(s.get("min_area", 4)),
-                               slices_for=slices_for, value_offset=int(s.get("value_offset", 0)), log=log)
+                               slices_for=slices_for, value_offset=int(s.get("value_offset", 0)), log=log,
+                               view=str(s.get("view", "whole")), zoom=zoom, chosen=chosen_by.setdefault(s["name"], {}))
         if shared is not None:
             by_name[s["share_slices_with"]] = merge_cases(shared, got)
         else:

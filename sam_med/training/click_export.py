@@ -26,6 +26,14 @@ _LICENCES = {
 }
 
 
+def _rel(path) -> str:
+    """``path`` relative to the checkout (the retrain command works from its root), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(PACKAGE_ROOT.parent))
+    except (ValueError, OSError, TypeError):
+        return str(path)
+
+
 def export_click_model(cfg: dict, loaded, state: dict[str, torch.Tensor], summary: dict,
                        log: Callable[[str], None] | None = None) -> dict:
     """Write the weights + model config of a click-trained decoder (see the module docstring)."""
@@ -52,10 +60,12 @@ def export_click_model(cfg: dict, loaded, state: dict[str, torch.Tensor], summar
     model_cfg = yaml.safe_load(Path(find_model_config(cfg["base_model"])).read_text()) or {}
     sets = cfg["data"]["click_sets"]
     model_cfg["name"] = name
+    views = sorted({str(s.get("view", "whole")) for s in sets})
+    kinds = "whole-slice" if views == ["whole"] else "whole-slice and engine zoom-view"
     model_cfg["description"] = (
         f"{cfg['base_model']} with its prompt encoder + mask decoder trained to take clicks (SAM's interactive "
         f"recipe: box, then corrective clicks in the error with the previous logits as the mask prompt) on "
-        f"{summary.get('train_objects')} objects ({summary.get('train_samples')} whole-slice samples) of "
+        f"{summary.get('train_objects')} objects ({summary.get('train_samples')} {kinds} samples) of "
         + ", ".join(str(s["name"]) for s in sets) + "; the image encoder is the base's, untouched.")
     ck = {"file_name": weights.name, "sha256": digest, "size_bytes": weights.stat().st_size}
     if exp.get("package"):
@@ -68,9 +78,11 @@ def export_click_model(cfg: dict, loaded, state: dict[str, torch.Tensor], summar
     lic = sorted({v for k, v in _LICENCES.items() if any(k in str(s.get(x) or "") for s in sets
                                                           for x in ("train", "dataset"))})
     model_cfg["training"] = {
-        "recipe": "interactive", "command": f"sam-med finetune --config {cfg.get('config_path', '<config>')}",
+        "recipe": "interactive", "command": f"sam-med finetune --config {_rel(cfg.get('config_path', '<config>'))}",
         "data": [{k: v for k, v in s.items() if k in ("name", "train", "val", "dataset", "n_val", "slices_per_case",
-                                                       "val_slices_per_case", "share_slices_with")} for s in sets],
+                                                       "val_slices_per_case", "share_slices_with", "limit", "view",
+                                                       "max_objects", "val_max_objects", "extent", "jitter")}
+                 for s in sets],
         "split": "OpenKBP train/validation files; hippocampus: the last n_val case ids are validation",
         "licences": lic, "options": summary.get("options"), "best_epoch": summary.get("best_epoch"),
         "train_cases": summary.get("train_cases"), "train_slices": summary.get("train_slices"),

@@ -13,6 +13,10 @@ Per sample (one object on one encoded slice; :mod:`.click_data`):
    the decoder sees the box, every click so far and (``mask_prompt``) the previous
    round's low-res logits as the dense prompt; ``extra_rounds`` more rounds add no click
    (SAM's refinement rounds with only the mask prompt);
+   With probability ``base_start`` the box round is decoded by the frozen *base* decoder
+   instead (no loss there): the clicks then start from the base's box mask and logits, as in
+   the engine, whose box step is the base model's and whose click model sees the base's box
+   logits as the dense prompt of the first click;
 3. **loss** at every round: ``focal * focal + dice * Dice`` on the mask (SAM's 20 : 1) plus
    ``iou`` times the MSE between the IoU head and the mask's true IoU, averaged over rounds.
 
@@ -42,6 +46,9 @@ INTERACTIVE_DEFAULTS: dict[str, Any] = {
     "extra_rounds": 1,            # rounds with no new click (mask prompt only)
     "mask_prompt": True,          # previous round's low-res logits as the dense prompt
     "neighbour_box": 0.3,         # probability of the neighbour-mask box start (else CVPR25 jitter)
+    "base_start": 0.0,            # probability that the box round is the frozen base decoder's (as in the engine)
+    "val_base_start": False,
+    "init_from": None,            # a registered model sharing the base's encoder: its decoder is the start      # validation: the box step by the base decoder, clicks by the trained one
     "margin": 3,                  # the propagation margin around the neighbour's mask box (px)
     "focal": 20.0,
     "dice": 1.0,
@@ -74,7 +81,9 @@ def interactive_options(cfg: dict) -> dict:
             raise SamMedError(f"interactive.{k} must be a non-negative integer, got {o[k]!r}")
     if o["batch_size"] < 1 or o["epochs"] < 1:
         raise SamMedError("interactive.batch_size and interactive.epochs must be at least 1")
-    for k in ("neighbour_box",):
+    if not isinstance(o["val_base_start"], bool):
+        raise SamMedError(f"interactive.val_base_start must be true or false, got {o['val_base_start']!r}")
+    for k in ("neighbour_box", "base_start"):
         if not 0.0 <= float(o[k]) <= 1.0:
             raise SamMedError(f"interactive.{k} must be in [0, 1], got {o[k]!r}")
     for k in ("focal", "dice", "iou", "lr", "weight_decay"):
@@ -215,7 +224,7 @@ def round_loss(src: list[torch.Tensor], iou_pred: torch.Tensor, batch: SampleBat
 
 def run_rounds(model: torch.nn.Module, batch: SampleBatch, o: dict, n_clicks: int, n_extra: int = 0,
                train: bool = True, on_round=None, graded: Sequence[int] | None = None,
-               amp: bool = False) -> torch.Tensor | None:
+               amp: bool = False, base: torch.nn.Module | None = None) -> torch.Tensor | None:
     """Box round, then ``n_clicks`` click rounds and ``n_extra`` mask-only rounds on ``batch``.
 
     With ``train`` returns the mean loss of the ``graded`` rounds (default: all). A round's
@@ -223,17 +232,19 @@ def run_rounds(model: torch.nn.Module, batch: SampleBatch, o: dict, n_clicks: in
     on the other rounds' graphs: grading a random subset of rounds is an unbiased, cheaper
     estimate of SAM's all-round mean; the other rounds run without a graph.
     ``on_round(r, src)`` sees every round's source-grid logits (validation scores them).
-    ``amp``: bf16 autocast (the weights and the loss stay fp32)."""
+    ``amp``: bf16 autocast (the weights and the loss stay fp32). ``base``: the frozen base
+    model decodes the box round (no loss there; its logits are the next round's dense prompt)."""
     losses = []
     mask_in = None
     n_rounds = 1 + n_clicks + n_extra
     graded = set(range(n_rounds) if graded is None else graded)
     for r in range(n_rounds):
         kw = batch.point_kwargs()
-        grad = train and r in graded
+        by_base = base is not None and r == 0
+        grad = train and r in graded and not by_base
         with torch.set_grad_enabled(grad), torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
             emb = batch.emb.to(torch.bfloat16) if amp else batch.emb
-            low, iou = model.decode(emb, boxes=batch.boxes, mask_input=mask_in, **kw)
+            low, iou = (base if by_base else model).decode(emb, boxes=batch.boxes, mask_input=mask_in, **kw)
         low = low[:, :1].float()
         src = batch.to_source(low)
         if grad:

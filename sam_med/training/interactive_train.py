@@ -33,10 +33,12 @@ def val_subset(cases: Sequence[ClickCase], n: int, seed: int = 0) -> list[tuple]
 
 @torch.no_grad()
 def score_clicks(model: torch.nn.Module, loaded, items: Sequence[tuple], n_clicks: int = 5, mask_prompt: bool = True,
-                 batch_size: int = 1, start: str = "jitter", seed: int = 1234, amp: bool = False) -> np.ndarray:
+                 batch_size: int = 1, start: str = "jitter", seed: int = 1234, amp: bool = False,
+                 base: torch.nn.Module | None = None) -> np.ndarray:
     """``(len(items), n_clicks + 1)`` Dice: the CVPR25-jittered box (seeded per batch), then one
     CVPR25-rule 2D click per step, the decoder seeing box + all clicks (+ the previous low-res
-    logits with ``mask_prompt``). ``start="neighbour"``: the box of a neighbouring slice's mask."""
+    logits with ``mask_prompt``). ``start="neighbour"``: the box of a neighbouring slice's mask.
+    ``base``: the box step decoded by this (base) model, as in the engine."""
     from ..masks import dice
 
     model.eval()
@@ -52,7 +54,7 @@ def score_clicks(model: torch.nn.Module, loaded, items: Sequence[tuple], n_click
             for i, lg in enumerate(src):
                 out[_b0 + i, r] = dice(lg.cpu().numpy() > 0, _batch.refs[i])
 
-        run_rounds(model, batch, o, n_clicks, 0, train=False, on_round=on_round, amp=amp)
+        run_rounds(model, batch, o, n_clicks, 0, train=False, on_round=on_round, amp=amp, base=base)
     return out
 
 
@@ -74,6 +76,19 @@ def decoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     sd = {f"mask_decoder.{k}": v.detach().clone() for k, v in m.mask_decoder.state_dict().items()}
     sd.update({f"prompt_encoder.{k}": v.detach().clone() for k, v in m.prompt_encoder.state_dict().items()})
     return {k: v.contiguous() for k, v in sd.items()}
+
+
+def _init_decoder(model: torch.nn.Module, name: str, loaded, device, log) -> None:
+    """Start from registered model ``name``'s prompt encoder + mask decoder (its encoder must be the base's)."""
+    from ..errors import SamMedError
+    from ..models import load_model
+
+    other = load_model(name, device=device)
+    if other.encoder_signature() != loaded.encoder_signature():
+        raise SamMedError(f"interactive.init_from: {name} does not share {loaded.name}'s image encoder")
+    model.mask_decoder.load_state_dict(other.model.mask_decoder.state_dict())
+    model.prompt_encoder.load_state_dict(other.model.prompt_encoder.state_dict())
+    log(f"[finetune] decoder initialised from {name}")
 
 
 def _load_data(cfg: dict, loaded, log) -> tuple[list[ClickCase], list[ClickCase]]:
@@ -114,7 +129,12 @@ def train_interactive(cfg: dict, log: Callable[[str], None] | None = None, *, tr
     samples = [t for t in samples_of(train_cases) for _ in range(rep.get(train_cases[t[0]].source, 1))]
     val_items = val_subset(val_cases or [], int(o["val_samples"]), seed)
     model = copy.deepcopy(loaded.model).to(device).eval()
+    if o["init_from"]:
+        _init_decoder(model, str(o["init_from"]), loaded, device, log)
     params = set_trainable_clicks(model, o, seed)
+    base_dec = loaded.model.to(device).eval()  # the frozen base (its decoder: the engine's box step)
+    for p in base_dec.parameters():
+        p.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"]))
     out = Path(str(out_dir or cfg["out_dir"]).format(name=cfg["name"])).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +142,7 @@ def train_interactive(cfg: dict, log: Callable[[str], None] | None = None, *, tr
     def validate(tag: str) -> dict:
         t0 = time.perf_counter()
         s = summarise_scores(score_clicks(model, loaded, val_items, int(o["val_clicks"]), bool(o["mask_prompt"]),
-                                          amp=amp))
+                                          amp=amp, base=base_dec if o["val_base_start"] else None))
         s["eval_s"] = round(time.perf_counter() - t0, 1)
         log(f"[finetune] {tag}: validation Dice per step {s['dice']} AUC {s['auc']} ({s['eval_s']}s)")
         return s
@@ -145,9 +165,14 @@ def train_interactive(cfg: dict, log: Callable[[str], None] | None = None, *, tr
                 brng = np.random.default_rng([seed, epoch, b, j])
                 batch = SampleBatch([(train_cases[samples[i][0]], samples[i][1], samples[i][2])], loaded, o, brng, device)
                 g = int(o["grad_rounds"])
-                graded = None if g == 0 or g >= n_rounds else sorted(brng.choice(n_rounds, g, replace=False).tolist())
+                by_base = n_rounds > 1 and float(o["base_start"]) > 0 and brng.random() < float(o["base_start"])
+                first = 1 if by_base else 0  # the base's box round has no loss
+                graded = None if g == 0 or g >= n_rounds - first else sorted(
+                    (first + brng.choice(n_rounds - first, g, replace=False)).tolist())
+                if graded is None and by_base:
+                    graded = list(range(1, n_rounds))
                 loss = run_rounds(model, batch, o, int(o["rounds"]), int(o["extra_rounds"]), train=True,
-                                  graded=graded, amp=amp) / bs
+                                  graded=graded, amp=amp, base=base_dec if by_base else None) / bs
                 loss.backward()
                 tot += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(params, 1.0)
