@@ -41,7 +41,7 @@ from ..base import OptionError
 from ..planes import PlaneGeometry, clip_box, component_at, mask_bbox, union_box
 from .ball import ball_click, ball_radius, ball_radius_3d
 from .clicks import clicks_on
-from .constants import MARGIN, MAX_CHANGE
+from .constants import MARGIN, MAX_CHANGE, MODEL_CARRY
 from .decoding import SliceDecoder
 from .state import SliceOut
 
@@ -128,14 +128,17 @@ def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: 
     st.slices[k] = _apply(cur, change, positive)
     changed = [k]
     clicked = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points}
+    import os
+    carry_decodes = int(os.environ.get("MC_CARRY", MODEL_CARRY))
     for step in (-1, 1):
-        prev = change
+        prev, decodes = change, 0
         for j in range(1, reach + 1):
             z = k + step * j
             old = st.slices.get(z)
             if z in clicked or old is None or not old.mask.any() or bool(old.mask[y, x]) == positive:
                 break  # the error does not reach this slice at the click (or the user clicked there)
-            if old.logits is not None:  # decoded by the box step: encoded in this view
+            if old.logits is not None and decodes < carry_decodes:  # decoded by the box step
+                decodes += 1
                 dz = bounded_change(old.mask, _redecode(pred, st, geo, z, old, [(x, y, positive)]).mask,
                                     x, y, positive)
             else:  # not encoded: the previous slice's change, where it is one here
