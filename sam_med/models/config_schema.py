@@ -258,7 +258,7 @@ FIELDS: dict[str, str] = {
     "checkpoint": _MAP, "precision": _STR, "autocast_dtype": _ANY, "mask_threshold": _NUM,
     "ct_window": _ANY, "mr_percentiles": _ANY, "intensity": "components", "preprocessing": "preprocessing",
     "postprocessing": "component", "delta": _MAP, "base_model": _MAP, "prompt_tuning": _MAP,
-    "training": _ANY, "provenance": _ANY,
+    "training": _ANY, "provenance": _ANY, "click_model": _STR,
 }
 _CHECKPOINT_FIELDS = {"file_name", "path", "package_resource", "sha256", "size_bytes", "install_hint", "env",
                       "source", "container", "license"}

@@ -25,7 +25,8 @@ any of this fails ends the run in that direction.
 
 A positive click on a slice the object never reached seeds it there (as the other rules do,
 :func:`~.corrections.seed_slice`). The decoder is ``click_model``'s (a model sharing the
-predictor's image encoder, checked once) or, without it, the predictor's own.
+predictor's image encoder, checked once), else the one the model's config names (``click_model:``;
+LiteMedSAM's is ``lite_medsam_clicks_hn_hippo2``), else the predictor's own.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def click_decoder(pred) -> SliceDecoder | None:
     """``click_model``'s decoder (loaded once per predictor; None: the predictor's own);
     :class:`OptionError` when its image encoder differs from the predictor's."""
-    name = pred.options.click_model
+    name = pred.options.click_model or pred.loaded.config.get("click_model")
     if name is None or name == pred.model_name:
         return None
     dec = _DECODERS.get(pred)
@@ -128,8 +129,6 @@ def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: 
     st.slices[k] = _apply(cur, change, positive)
     changed = [k]
     clicked = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points}
-    import os
-    carry_decodes = int(os.environ.get("MC_CARRY", MODEL_CARRY))
     for step in (-1, 1):
         prev, decodes = change, 0
         for j in range(1, reach + 1):
@@ -137,7 +136,7 @@ def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: 
             old = st.slices.get(z)
             if z in clicked or old is None or not old.mask.any() or bool(old.mask[y, x]) == positive:
                 break  # the error does not reach this slice at the click (or the user clicked there)
-            if old.logits is not None and decodes < carry_decodes:  # decoded by the box step
+            if old.logits is not None and decodes < MODEL_CARRY:  # decoded by the box step
                 decodes += 1
                 dz = bounded_change(old.mask, _redecode(pred, st, geo, z, old, [(x, y, positive)]).mask,
                                     x, y, positive)
