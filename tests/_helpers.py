@@ -34,6 +34,7 @@ def write_tiny_model(models_dir: Path, name: str = "tiny_lite", seed: int = 0) -
     torch.save(model.state_dict(), w)
     cfg = yaml.safe_load(Path(find_model_config("lite_medsam")).read_text())
     cfg["name"] = name
+    cfg.pop("click_model", None)  # LiteMedSAM's click decoder does not fit the tiny encoder
     cfg["architecture_args"] = dict(TINY_ARGS, image_size="@image_size")
     cfg["checkpoint"] = {"path": str(w), "sha256": None}
     path = models_dir / f"{name}.yaml"

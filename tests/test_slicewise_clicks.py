@@ -141,3 +141,32 @@ def test_a_click_model_with_another_encoder_is_refused(tiny, tmp_path):
     with pytest.raises(OptionError, match="image encoder differs"):
         pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[Point((24.0, 20.0, 10.0), False)]),
                      previous=first)
+
+
+def test_a_config_click_model_that_does_not_fit_is_passed_over(tiny, tmp_path):
+    """A config derived from LiteMedSAM's keeps its ``click_model:`` line; with another image
+    encoder the model's own decoder answers clicks (an explicit option would be refused)."""
+    import dataclasses
+
+    from sam_med.predictors.slicewise import SliceWisePredictor
+    from sam_med.predictors.slicewise.model_clicks import click_decoder
+
+    derived = dataclasses.replace(tiny, config=dict(tiny.config, click_model="lite_medsam_clicks_hn_hippo2"))
+    pred = SliceWisePredictor(loaded=derived, click_rule="model")
+    assert click_decoder(pred) is None
+    vol, ref = blob_volume(SHAPE, CENTER, RADII)
+    first = pred.predict(vol, ObjectPrompts(box=box_from_mask(ref)))
+    r = pred.predict(vol, ObjectPrompts(box=first.state.prompts.box, points=[Point((24.0, 20.0, 10.0), True)]),
+                     previous=first)
+    assert r.mask[24, 20, 10]
+
+
+
+def test_lite_medsam_clicks_are_answered_by_its_click_trained_decoder():
+    from sam_med.predictors.slicewise import SliceWisePredictor
+    from sam_med.predictors.slicewise.model_clicks import click_decoder
+
+    pred = SliceWisePredictor("lite_medsam", click_rule="model")
+    dec = click_decoder(pred)
+    assert dec is not None and dec.predictor.model.name == "lite_medsam_clicks_hn_hippo2"
+    assert click_decoder(SliceWisePredictor("lite_medsam", click_rule="model", click_model="lite_medsam")) is None

@@ -52,19 +52,25 @@ _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def click_decoder(pred) -> SliceDecoder | None:
-    """``click_model``'s decoder (loaded once per predictor; None: the predictor's own);
-    :class:`OptionError` when its image encoder differs from the predictor's."""
-    name = pred.options.click_model or pred.loaded.config.get("click_model")
+    """``click_model``'s decoder (loaded once per predictor; None: the predictor's own).
+    A ``click_model`` option whose image encoder differs from the predictor's is an
+    :class:`OptionError`; a config's ``click_model:`` that does not fit (a config derived from
+    LiteMedSAM's with another encoder) is passed over for the model's own decoder."""
+    chosen = pred.options.click_model
+    name = chosen or pred.loaded.config.get("click_model")
     if name is None or name == pred.model_name:
         return None
-    dec = _DECODERS.get(pred)
-    if dec is None:
-        loaded = load_model(name, device=str(pred.loaded.device))
-        a, b = loaded.model.image_encoder.state_dict(), pred.loaded.model.image_encoder.state_dict()
-        if a.keys() != b.keys() or not all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a):
-            raise OptionError(f"click_model={name}: its image encoder differs from {pred.model_name}'s, "
-                              "so it cannot decode that model's embeddings")
-        dec = _DECODERS[pred] = SliceDecoder(loaded, pred.encoder.transform, pred.timings)
+    if pred in _DECODERS:
+        return _DECODERS[pred]
+    dec = None
+    loaded = load_model(name, device=str(pred.loaded.device))
+    a, b = loaded.model.image_encoder.state_dict(), pred.loaded.model.image_encoder.state_dict()
+    if a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a):
+        dec = SliceDecoder(loaded, pred.encoder.transform, pred.timings)
+    elif chosen is not None:
+        raise OptionError(f"click_model={name}: its image encoder differs from {pred.model_name}'s, "
+                          "so it cannot decode that model's embeddings")
+    _DECODERS[pred] = dec
     return dec
 
 
