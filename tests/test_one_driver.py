@@ -86,7 +86,7 @@ def _cli_args(prompts: ObjectPrompts) -> list[str]:
     return args
 
 
-@pytest.mark.parametrize("rule", ["ball", "edit"])
+@pytest.mark.parametrize("rule", ["model", "ball", "edit"])
 def test_box_and_clicks_agree_everywhere_on_the_tiny_model(tiny, tmp_path, rule):
     blob, ref = blob_volume(SHAPE, CENTER, RADII)
     path = io.save_volume(blob, str(tmp_path / "blob.nii.gz"))

@@ -39,14 +39,15 @@ class SliceWiseOptions:
                             "it better at the key slice; never: always at the slice's own scale")
     whole_res_alt: int | None = _opt(192, "a second encoder input size for whole-slice views, kept "
                                           "when the model rates it better at the key slice (none: off)")
-    click_rule: str = _choice("ball", "ball", "edit", "model",
+    click_rule: str = _choice("model", "ball", "edit", "model",
                               doc="ball: a click's correction continues through the neighbouring "
                                   "slices while the clicked tissue is there; edit: the clicked "
                                   "slice only; model: click_model's decoder proposes the correction, "
                                   "kept when one-sided, local and small (else the ball) and carried "
                                   "through the neighbours while the error reaches them")
     click_model: str | None = _opt(None, "click_rule=model: the click-trained model whose decoder "
-                                         "answers clicks (same image encoder; default: the model itself)")
+                                         "answers clicks (same image encoder; default: the one the model's "
+                                         "config names, else the model itself)")
     encode_budget: float | None = _opt(None, "the most slice encodes (at the model's size) a box "
                                              "plans for: longer objects are encoded at a smaller "
                                              "input (faster, coarser; none: off)")
