@@ -82,6 +82,12 @@ def test_readme_command_runs_and_hits_its_organ(argv, comment, tmp_path, embeddi
         return
     organ = next(ORGANS[n] for n in ORGANS if comment.startswith(n))
     assert dice(out > 0, ref == organ) > 0.85, comment
+    if "--point" in argv:  # the click was answered by LiteMedSAM's click decoder, and the sidecar says so
+        import json
+
+        side = json.loads(Path(argv[argv.index("--out") + 1] + ".json").read_text())
+        assert side["model"]["click_decoder"]["name"] == "lite_medsam_clicks_hn_hippo2"
+        assert len(side["model"]["click_decoder"]["checkpoint_sha256"]) == 64
 
 
 @pytest.mark.slow

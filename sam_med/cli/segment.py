@@ -217,6 +217,7 @@ def write_outputs(session, out: str, fmt: str, session_out: str | None = None, e
     from ..io import sidecar
     from ..io.atomic import OutputSet
     from ..models.precision import predictor_precision
+    from ..predictors.slicewise.model_clicks import click_decoder_record
 
     predictor = session.predictor
     with OutputSet() as outputs:
@@ -227,7 +228,7 @@ def write_outputs(session, out: str, fmt: str, session_out: str | None = None, e
             written, volume=session.volume, prompts_json=session.to_json(),
             model_name=getattr(predictor, "model_name", None),
             checkpoint_sha256=getattr(predictor, "checkpoint_sha256", None), extra=extra,
-            precision=predictor_precision(predictor),
+            precision=predictor_precision(predictor), click_decoder=click_decoder_record(predictor),
         )
         outputs.commit()
     return written

@@ -13,7 +13,9 @@ Content (``"format": "sam-med-provenance/1"``)::
       "output": {"path": ..., "name": ..., "sha256": ... | null, "bytes": ...},
       "input": {"path": ..., "shape": [...], "affine": [...], "spacing": [...],
                 "orientation": "LPS", "modality": ..., "dicom": {...UIDs} | null},
-      "model": {"name": ..., "checkpoint_sha256": ..., "precision": "fp32" | "bf16" (when known)},
+      "model": {"name": ..., "checkpoint_sha256": ..., "precision": "fp32" | "bf16" (when known),
+                "click_decoder": {"name": ..., "checkpoint_sha256": ...} (when another model's
+                decoder answered the clicks)},
       "prompts": <prompts_json as given, e.g. Session.to_json()>,
       "versions": sam_med.session.versions(),
       "command": sys.argv,
@@ -102,7 +104,7 @@ def _input_record(volume: Volume) -> dict:
 
 def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | None,
                   checkpoint_sha256: str | None, extra: dict | None = None,
-                  precision: str | None = None) -> str:
+                  precision: str | None = None, click_decoder: dict | None = None) -> str:
     """Write the provenance sidecar of ``out_path`` (see the module docstring); returns its path.
 
     ``out_path`` is the result already written (its sha256 is recorded when it is a
@@ -134,7 +136,8 @@ def write_sidecar(out_path, *, volume: Volume, prompts_json, model_name: str | N
         },
         "input": _input_record(volume),
         "model": {"name": model_name, "checkpoint_sha256": checkpoint_sha256,
-                  **({"precision": precision} if precision is not None else {})},
+                  **({"precision": precision} if precision is not None else {}),
+                  **({"click_decoder": click_decoder} if click_decoder else {})},
         "prompts": prompts_json,
         "versions": versions(),
         "command": list(sys.argv),

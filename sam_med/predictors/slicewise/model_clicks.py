@@ -46,7 +46,7 @@ from .constants import MARGIN, MAX_CHANGE, MODEL_CARRY
 from .decoding import SliceDecoder
 from .state import SliceOut
 
-__all__ = ["click_decoder", "model_click", "bounded_change"]
+__all__ = ["click_decoder", "click_decoder_record", "model_click", "bounded_change"]
 
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -72,6 +72,16 @@ def click_decoder(pred) -> SliceDecoder | None:
                           "so it cannot decode that model's embeddings")
     _DECODERS[pred] = dec
     return dec
+
+
+def click_decoder_record(pred) -> dict | None:
+    """``{"name", "checkpoint_sha256"}`` of the click decoder that answered ``pred``'s clicks
+    (for provenance); None when no other model's decoder has answered any."""
+    dec = _DECODERS.get(pred)
+    if dec is None:
+        return None
+    loaded = dec.predictor.model
+    return {"name": loaded.name, "checkpoint_sha256": loaded.sha256}
 
 
 def _dense(pred, st, so: SliceOut, emb) -> torch.Tensor | None:
