@@ -1,6 +1,6 @@
 """A refinement click on the current masks (``click_rule`` "ball", "edit" or "model").
 
-* The clicked slice has a mask: "ball" (default) paints or cuts the guarded disk on the slice
+* The clicked slice has a mask: "ball" paints or cuts the guarded disk on the slice
   and continues it through the neighbours as a ball (:mod:`.ball`); "edit" the disk on the
   clicked slice only (:func:`~.clicks.local_edit`). No decoder call. "model": the click-trained
   decoder's bounded correction, carried through the neighbours (:mod:`.model_clicks`).

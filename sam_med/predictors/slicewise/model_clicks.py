@@ -10,7 +10,7 @@ model proposes is then bounded like a user's correction:
   on the slice, e.g. a shrunken far edge, are not what the click asked for);
 * **a correction, not a redraw**: a change larger than ``MAX_CHANGE`` x the slice's mask, or one
   that does not reach the click, is refused, and the click falls back to the guarded ball
-  (:func:`~.ball.ball_click`, the default rule).
+  (:func:`~.ball.ball_click`, the rule before this one).
 
 The change then continues through the neighbouring slices while the error does: on slice
 ``k ± j`` the click's pixel is still wrong, the slice has a mask and no clicks of its own, and
