@@ -170,3 +170,9 @@ def test_lite_medsam_clicks_are_answered_by_its_click_trained_decoder():
     dec = click_decoder(pred)
     assert dec is not None and dec.predictor.model.name == "lite_medsam_clicks_hn_hippo2"
     assert click_decoder(SliceWisePredictor("lite_medsam", click_rule="model", click_model="lite_medsam")) is None
+
+
+def test_click_decoder_record_of_no_predictor_is_none():
+    from sam_med.predictors.slicewise.model_clicks import click_decoder_record
+
+    assert click_decoder_record(None) is None  # a Session saved without a predictor (hand-drawn masks)

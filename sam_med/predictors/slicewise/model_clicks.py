@@ -76,8 +76,9 @@ def click_decoder(pred) -> SliceDecoder | None:
 
 def click_decoder_record(pred) -> dict | None:
     """``{"name", "checkpoint_sha256"}`` of the click decoder that answered ``pred``'s clicks
-    (for provenance); None when no other model's decoder has answered any."""
-    dec = _DECODERS.get(pred)
+    (for provenance); None when no other model's decoder has answered any (or ``pred`` is None:
+    a session without a predictor)."""
+    dec = _DECODERS.get(pred) if pred is not None else None
     if dec is None:
         return None
     loaded = dec.predictor.model
