@@ -176,3 +176,11 @@ def test_click_decoder_record_of_no_predictor_is_none():
     from sam_med.predictors.slicewise.model_clicks import click_decoder_record
 
     assert click_decoder_record(None) is None  # a Session saved without a predictor (hand-drawn masks)
+
+
+def test_an_unknown_click_model_is_refused_before_any_work(tiny):
+    from sam_med.predictors.base import OptionError
+    from sam_med.predictors.slicewise import SliceWisePredictor
+
+    with pytest.raises(OptionError, match="click_model=no_such_model: unknown model"):
+        SliceWisePredictor(loaded=tiny, click_model="no_such_model")

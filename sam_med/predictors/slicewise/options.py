@@ -95,6 +95,14 @@ def check_options(o: SliceWiseOptions, size: int, reduced_ok: bool) -> None:
         v = getattr(o, name)
         if v is not None and int(v) < 1:
             raise OptionError(f"{name}={v}: use 1 or more, or none")
+    if o.click_model is not None:  # a typo is refused before any encode, not at the first click
+        from ...errors import SamMedError
+        from ...models.configs import find_model_config
+
+        try:
+            find_model_config(o.click_model)
+        except SamMedError as exc:
+            raise OptionError(f"click_model={o.click_model}: {exc}") from None
 
 
 def resolve_workers(options: SliceWiseOptions, on_cpu: bool, torch_threads: int) -> SliceWiseOptions:
