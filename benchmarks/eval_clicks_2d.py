@@ -60,6 +60,28 @@ def table(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+def load_pair(config: str, model: str, cache_dir: str, cache_mb: int, tool: str):
+    """``(cfg, base, lm, pred)`` for a click evaluation: the training config, its base model,
+    the model under test and a slice-wise predictor of the base (its embeddings shared through
+    ``cache_dir``); None (with one line on stderr) when ``model`` does not share the base's encoder."""
+    import torch
+
+    torch.set_num_threads(1)
+    from sam_med.models import load_model
+    from sam_med.predictors.embedding_cache import EmbeddingCache
+    from sam_med.predictors.slicewise import SliceWisePredictor
+    from sam_med.training.config import load_config
+
+    cfg = load_config(config)
+    base = load_model(cfg["base_model"])
+    lm = load_model(model)
+    if lm.encoder_signature() != base.encoder_signature():
+        print(f"{tool}: {model} does not share {cfg['base_model']}'s encoder", file=sys.stderr)
+        return None
+    pred = SliceWisePredictor(loaded=base, cache=EmbeddingCache(max_bytes=cache_mb << 20, cache_dir=cache_dir))
+    return cfg, base, lm, pred
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", nargs="+", help="print the markdown table of these result files and exit")
@@ -84,23 +106,13 @@ def main(argv=None) -> int:
     if not (a.config and a.cache_dir and a.out):
         print("eval_clicks_2d: --config, --cache-dir and --out are needed", file=sys.stderr)
         return 2
-    import torch
-
-    torch.set_num_threads(1)
-    from sam_med.models import load_model
-    from sam_med.predictors.embedding_cache import EmbeddingCache
-    from sam_med.predictors.slicewise import SliceWisePredictor
     from sam_med.training.click_data import load_click_sets, parse_click_sets
-    from sam_med.training.config import load_config
     from sam_med.training.interactive_train import score_clicks, summarise_scores, val_subset
 
-    cfg = load_config(a.config)
-    base = load_model(cfg["base_model"])
-    lm = load_model(a.model)
-    if lm.encoder_signature() != base.encoder_signature():
-        print(f"eval_clicks_2d: {a.model} does not share {cfg['base_model']}'s encoder", file=sys.stderr)
+    pair = load_pair(a.config, a.model, a.cache_dir, 64, "eval_clicks_2d")
+    if pair is None:
         return 2
-    pred = SliceWisePredictor(loaded=base, cache=EmbeddingCache(max_bytes=64 << 20, cache_dir=a.cache_dir))
+    cfg, base, lm, pred = pair
     sets = parse_click_sets(cfg["data"]["click_sets"])
     if a.sets:
         keep = a.sets.split(",")

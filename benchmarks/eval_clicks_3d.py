@@ -134,22 +134,13 @@ def main(argv=None) -> int:
     ap.add_argument("--label")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    from sam_med.models import load_model
-    from sam_med.predictors.embedding_cache import EmbeddingCache
-    from sam_med.predictors.slicewise import SliceWisePredictor
+    from eval_clicks_2d import load_pair
     from sam_med.training.click_data import parse_click_sets, set_cases
-    from sam_med.training.config import load_config
 
-    cfg = load_config(a.config)
-    base = load_model(cfg["base_model"])
-    lm = load_model(a.model)
-    if lm.encoder_signature() != base.encoder_signature():
-        print(f"eval_clicks_3d: {a.model} does not share {cfg['base_model']}'s encoder", file=sys.stderr)
+    pair = load_pair(a.config, a.model, a.cache_dir, 256, "eval_clicks_3d")
+    if pair is None:
         return 2
-    pred = SliceWisePredictor(loaded=base, cache=EmbeddingCache(max_bytes=256 << 20, cache_dir=a.cache_dir))
+    cfg, base, lm, pred = pair
     rows = {"dice": [], "group": [], "id": []}
     t0 = time.perf_counter()
     for s in parse_click_sets(cfg["data"]["click_sets"]):
