@@ -30,7 +30,7 @@ from .ball_guard import make_guard
 from .clicks import edit_radius
 from .state import SliceOut
 
-__all__ = ["ball_radius", "ball_radius_3d", "continue_ball", "ball_click"]
+__all__ = ["ball_radius", "ball_radius_3d", "edited", "continue_ball", "ball_click"]
 
 
 ball_radius = edit_radius  # the edit rule's disk radius: the ball's in-plane radius
@@ -61,7 +61,7 @@ def ball_radius_3d(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: boo
     return max(float(np.sqrt(best)), 1.5)
 
 
-def _edited(cur: SliceOut, region: np.ndarray, positive: bool) -> SliceOut:
+def edited(cur: SliceOut, region: np.ndarray, positive: bool) -> SliceOut:
     """``cur`` with ``region`` painted (positive) or cut; no logits, the same score."""
     new = (cur.mask | region) if positive else (cur.mask & ~region)
     return SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
@@ -88,7 +88,7 @@ def continue_ball(st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool
                 disk = guard(z, cur.mask, disk)
                 if disk is None:
                     break  # the clicked tissue is not at the click's pixel here
-            st.slices[z] = _edited(cur, disk, positive)
+            st.slices[z] = edited(cur, disk, positive)
             changed.append(z)
     return changed
 
@@ -108,5 +108,5 @@ def ball_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: b
     yy, xx = np.ogrid[:h, :w]
     disk = guard(k, cur.mask, (xx - x) ** 2 + (yy - y) ** 2 <= r * r, first=True)
     disk[y, x] = True
-    st.slices[k] = _edited(cur, disk, positive)
+    st.slices[k] = edited(cur, disk, positive)
     return [k] + continue_ball(st, geo, k, x, y, positive, r, guard)

@@ -40,7 +40,7 @@ from ...masks import mask_logits
 from ...models import load_model
 from ..base import OptionError
 from ..planes import PlaneGeometry, clip_box, component_at, mask_bbox, union_box
-from .ball import ball_click, ball_radius, ball_radius_3d
+from .ball import ball_click, ball_radius, ball_radius_3d, edited
 from .clicks import clicks_on
 from .constants import MARGIN, MAX_CHANGE, MODEL_CARRY
 from .decoding import SliceDecoder
@@ -64,8 +64,7 @@ def click_decoder(pred) -> SliceDecoder | None:
         return _DECODERS[pred]
     dec = None
     loaded = load_model(name, device=str(pred.loaded.device))
-    a, b = loaded.model.image_encoder.state_dict(), pred.loaded.model.image_encoder.state_dict()
-    if a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a):
+    if loaded.encoder_signature() == pred.loaded.encoder_signature():  # a decoder-only fine-tune of it
         dec = SliceDecoder(loaded, pred.encoder.transform, pred.timings)
     elif chosen is not None:
         raise OptionError(f"click_model={name}: its image encoder differs from {pred.model_name}'s, "
@@ -125,11 +124,6 @@ def bounded_change(old: np.ndarray, new: np.ndarray, x: int, y: int, positive: b
     return change
 
 
-def _apply(cur: SliceOut, change: np.ndarray, positive: bool) -> SliceOut:
-    new = (cur.mask | change) if positive else (cur.mask & ~change)
-    return SliceOut(new, None, mask_bbox(new) if new.any() else None, cur.score)
-
-
 def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: bool) -> list[int]:
     """A click at plane ``(x, y)`` of slice ``k`` (which has a mask; the click already in
     ``st.prompts``); returns the slices changed (``k`` first; empty when the click agrees)."""
@@ -143,7 +137,7 @@ def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: 
     if change is None:
         return ball_click(pred, st, geo, k, x, y, positive)
     reach = int(ball_radius_3d(st, geo, k, x, y, positive, r) if not positive else r)  # before the edit
-    st.slices[k] = _apply(cur, change, positive)
+    st.slices[k] = edited(cur, change, positive)
     changed = [k]
     clicked = {int(round(geo.to_plane(q.ijk)[0])) for q in st.prompts.points}
     for step in (-1, 1):
@@ -157,11 +151,11 @@ def model_click(pred, st, geo: PlaneGeometry, k: int, x: int, y: int, positive: 
                 decodes += 1
                 dz = bounded_change(old.mask, _redecode(pred, st, geo, z, old, [(x, y, positive)]).mask,
                                     x, y, positive)
-            else:  # not encoded: the previous slice's change, where it is one here
+            else:  # not decoded by the box step, or the decode budget spent: the previous slice's change
                 dz = component_at(prev & (~old.mask if positive else old.mask), x, y)
             if dz is None or not (dz & prev).any():
                 break
-            st.slices[z] = _apply(old, dz, positive)
+            st.slices[z] = edited(old, dz, positive)
             changed.append(z)
             prev = dz
     return changed
