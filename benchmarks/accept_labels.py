@@ -2,11 +2,14 @@
 ``Session.accept`` (what napari's Accept calls): the data engine's intake without a GUI.
 
     python benchmarks/accept_labels.py --to DIR IMAGE LABEL [--labels 1,2,5] [IMAGE LABEL ...]
+    python benchmarks/accept_labels.py --to DIR --dataset CSV_OR_FOLDER [--limit N]
 
 Each IMAGE LABEL pair becomes one entry holding every label value (or ``--labels``, which
 applies to every pair) as an object, named from a ``labels.json`` next to LABEL when it has
 an entry for that file (``{"<label file>": {"<value>": {"name": ...}}}``), else ``label N``.
-The scans are referenced by path and checksum, never copied.
+``--dataset`` takes anything ``sam-med evaluate`` reads (a CSV with ``labels_of_interest`` /
+``label_names``, an MSD folder, ...): each case becomes one entry with the dataset's labels and
+names. The scans are referenced by path and checksum, never copied.
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ def label_names(label: Path) -> dict[int, str]:
     return {int(k): str(v.get("name") if isinstance(v, dict) else v) for k, v in table.items()}
 
 
-def accept_pair(folder: Path, image: Path, label: Path, values=None):
+def accept_pair(folder: Path, image: Path, label: Path, values=None, names=None):
     from sam_med import io
-    from sam_med.session import Session
 
     vol = io.load(str(image))
     lab = io.load_label(str(label), like=vol)
-    names = label_names(label)
+    return accept_volumes(folder, vol, lab, values, label_names(label) if names is None else names)
+
+
+def accept_volumes(folder: Path, vol, lab, values=None, names=None):
+    from sam_med.session import Session
+
+    names = names or {}
     present = [int(v) for v in np.unique(lab.array) if v != 0]
     chosen = [v for v in present if values is None or v in values]
     s = Session(vol, None, max_undo=0)
@@ -48,13 +56,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--to", required=True, type=Path, help="the accepted-results folder (made when new)")
     ap.add_argument("--labels", help="label values to accept (default: every value present)")
-    ap.add_argument("pairs", nargs="+", type=Path, metavar="IMAGE LABEL")
+    ap.add_argument("--dataset", type=Path, help="an evaluation dataset (CSV or folder) to accept instead of pairs")
+    ap.add_argument("--limit", type=int, help="with --dataset: the first N cases")
+    ap.add_argument("pairs", nargs="*", type=Path, metavar="IMAGE LABEL")
     a = ap.parse_args(argv)
-    if len(a.pairs) % 2:
-        ap.error("give IMAGE LABEL pairs")
+    if len(a.pairs) % 2 or bool(a.pairs) == bool(a.dataset):
+        ap.error("give IMAGE LABEL pairs or --dataset")
     from sam_med.evaluation import parse_labels
 
     values = set(parse_labels(a.labels) or ()) or None
+    if a.dataset:
+        from sam_med.evaluation.datasets import open_dataset
+
+        for case in open_dataset(a.dataset, limit=a.limit).cases:
+            vol, lab = case.load()
+            want = values or (set(case.labels) if case.labels else None)
+            e = accept_volumes(a.to, vol, lab, want, case.label_names)
+            print(f"{e.id}: {len(e.objects)} objects from {case.case_id}")
+        return 0
     for image, label in zip(a.pairs[::2], a.pairs[1::2]):
         e = accept_pair(a.to, image, label, values)
         print(f"{e.id}: {len(e.objects)} objects from {label.name}")
