@@ -95,7 +95,7 @@ def challenge_cases(path, pattern: str = "*") -> list:
 
 
 def cvpr25_scores(cases: Sequence, lm, cache, n_clicks: int = 5, options: dict | None = None,
-                  log: Callable[[str], None] | None = None) -> list[dict]:
+                  log: Callable[[str], None] | None = None, label: str | None = None) -> list[dict]:
     """Per structure of the CVPR25 ``cases`` (:func:`cvpr_cases`, :func:`challenge_cases`):
     ``case``, ``name``, ``class``, ``DSC_AUC``, ``DSC_Final``, ``NSD_AUC``, ``NSD_Final`` and
     ``DSC_steps`` (box step, then each click) under the CVPR25 protocol."""
@@ -119,7 +119,7 @@ def cvpr25_scores(cases: Sequence, lm, cache, n_clicks: int = 5, options: dict |
                         "DSC_AUC": float(auc(dsc)), "DSC_Final": dsc[-1], "NSD_AUC": float(auc(nsd)),
                         "NSD_Final": nsd[-1]})
         if log:
-            log(f"[promotion] cvpr25 {lm.name}: {c.case_id} DSC_Final {res.row.get(f'DSC_{k}', float('nan')):.4f}")
+            log(f"[promotion] cvpr25 {label or lm.name}: {c.case_id} DSC_Final {res.row.get(f'DSC_{k}', float('nan')):.4f}")
     return out
 
 

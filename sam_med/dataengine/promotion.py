@@ -97,8 +97,9 @@ def evaluate(trainer, rows: list[dict], opts: dict, log: Callable[[str], None]) 
         sets.append(("extra", challenge_cases(Path(str(opts["extra_cvpr25"])).expanduser(),
                                               str(opts.get("extra_cases") or "*"))))
     for key, cc in sets:
-        base_c = cvpr25_scores(cc, trainer.lm, trainer.cache, opts["eval_clicks"], popt, log)
-        new_c = cvpr25_scores(cc, new_lm, new_cache, opts["eval_clicks"], popt, log)
+        base_c = cvpr25_scores(cc, trainer.lm, trainer.cache, opts["eval_clicks"], popt, log,
+                               label=f"base {trainer.cfg['base_model']}")
+        new_c = cvpr25_scores(cc, new_lm, new_cache, opts["eval_clicks"], popt, log, label=f"new {trainer.cfg['name']}")
         out[key] = compare_scores(base_c, new_c, CVPR25_METRICS, n_boot, seed)
         if key == "extra":
             out[key]["data"] = str(opts["extra_cvpr25"])
