@@ -29,14 +29,6 @@ def label_names(label: Path) -> dict[int, str]:
     return {int(k): str(v.get("name") if isinstance(v, dict) else v) for k, v in table.items()}
 
 
-def accept_pair(folder: Path, image: Path, label: Path, values=None, names=None):
-    from sam_med import io
-
-    vol = io.load(str(image))
-    lab = io.load_label(str(label), like=vol)
-    return accept_volumes(folder, vol, lab, values, label_names(label) if names is None else names)
-
-
 def accept_volumes(folder: Path, vol, lab, values=None, names=None):
     from sam_med.session import Session
 
@@ -62,22 +54,42 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if len(a.pairs) % 2 or bool(a.pairs) == bool(a.dataset):
         ap.error("give IMAGE LABEL pairs or --dataset")
+    import sys
+
+    from sam_med.errors import SamMedError
     from sam_med.evaluation import parse_labels
 
-    values = set(parse_labels(a.labels) or ()) or None
+    try:
+        values = set(parse_labels(a.labels) or ()) or None
+        items = _items(a, values)
+        for load, _, _, _ in items:  # every pair reads before anything is written (a bad one: nothing written)
+            load()
+        for load, want, names, what in items:
+            vol, lab = load()
+            e = accept_volumes(a.to, vol, lab, want, names)
+            print(f"{e.id}: {len(e.objects)} objects from {what}")
+    except (SamMedError, OSError) as exc:
+        print(f"accept_labels: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _items(a, values) -> list:
+    """(load -> (image, label), label values, names, what) per entry to accept."""
     if a.dataset:
         from sam_med.evaluation.datasets import open_dataset
 
-        for case in open_dataset(a.dataset, limit=a.limit).cases:
-            vol, lab = case.load()
-            want = values or (set(case.labels) if case.labels else None)
-            e = accept_volumes(a.to, vol, lab, want, case.label_names)
-            print(f"{e.id}: {len(e.objects)} objects from {case.case_id}")
-        return 0
-    for image, label in zip(a.pairs[::2], a.pairs[1::2]):
-        e = accept_pair(a.to, image, label, values)
-        print(f"{e.id}: {len(e.objects)} objects from {label.name}")
-    return 0
+        return [(c.load, values or (set(c.labels) if c.labels else None), c.label_names, c.case_id)
+                for c in open_dataset(a.dataset, limit=a.limit).cases]
+    from sam_med import io
+
+    def pair(image: Path, label: Path):
+        def load():
+            vol = io.load(str(image))
+            return vol, io.load_label(str(label), like=vol)
+        return load, values, label_names(label), label.name
+
+    return [pair(i, l) for i, l in zip(a.pairs[::2], a.pairs[1::2])]
 
 
 if __name__ == "__main__":

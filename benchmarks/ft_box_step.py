@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import pickle
+import sys
 
 import numpy as np
 import torch
@@ -34,10 +36,15 @@ def main(argv=None) -> int:
 
     base = load_model(a.base)
     ft = dataclasses.replace(base, model=copy.deepcopy(base.model))  # the registry shares base.model
-    state = torch.load(a.weights, map_location="cpu", weights_only=True)["trainable"]
-    res = ft.model.load_state_dict(state, strict=False)
+    try:
+        state = torch.load(a.weights, map_location="cpu", weights_only=True)["trainable"]
+        res = ft.model.load_state_dict(state, strict=False)
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        print(f"ft_box_step: {a.weights}: not a sam-med finetune checkpoint ({str(exc).splitlines()[0]})", file=sys.stderr)
+        return 2
     if res.unexpected_keys:
-        raise SystemExit(f"{a.weights}: not {a.base}'s tensors: {res.unexpected_keys[:3]}")
+        print(f"ft_box_step: {a.weights}: not {a.base}'s tensors: {res.unexpected_keys[:3]}", file=sys.stderr)
+        return 2
     cache = EmbeddingCache(cache_dir=a.cache_dir)  # decoder-only: both share the encodes
     print("| case | structure | label voxels, z | base Dice | voxels, z | fine-tuned Dice | voxels, z |")
     print("|---|---|---|---|---|---|---|")
