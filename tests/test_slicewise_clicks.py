@@ -161,7 +161,6 @@ def test_a_config_click_model_that_does_not_fit_is_passed_over(tiny, tmp_path):
     assert r.mask[24, 20, 10]
 
 
-
 def test_lite_medsam_clicks_are_answered_by_its_click_trained_decoder():
     from sam_med.predictors.slicewise import SliceWisePredictor
     from sam_med.predictors.slicewise.model_clicks import click_decoder

@@ -14,7 +14,6 @@ from sam_med.errors import SamMedError
 from sam_med.training.interactive import interactive_options
 
 
-
 class _Case:
     """The part of an EvalCase that click_data reads: an image + label map in memory."""
 
