@@ -60,6 +60,8 @@ def export_click_model(cfg: dict, loaded, state: dict[str, torch.Tensor], summar
     model_cfg = yaml.safe_load(Path(find_model_config(cfg["base_model"])).read_text()) or {}
     sets = cfg["data"]["click_sets"]
     model_cfg["name"] = name
+    # the base's click model answers the base's clicks; this model's own decoder answers its own
+    model_cfg.pop("click_model", None)
     views = sorted({str(s.get("view", "whole")) for s in sets})
     kinds = "whole-slice" if views == ["whole"] else "whole-slice and engine zoom-view"
     model_cfg["description"] = (
@@ -91,7 +93,7 @@ def export_click_model(cfg: dict, loaded, state: dict[str, torch.Tensor], summar
                        for h in summary.get("history", []) if "val" in h],
         "wall_s": summary.get("wall_s"),
     }
-    text = (f"# written by sam-med finetune (recipe interactive) from {cfg.get('config_path', 'a config dict')}\n"
+    text = (f"# written by sam-med finetune (recipe interactive) from {_rel(cfg.get('config_path', 'a config dict'))}\n"
             + yaml.safe_dump(model_cfg, sort_keys=False))
     atomic_write_text(cfg_path, text)
     if exp.get("register", True):
