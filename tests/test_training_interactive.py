@@ -3,6 +3,8 @@ random model (seconds), the config checks, and the shipped click-trained weights
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,27 @@ from sam_med.errors import SamMedError
 from sam_med.training.click_data import ClickCase, choose_slices, samples_of, split_ids
 from sam_med.training.interactive import cvpr25_box, interactive_options, neighbour_box
 
-SHIPPED = "lite_medsam_clicks_hn_hippo"
-SHIPPED_V2 = "lite_medsam_clicks_hn_hippo2"
+
+
+def _packaged_click_models() -> list[str]:
+    """Every model config in the package whose weights are a packaged partial delta on LiteMedSAM
+    (the click-trained decoders): each must load strictly and decode."""
+    from importlib.resources import files
+
+    import yaml
+
+    names = []
+    for f in sorted((files("sam_med") / "configs" / "models").iterdir()):
+        if not f.name.endswith(".yaml"):
+            continue
+        cfg = yaml.safe_load(f.read_text())
+        res = str((cfg.get("checkpoint") or {}).get("package_resource") or "")
+        if res.startswith("sam_med:data/") and (cfg.get("delta") or {}).get("kind") == "partial":
+            names.append(cfg["name"])
+    return names
+
+
+SHIPPED = _packaged_click_models()
 
 
 def _case(seed: int = 0, hw=(40, 48), grid: int = 32) -> ClickCase:
@@ -105,7 +126,7 @@ def test_lora_variant_merges_into_the_decoder_layout(tmp_path):
     assert set(decoder_state(m)) == set(decoder_state(lm.model))  # merged: the plain decoder's keys
 
 
-@pytest.mark.parametrize("name", [SHIPPED, SHIPPED_V2])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_click_weights_load_strictly_and_decode(name):
     from sam_med.models import list_models, load_model
 
@@ -144,7 +165,11 @@ def test_export_writes_a_delta_model_that_loads_strictly(tmp_path):
     from sam_med.training.click_export import export_click_model
     from sam_med.training.interactive_train import decoder_state
 
+    from sam_med.models.configs import find_model_config
+
     lm = load_tiny_model(tmp_path / "models")
+    base_cfg = Path(find_model_config("tiny_lite"))
+    base_cfg.write_text(base_cfg.read_text() + "click_model: tiny_other_clicks\n")  # as LiteMedSAM's names one
     state = decoder_state(lm.model)
     key = "mask_decoder.iou_prediction_head.layers.2.bias"
     state[key] = state[key] + 0.5
@@ -155,6 +180,7 @@ def test_export_writes_a_delta_model_that_loads_strictly(tmp_path):
     new = load_model("tiny_clicks_export")
     assert new.config["delta"] == {"kind": "partial"} and "CC-BY-SA" in new.config["training"]["licences"][0]
     assert new.encoder_signature() == lm.encoder_signature()
+    assert "click_model" not in new.config  # its own decoder answers its clicks, not the base's click model
     sd = new.model.state_dict()
     assert torch.allclose(sd[key], state[key].half().float())
     assert sd[key].dtype == torch.float32
