@@ -86,7 +86,7 @@ def test_readme_command_runs_and_hits_its_organ(argv, comment, tmp_path, embeddi
         import json
 
         side = json.loads(Path(argv[argv.index("--out") + 1] + ".json").read_text())
-        assert side["model"]["click_decoder"]["name"] == "lite_medsam_clicks_hn_hippo2"
+        assert side["model"]["click_decoder"]["name"] == "lite_medsam_clicks_hn_hippo4"
         assert len(side["model"]["click_decoder"]["checkpoint_sha256"]) == 64
 
 
