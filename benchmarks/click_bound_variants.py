@@ -4,11 +4,13 @@ constants of the engine, not options; this runs any ``sam-med`` command with the
 
     python benchmarks/click_bound_variants.py VARIANT evaluate DATA --protocol cvpr25 [...]
 
-VARIANT:
-  ``negfree``   a negative click's removal (one-sided, connected to the click) is kept whatever
-                its size, on the clicked slice and through the carry;
-  ``negslice``  the same on the clicked slice only; a removal over ``MAX_CHANGE`` x the slice's
-                mask is not carried (neighbours keep the bound).
+The engine's rule (since the click decoder v4): a negative click's removal (one-sided, connected
+to the click) is kept whatever its size, on the clicked slice and through the carry; a positive
+click's addition is bounded by ``MAX_CHANGE`` x the slice's mask. VARIANT:
+  ``negbound``  the rule before: removals bounded like additions (``MAX_CHANGE``);
+  ``negslice``  removals of any size on the clicked slice only; a removal over ``MAX_CHANGE`` x
+                the slice's mask is not carried (neighbours keep the bound);
+  ``addfree``   additions of any size too (no size bound at all).
 """
 
 from __future__ import annotations
@@ -22,16 +24,24 @@ def _install(variant: str) -> None:
     from sam_med.predictors.planes import component_at
     from sam_med.predictors.slicewise.constants import MAX_CHANGE
 
-    bounded = mc.bounded_change
-    state = {"first": False, "big": False}
+    unbounded = mc.bounded_change  # the engine's: removals of any size
 
-    def removal(old, new, x, y):
-        return None if bool(new[y, x]) else component_at(old & ~new, x, y)
+    def bounded(old, new, x, y, positive):  # removals bounded like additions
+        ch = unbounded(old, new, x, y, positive)
+        return None if ch is not None and ch.sum() > MAX_CHANGE * max(int(old.sum()), 1) else ch
 
-    if variant == "negfree":
-        mc.bounded_change = lambda old, new, x, y, positive: (
-            bounded(old, new, x, y, positive) if positive else removal(old, new, x, y))
+    if variant == "negbound":
+        mc.bounded_change = bounded
         return
+    if variant == "addfree":
+        def free(old, new, x, y, positive):
+            if bool(new[y, x]) != positive:
+                return None
+            return component_at((new & ~old) if positive else (old & ~new), x, y)
+
+        mc.bounded_change = free
+        return
+    state = {"first": False, "big": False}
     model_click, radius_3d = mc.model_click, mc.ball_radius_3d
 
     def click(*a, **k):
@@ -45,7 +55,7 @@ def _install(variant: str) -> None:
         first, state["first"] = state["first"], False
         if positive or not first:
             return bounded(old, new, x, y, positive)
-        ch = removal(old, new, x, y)
+        ch = unbounded(old, new, x, y, positive)
         state["big"] = ch is not None and ch.sum() > MAX_CHANGE * max(int(old.sum()), 1)
         return ch
 
@@ -56,7 +66,7 @@ def _install(variant: str) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("negfree", "negslice"):
+    if not argv or argv[0] not in ("negbound", "negslice", "addfree"):
         print(__doc__, file=sys.stderr)
         return 2
     _install(argv[0])

@@ -122,11 +122,17 @@ def test_bounded_change_keeps_a_one_sided_local_correction():
     assert bounded_change(old, new, 22, 12, False) is None  # the proposal keeps the clicked pixel
     gone = np.zeros_like(old)
     gone[5:25, 5:8] = True
-    assert bounded_change(old, gone, 6, 20, False) is None  # removes 340 of 400 px: a redraw
+    ch = bounded_change(old, gone, 15, 20, False)  # a removal may take most of the slice (340 of 400 px)
+    assert ch.sum() == 340 and not (ch & gone).any()
+    assert bounded_change(old, gone, 6, 20, False) is None  # ... but must honour the click
     grow = old.copy()
     grow[25:28, 5:25] = True
     ch = bounded_change(old, grow, 10, 26, True)
     assert ch.sum() == 60 and not (ch & old).any()
+    big = old.copy()
+    big[0:30, 0:5] = True
+    big[25:30, :] = True  # adds 275 px to 400: a redraw, refused
+    assert bounded_change(old, big, 2, 2, True) is None
 
 
 def test_a_click_model_with_another_encoder_is_refused(tiny, tmp_path):

@@ -11,5 +11,5 @@ BUDGET_MIN_RES = 128  # encode budget: never below this encoder input size
 POINT_INTENSITY_STOP = 4.0  # points only: stop where the mask's mean departs > this x the seed's sd
 REFINE_STOP_DICE = 0.98  # a re-decoded neighbour this close to its old mask ends a refinement pass
 MODEL_CARRY = 1  # click_rule=model: neighbours re-decoded per direction (then the change is carried)
-MAX_CHANGE = 0.5  # a model change larger than this x the slice's mask is not a correction
+MAX_CHANGE = 0.5  # an addition larger than this x the slice's mask is not a correction
 BALL_SD = 3.0  # the ball guard's tolerance, in robust SDs of the click's patch
