@@ -173,7 +173,7 @@ def test_lite_medsam_clicks_are_answered_by_its_click_trained_decoder():
 
     pred = SliceWisePredictor("lite_medsam", click_rule="model")
     dec = click_decoder(pred)
-    assert dec is not None and dec.predictor.model.name == "lite_medsam_clicks_hn_hippo2"
+    assert dec is not None and dec.predictor.model.name == "lite_medsam_clicks_hn_hippo4"
     assert click_decoder(SliceWisePredictor("lite_medsam", click_rule="model", click_model="lite_medsam")) is None
 
 
