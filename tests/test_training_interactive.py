@@ -167,13 +167,14 @@ def test_export_writes_a_delta_model_that_loads_strictly(tmp_path):
 
     from sam_med.models.configs import find_model_config
 
-    lm = load_tiny_model(tmp_path / "models")
-    base_cfg = Path(find_model_config("tiny_lite"))
-    base_cfg.write_text(base_cfg.read_text() + "click_model: tiny_other_clicks\n")  # as LiteMedSAM's names one
+    # a tiny base of its own (other tests share "tiny_lite"), naming a click model as LiteMedSAM's does
+    lm = load_tiny_model(tmp_path / "models", name="tiny_lite_click_base")
+    base_cfg = Path(find_model_config("tiny_lite_click_base"))
+    base_cfg.write_text(base_cfg.read_text() + "click_model: tiny_other_clicks\n")
     state = decoder_state(lm.model)
     key = "mask_decoder.iou_prediction_head.layers.2.bias"
     state[key] = state[key] + 0.5
-    cfg = {"name": "tiny_clicks_export", "base_model": "tiny_lite", "config_path": "x.yaml",
+    cfg = {"name": "tiny_clicks_export", "base_model": "tiny_lite_click_base", "config_path": "x.yaml",
            "data": {"click_sets": [{"name": "hippocampus", "dataset": "/d/hippocampus/all.csv"}]},
            "export": {"models_dir": str(tmp_path / "out"), "fp16": True}}
     e = export_click_model(cfg, lm, state, {"history": [], "train_objects": 3, "train_samples": 5})
