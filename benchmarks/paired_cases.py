@@ -5,7 +5,7 @@
 Each pair is one data set evaluated twice (the two folders' ``metrics.csv``, matched by case
 name). For DSC_Final, DSC_AUC and the first click's DSC (``DSC_2``) it prints the mean difference
 NEW - BASE over every matched case of every pair, its 95 % bootstrap interval (cases resampled,
-seeded) and how many cases differ by more than 0.005 either way. Used for the click default in
+seeded, as the data engine's promotion rule does) and how many cases differ by more than 0.005 either way. Used for the click default in
 ``docs/engine.md``.
 """
 
@@ -33,23 +33,25 @@ def _read(folder: str) -> dict[str, dict]:
 
 
 def paired(pairs: list[tuple[str, str]], resamples: int = 5000, seed: int = 0) -> dict[str, dict]:
-    """``{metric: {"n", "mean", "lo", "hi", "better", "worse"}}`` over the matched cases."""
-    diffs: dict[str, list[float]] = {m: [] for m in METRICS}
+    """``{metric: {"n", "mean", "lo", "hi", "better", "worse"}}`` over the matched cases
+    (the interval: :func:`sam_med.dataengine.compare.paired_bootstrap`, the promotion rule's)."""
+    from sam_med.dataengine.compare import paired_bootstrap
+
+    vals: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in METRICS}
     for base, new in pairs:
         a, b = _read(base), _read(new)
         common = sorted(set(a) & set(b))
         if not common:
             raise ValueError(f"{base} and {new} share no case")
         for m in METRICS:
-            diffs[m] += [float(b[c][m]) - float(a[c][m]) for c in common]
+            vals[m][0].extend(float(a[c][m]) for c in common)
+            vals[m][1].extend(float(b[c][m]) for c in common)
     out = {}
-    rng = np.random.default_rng(seed)
-    for m, d in diffs.items():
-        d = np.asarray(d)
-        boots = d[rng.integers(0, d.size, (resamples, d.size))].mean(axis=1)
-        out[m] = {"n": int(d.size), "mean": float(d.mean()), "lo": float(np.percentile(boots, 2.5)),
-                  "hi": float(np.percentile(boots, 97.5)), "better": int((d > 0.005).sum()),
-                  "worse": int((d < -0.005).sum())}
+    for m, (x, y) in vals.items():
+        r = paired_bootstrap(x, y, n=resamples, seed=seed)
+        d = np.asarray(y) - np.asarray(x)
+        out[m] = {"n": r["n"], "mean": r["mean_diff"], "lo": r["ci"][0], "hi": r["ci"][1],
+                  "better": int((d > 0.005).sum()), "worse": int((d < -0.005).sum())}
     return out
 
 
